@@ -1,0 +1,5 @@
+import sys
+
+from dfpanel.cli import main
+
+sys.exit(main())

@@ -1,0 +1,109 @@
+"""The `dfpanel` command line: one sub-command per step of the pipeline.
+
+Each step's commands live in `dfpanel.commands.<step>` and register themselves on the app through a
+`register(app)` function, so this file stays small and every step owns its own options. Heavy imports
+(torch, av, timm) happen inside the command bodies, keeping `dfpanel --help` fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import typer
+from rich.console import Console
+
+from dfpanel import __version__
+from dfpanel.errors import DfpanelError
+
+# Order here is the order of `dfpanel --help`, which is the order of the pipeline.
+COMMAND_MODULES = (
+    "demo",
+    "synth",
+    "index",
+    "extract",
+    "train",
+    "evaluate",
+    "detect",
+    "panel",
+    "export",
+    "serve",
+)
+
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="dfpanel",
+    help="Deepfake video detection by a panel of five specialists (BG, AV, CM, RR, TM).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"dfpanel {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[logging.StreamHandler(sys.stderr)],
+    )
+    # Libraries log a lot at INFO; keep the terminal for our own progress.
+    for noisy in ("lightning", "lightning.pytorch", "pytorch_lightning", "PIL", "matplotlib", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _register_commands() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"dfpanel.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"dfpanel.commands.{name}":
+                continue  # step not built yet
+            raise
+        module.register(app)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: user mistakes become one red line and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except DfpanelError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        err_console.print("[red]aborted[/]")
+        return 130
+    except KeyboardInterrupt:
+        err_console.print("[red]interrupted[/] (re-run the same command to resume)")
+        return 130
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""The face-track cache: what `dfpanel extract` writes and every specialist's view reads.
+
+Layout (one folder per video, written atomically: built in a temp folder, then renamed):
+
+    CACHE/
+      index.jsonl                 one line per finished video (CacheIndexRow), appended as videos finish
+      extract_report.json         per-video failures with reasons, and run totals
+      <dataset>/<video_id>/
+        meta.json                 TrackMeta (below)
+        crops/000000.png ...      lossless RGB crops of the context box (2x the face box), native pixels
+        audio.wav                 16 kHz mono PCM16, when the video has audio
+
+Coordinates are source-frame pixels after rotation metadata was applied. `crop_box` is integral and
+clipped to the frame, so `crop_box[:2] % 8` is where the source frame's 8x8 block grid falls inside
+the crop (CM needs that). Frames come in clips of `clip_len` consecutive decoded frames; a frame's
+`clip` says which. `time` is its presentation timestamp in seconds; audio sample `i` is at time
+`audio.start_time + i / sample_rate`, on the same clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+import wave
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from dfpanel.errors import DataError
+
+CACHE_VERSION = 1
+AUDIO_RATE = 16000
+INDEX_FILE = "index.jsonl"
+REPORT_FILE = "extract_report.json"
+
+
+@dataclass
+class FrameRecord:
+    index: int  # decoded frame number in the video (0-based, in presentation order)
+    time: float  # presentation time, seconds
+    clip: int  # which clip of clip_len consecutive frames it belongs to
+    box: list[float]  # face box [x0, y0, x1, y1], source pixels
+    crop_box: list[int]  # stored crop [x0, y0, x1, y1], integral, clipped to the frame
+    landmarks: list[list[float]]  # 5 x [x, y]: left eye, right eye, nose, mouth left, mouth right
+    score: float  # detector confidence (interpolated frames: of the nearest detection)
+    file: str  # crop PNG, relative to the entry folder
+    detected: bool = True  # False when the box was tracked/interpolated rather than detected
+
+
+@dataclass
+class AudioInfo:
+    file: str
+    sample_rate: int
+    start_time: float  # time of sample 0 on the frames' clock, seconds
+    n_samples: int
+
+
+@dataclass
+class TrackMeta:
+    video_id: str
+    dataset: str
+    source: str  # absolute path of the video it came from
+    source_size: list[int]  # [width, height] after rotation
+    fps: float  # average frame rate
+    duration: float  # seconds
+    codec: str
+    rotation: int  # degrees applied
+    clip_len: int
+    frames: list[FrameRecord]
+    audio: AudioInfo | None
+    track_id: int = 0
+    detector: str = ""
+    version: int = CACHE_VERSION
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def grid_offset(self) -> list[tuple[int, int]]:
+        """Per frame, (x, y) of the source 8x8 block grid inside the crop: the crop starts at
+        crop_box[0] % 8 pixels into a block, so the first full block starts (8 - that) % 8 in."""
+        return [((8 - f.crop_box[0] % 8) % 8, (8 - f.crop_box[1] % 8) % 8) for f in self.frames]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrackMeta":
+        d = dict(d)
+        d["frames"] = [FrameRecord(**f) for f in d["frames"]]
+        d["audio"] = AudioInfo(**d["audio"]) if d.get("audio") else None
+        return cls(**d)
+
+
+@dataclass
+class CacheIndexRow:
+    id: str
+    dataset: str
+    dir: str  # entry folder relative to the cache root
+    label: int
+    fake_type: str
+    split: str
+    group: str
+    has_audio: bool
+    chunk: int | None
+    n_frames: int
+    n_clips: int
+    manipulations: list[str] = field(default_factory=list)
+
+
+class FaceTrackEntry:
+    """One video's cached face track. Crops load lazily and are cached in memory per entry."""
+
+    def __init__(self, folder: str | os.PathLike, meta: TrackMeta | None = None):
+        self.folder = Path(folder)
+        if meta is None:
+            meta_path = self.folder / "meta.json"
+            try:
+                meta = TrackMeta.from_dict(json.loads(meta_path.read_text()))
+            except FileNotFoundError:
+                raise DataError(f"{meta_path}: cache entry has no meta.json; re-run `dfpanel extract`") from None
+            except (json.JSONDecodeError, TypeError, KeyError) as exc:
+                raise DataError(f"{meta_path}: unreadable cache metadata ({exc}); delete the folder and re-extract") from None
+        self.meta = meta
+
+    def __len__(self) -> int:
+        return len(self.meta.frames)
+
+    @property
+    def has_audio(self) -> bool:
+        return self.meta.audio is not None
+
+    def crop(self, i: int) -> np.ndarray:
+        """RGB uint8 HxWx3 crop of frame position i (position in meta.frames, not video frame index)."""
+        from PIL import Image
+
+        path = self.folder / self.meta.frames[i].file
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: unreadable crop ({exc}); delete {self.folder} and re-extract") from None
+
+    def clips(self) -> dict[int, list[int]]:
+        """clip number -> positions of its frames, in time order."""
+        out: dict[int, list[int]] = {}
+        for pos, f in enumerate(self.meta.frames):
+            out.setdefault(f.clip, []).append(pos)
+        return out
+
+    @cached_property
+    def audio(self) -> np.ndarray | None:
+        """float32 mono samples in [-1, 1] at meta.audio.sample_rate, or None."""
+        if self.meta.audio is None:
+            return None
+        return read_wav(self.folder / self.meta.audio.file)
+
+
+def read_wav(path: str | os.PathLike) -> np.ndarray:
+    with wave.open(str(path), "rb") as w:
+        if w.getsampwidth() != 2:
+            raise DataError(f"{path}: expected 16-bit PCM audio")
+        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        if w.getnchannels() > 1:
+            data = data.reshape(-1, w.getnchannels()).mean(axis=1)
+    return (data.astype(np.float32) / 32768.0).astype(np.float32)
+
+
+def write_wav(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = AUDIO_RATE) -> None:
+    pcm = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
+    pcm = (pcm * 32767.0).round().astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+
+
+class EntryWriter:
+    """Builds one entry in a temp folder and renames it into place on commit, so an entry is
+    complete or absent even if the process is killed mid-write."""
+
+    def __init__(self, cache_root: str | os.PathLike, dataset: str, video_id: str):
+        self.final = Path(cache_root) / dataset / video_id
+        self.tmp = Path(cache_root) / dataset / f".tmp-{video_id}-{uuid.uuid4().hex[:8]}"
+        (self.tmp / "crops").mkdir(parents=True, exist_ok=False)
+
+    def add_crop(self, position: int, rgb: np.ndarray) -> str:
+        from PIL import Image
+
+        rel = f"crops/{position:06d}.png"
+        # compress_level 1: lossless either way, 3-5x faster to write than the default 6.
+        Image.fromarray(np.ascontiguousarray(rgb)).save(self.tmp / rel, compress_level=1)
+        return rel
+
+    def add_audio(self, samples: np.ndarray, sample_rate: int = AUDIO_RATE) -> str:
+        write_wav(self.tmp / "audio.wav", samples, sample_rate)
+        return "audio.wav"
+
+    def commit(self, meta: TrackMeta) -> Path:
+        (self.tmp / "meta.json").write_text(meta.to_json())
+        if self.final.exists():
+            shutil.rmtree(self.final)
+        os.replace(self.tmp, self.final)
+        return self.final
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class FaceTrackCache:
+    """Read side of a cache: its index and entries."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        if not (self.root / INDEX_FILE).is_file():
+            raise DataError(f"{self.root}: not a face-track cache (no {INDEX_FILE}); run `dfpanel extract MANIFEST --out {self.root}`")
+
+    def rows(self) -> list[CacheIndexRow]:
+        """Index rows; a video extracted twice (re-run, merge) keeps its last row."""
+        by_id: dict[tuple[str, str], CacheIndexRow] = {}
+        with open(self.root / INDEX_FILE, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = CacheIndexRow(**json.loads(line))
+                except (json.JSONDecodeError, TypeError) as exc:
+                    raise DataError(f"{self.root / INDEX_FILE}:{lineno}: bad index row ({exc})") from None
+                by_id[(row.dataset, row.id)] = row
+        return list(by_id.values())
+
+    def entry(self, row: CacheIndexRow) -> FaceTrackEntry:
+        return FaceTrackEntry(self.root / row.dir)
+
+
+def append_index_row(cache_root: str | os.PathLike, row: CacheIndexRow) -> None:
+    """Append one row; a single short write per line keeps concurrent appenders from interleaving."""
+    line = json.dumps(asdict(row)) + "\n"
+    fd = os.open(Path(cache_root) / INDEX_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)

@@ -1,0 +1,78 @@
+"""One interface for the five specialists, and the registry behind `create_specialist`.
+
+A specialist is configuration of one design: backbone (timm) + its own module over its own view +
+attention fusion + head. Each specialist file holds only its own ideas (its view and its module) and
+registers itself with `@register_specialist`.
+
+Contract used by training, evaluation, detection and export:
+  - `SPEC.sample_kind` is "frame" (BG, CM, RR: one cached frame per sample) or "clip" (AV, TM: the
+    positions of one clip of clip_len consecutive frames).
+  - `view(entry, positions) -> dict[str, Tensor]` (unbatched, float32, CPU) turns a FaceTrackEntry and
+    frame positions into the specialist's inputs; training and detection call the same function.
+  - `forward(inputs: dict[str, Tensor]) -> SpecialistOutput` with batched inputs.
+  - `input_names()` gives the order of the inputs for ONNX export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+_REGISTRY: dict[str, type["Specialist"]] = {}
+
+
+@dataclass
+class SpecialistOutput:
+    logit: torch.Tensor  # (B,) real/fake logit from the fused class token; > 0 means fake
+    aux_logit: torch.Tensor  # (B,) logit from the specialist tokens alone (auxiliary loss)
+    info: dict = field(default_factory=dict)  # e.g. {"audio_used": (B,) bool} for AV
+
+
+class Specialist(nn.Module):
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""  # human name for reports, e.g. "Compression history"
+    sample_kind: ClassVar[str] = "frame"
+
+    def view(self, entry, positions: Sequence[int]) -> dict[str, torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def input_names(self) -> list[str]:  # pragma: no cover
+        raise NotImplementedError
+
+
+def register_specialist(cls: type[Specialist]) -> type[Specialist]:
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a name")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def list_specialists() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def specialist_class(name: str) -> type[Specialist]:
+    _load_builtin()
+    key = name.lower()
+    if key not in _REGISTRY:
+        from dfpanel.errors import ConfigError
+
+        raise ConfigError(f"unknown specialist {name!r}; choose one of {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[key]
+
+
+def create_specialist(name: str, **cfg) -> Specialist:
+    """`create_specialist("cm", backbone="efficientnet_b4", pretrained=False)`."""
+    return specialist_class(name)(**cfg)
+
+
+def _load_builtin() -> None:
+    # Importing the package registers the five built-in specialists.
+    import dfpanel.models.specialists  # noqa: F401
+
+ViewFn = Callable[[object, Sequence[int]], dict]
