@@ -124,6 +124,15 @@ class FaceTrackEntry:
             except (json.JSONDecodeError, TypeError, KeyError) as exc:
                 raise DataError(f"{meta_path}: unreadable cache metadata ({exc}); delete the folder and re-extract") from None
         self.meta = meta
+        self._crops: list[np.ndarray] | None = None
+
+    @classmethod
+    def from_memory(cls, meta: TrackMeta, crops: list[np.ndarray], audio: np.ndarray | None = None) -> "FaceTrackEntry":
+        """An entry held in memory (detection analyses a video without writing a cache)."""
+        entry = cls(folder=".", meta=meta)
+        entry._crops = list(crops)
+        entry.__dict__["audio"] = audio if meta.audio is not None else None
+        return entry
 
     def __len__(self) -> int:
         return len(self.meta.frames)
@@ -134,6 +143,8 @@ class FaceTrackEntry:
 
     def crop(self, i: int) -> np.ndarray:
         """RGB uint8 HxWx3 crop of frame position i (position in meta.frames, not video frame index)."""
+        if self._crops is not None:
+            return self._crops[i]
         from PIL import Image
 
         path = self.folder / self.meta.frames[i].file
