@@ -81,27 +81,19 @@ _register_commands()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point: user mistakes become one red line and exit code 2."""
+    """Console-script entry point. Click handles usage errors (exit 2) and --help; a DfpanelError
+    (a user mistake: bad path, wrong dataset folder, foreign weights) becomes one red line."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="dfpanel")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except DfpanelError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
-        err_console.print("[red]aborted[/]")
-        return 130
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/] (re-run the same command to resume)")
         return 130
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
     return 0
 
 
