@@ -38,11 +38,11 @@ NAN = float("nan")
 
 
 def _as_inputs(probs, labels) -> tuple[torch.Tensor, torch.Tensor]:
-    p = torch.as_tensor(np.asarray(probs, dtype=np.float64)).reshape(-1)
+    p = torch.tensor(np.asarray(probs, dtype=np.float64)).reshape(-1)  # a copy: inputs may be read-only
     y_np = np.asarray(labels)
     if y_np.size and not np.all(np.isin(y_np, (0, 1))):
         raise DataError(f"labels must be 0 (real) or 1 (fake); got values {sorted(set(np.unique(y_np).tolist()))[:5]}")
-    y = torch.as_tensor(y_np.astype(np.int64)).reshape(-1)
+    y = torch.tensor(y_np.astype(np.int64)).reshape(-1)
     if p.numel() != y.numel():
         raise DataError(f"{p.numel()} scores but {y.numel()} labels; every scored sample needs its label")
     if p.numel() == 0:

@@ -1,0 +1,203 @@
+"""Evaluation: sample scores -> metrics at frame and video level, overall, per dataset, per fake type;
+and the whole `dfpanel eval` run (weights x test manifests -> metrics.json, scores.csv, roc.png).
+
+Per fake type, the fakes of that type are scored against the reals of the datasets where that type
+occurs (the field's convention, e.g. FF++ "NeuralTextures vs real"): AUC needs both classes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dfpanel.errors import DataError, WeightsError
+from dfpanel.evaluate.aggregate import aggregate_videos, check_samples
+from dfpanel.evaluate.metrics import binary_metrics
+
+METRICS_VERSION = 1
+
+
+def _metrics(df: pd.DataFrame, threshold: float) -> dict:
+    return binary_metrics(df["prob"].to_numpy(dtype=np.float64), df["label"].to_numpy(), threshold=threshold)
+
+
+def evaluate_level(df: pd.DataFrame, threshold: float = 0.5) -> dict:
+    """{"overall": m, "by_dataset": {ds: m}, "by_fake_type": {type: m}} over one table of scored rows."""
+    out = {"overall": _metrics(df, threshold), "by_dataset": {}, "by_fake_type": {}}
+    for ds, g in df.groupby("dataset", sort=True):
+        out["by_dataset"][str(ds)] = _metrics(g, threshold)
+    if "fake_type" in df.columns:
+        fakes = df[df["label"] == 1]
+        for ft, g in fakes.groupby("fake_type", sort=True):
+            reals = df[(df["label"] == 0) & df["dataset"].isin(g["dataset"].unique())]
+            out["by_fake_type"][str(ft)] = _metrics(pd.concat([reals, g]), threshold)
+    return out
+
+
+def evaluate_scores(samples_df: pd.DataFrame, threshold: float = 0.5, how: str = "mean") -> dict:
+    """Metrics of one scores table: {"frame": evaluate_level(samples), "video": evaluate_level(videos)}.
+
+    "frame" is the sample level (one frame, or one clip for the clip specialists AV and TM); "video"
+    aggregates each video's samples with `how` (see aggregate_videos).
+    """
+    check_samples(samples_df)
+    return {
+        "frame": evaluate_level(samples_df, threshold),
+        "video": evaluate_level(aggregate_videos(samples_df, how=how), threshold),
+    }
+
+
+# --- the `dfpanel eval` run ------------------------------------------------------------------------
+
+
+def read_sidecar(weights: Path) -> dict:
+    """The JSON sidecar next to a weights file (plain JSON: safe to read before loading anything)."""
+    if not Path(weights).is_file():
+        raise WeightsError(f"{Path(weights).name}: weights file not found; give the .safetensors written by `dfpanel train`")
+    side = Path(weights).with_suffix(".json")
+    if not side.is_file():
+        raise WeightsError(f"{side.name}: sidecar of {Path(weights).name} not found; keep the .json next to the weights")
+    try:
+        return json.loads(side.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{side.name}: sidecar is not valid JSON ({exc.msg}); re-save the weights") from None
+
+
+def weights_info(weights: Path, sidecar: dict) -> dict:
+    sha = sidecar.get("sha256") or ""
+    return {
+        "path": str(weights),
+        "id": sidecar.get("id") or (sha[:12] if sha else Path(weights).stem),
+        "sha256": sha,
+        "specialist": sidecar.get("specialist", ""),
+        "stage": sidecar.get("stage", ""),
+    }
+
+
+def run_labels(infos: Sequence[dict]) -> list[str]:
+    """Specialist name per weights file, made unique with its stage (then its id) when repeated."""
+    labels = [i["specialist"] or i["id"] for i in infos]
+    if len(set(labels)) < len(labels):
+        labels = [f"{i['specialist']}:{i['stage']}" if i["stage"] else f"{i['specialist']}:{i['id']}" for i in infos]
+    if len(set(labels)) < len(labels):
+        labels = [f"{i['specialist']}:{i['id']}" for i in infos]
+    return labels
+
+
+def test_set_names(manifests: Sequence[Path], split: str | None) -> list[str]:
+    """A readable name per manifest: its dataset(s), or its file stem when that would be ambiguous."""
+    from dfpanel.data.manifest import read_manifest
+
+    names = []
+    for m in manifests:
+        datasets = sorted({r.dataset for r in read_manifest(m, split=split)})
+        names.append("+".join(datasets) if datasets else Path(m).stem)
+    if len(set(names)) < len(names):
+        names = [Path(m).stem for m in manifests]
+    if len(set(names)) < len(names):
+        names = [str(m) for m in manifests]
+    return names
+
+
+def evaluate_weights(
+    weights: Sequence[Path],
+    manifests: Sequence[Path],
+    cache_root: Path,
+    *,
+    split: str | None = "test",
+    threshold: float = 0.5,
+    how: str = "mean",
+    batch_size: int = 16,
+    device: str = "cpu",
+    progress: bool = True,
+) -> tuple[dict, pd.DataFrame]:
+    """Score every test manifest with every weights file; returns (results, scores).
+
+    results = {"version", "threshold", "aggregate", "split", "runs": [{"weights": info, "test_sets":
+    [{"name", "manifest", "n_videos", "frame": ..., "video": ...}]}]}; scores = all sample rows with
+    `specialist`, `run` (the weights' label) and `test_set` columns added.
+    """
+    from dfpanel import __version__
+    from dfpanel.models.weights import load_specialist
+    from dfpanel.train.predict import predict_scores
+
+    names = test_set_names(manifests, split)
+    results = {
+        "version": __version__,
+        "metrics_version": METRICS_VERSION,
+        "threshold": float(threshold),
+        "aggregate": how,
+        "split": split,
+        "runs": [],
+    }
+    weights = list(dict.fromkeys(Path(w) for w in weights))  # the same file twice is one run
+    infos = [weights_info(w, read_sidecar(w)) for w in weights]
+    for info, label in zip(infos, run_labels(infos)):
+        info["label"] = label
+    tables = []
+    for w, info in zip(weights, infos):
+        model = load_specialist(w, device=device)
+        info["specialist"] = info["specialist"] or getattr(model, "name", "")
+        run = {"weights": info, "test_sets": []}
+        for m, name in zip(manifests, names):
+            df = predict_scores(
+                model, cache_root, manifest=m, split=split, batch_size=batch_size, device=device, progress=progress
+            )
+            if df is None or len(df) == 0:
+                raise DataError(
+                    f"{Path(m).name}: no cached samples of split {split!r} under {cache_root}; "
+                    "run `dfpanel extract` on this manifest first, or choose another --split"
+                )
+            metrics = evaluate_scores(df, threshold=threshold, how=how)
+            run["test_sets"].append(
+                {"name": name, "manifest": str(m), "n_videos": int(df["video_id"].nunique()), **metrics}
+            )
+            tables.append(df.assign(specialist=info["specialist"], run=info["label"], test_set=name))
+        results["runs"].append(run)
+    return results, pd.concat(tables, ignore_index=True)
+
+
+def json_safe(obj):
+    """NaN/inf -> None (JSON has no NaN), numpy scalars -> Python."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_outputs(results: dict, scores: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+    """metrics.json, scores.csv (sample level), video_scores.csv and roc.png (video level) in out_dir."""
+    from dfpanel.evaluate.aggregate import aggregate_videos
+    from dfpanel.evaluate.plots import plot_roc
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "metrics": out_dir / "metrics.json",
+        "scores": out_dir / "scores.csv",
+        "video_scores": out_dir / "video_scores.csv",
+        "roc": out_dir / "roc.png",
+    }
+    paths["metrics"].write_text(json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    scores.to_csv(paths["scores"], index=False)
+
+    curves, videos = [], []
+    several = len(results["runs"]) > 1
+    for (run, name), g in scores.groupby(["run", "test_set"], sort=False):
+        v = aggregate_videos(g, how=results["aggregate"]).assign(run=run, test_set=name)
+        videos.append(v)
+        label = f"{run} / {name}" if several else str(name)
+        curves.append((label, v["prob"].to_numpy(), v["label"].to_numpy()))
+    pd.concat(videos, ignore_index=True).to_csv(paths["video_scores"], index=False)
+    plot_roc(curves, paths["roc"], title="Video-level ROC")
+    return paths
