@@ -1,0 +1,89 @@
+"""`dfpanel index ROOT --out manifest.jsonl`: a dataset folder -> one manifest row per video."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dfpanel.data.manifest import SPLITS, VideoRecord
+
+console = Console()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("index")
+    def index(
+        root: Path = typer.Argument(..., help="Dataset folder (FF++, Celeb-DF v2, DFDC, FakeAVCeleb, or real/ + fake/)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Manifest to write (JSON lines)."),
+        dataset: Optional[str] = typer.Option(
+            None, "--dataset", "-d", help="ffpp, celebdf, dfdc, fakeavceleb or folder; detected when left out."
+        ),
+        compression: str = typer.Option("c23", "--compression", help="FF++ quality folder: raw, c23 or c40."),
+        dfdc_chunks: int = typer.Option(10, "--dfdc-chunks", help="Group the DFDC parts into this many chunks."),
+        probe_audio: Optional[bool] = typer.Option(
+            None, "--probe-audio/--no-probe-audio",
+            help="Open each video to see if it has sound (default: only for the folder layout).",
+        ),
+    ) -> None:
+        """Index a dataset: labels, fake types, splits and groups -> manifest.jsonl, plus a summary."""
+        from dfpanel.data.layouts import index_dataset
+        from dfpanel.data.manifest import write_manifest
+
+        with console.status(f"indexing {root} ..."):
+            records = index_dataset(
+                root, dataset, compression=compression, dfdc_chunks=dfdc_chunks, probe_audio=probe_audio
+            )
+        n = write_manifest(records, out)
+        console.print(summary_table(records))
+        console.print(f"wrote {n} rows to [bold]{out}[/] (dataset {records[0].dataset}, root {records[0].root})",
+                      highlight=False, soft_wrap=True)
+        shared = groups_in_several_splits(records)
+        if shared:
+            why = ("Celeb-DF's official test list shares identities with train" if records[0].dataset == "celebdf"
+                   else "identities or original videos shared across splits")
+            console.print(f"[yellow]note:[/] {shared} group(s) appear in more than one split ({why})",
+                          highlight=False, soft_wrap=True)
+
+
+def summary_table(records: list[VideoRecord]) -> Table:
+    """Rows: videos, real, fake, then each fake type; columns: the splits present and a total."""
+    splits = [s for s in SPLITS if any(r.split == s for r in records)]
+    counts: dict[str, Counter] = {"videos": Counter(), "real": Counter(), "fake": Counter()}
+    fake_types: dict[str, Counter] = {}
+    audio: Counter = Counter()
+    for r in records:
+        counts["videos"][r.split] += 1
+        counts["fake" if r.label else "real"][r.split] += 1
+        if r.label:
+            fake_types.setdefault(r.fake_type, Counter())[r.split] += 1
+        if r.has_audio:
+            audio[r.split] += 1
+    table = Table(title=f"{records[0].dataset}: {len(records)} videos", title_justify="left")
+    table.add_column("")
+    for s in splits:
+        table.add_column(s, justify="right")
+    table.add_column("total", justify="right")
+
+    def row(name: str, c: Counter, style: str | None = None) -> None:
+        table.add_row(name, *(str(c[s]) for s in splits), str(sum(c.values())), style=style)
+
+    row("videos", counts["videos"], "bold")
+    row("real", counts["real"])
+    row("fake", counts["fake"])
+    for ft in sorted(fake_types):
+        row(f"  {ft}", fake_types[ft], "dim")
+    if audio:
+        row("with audio", audio, "dim")
+    return table
+
+
+def groups_in_several_splits(records: list[VideoRecord]) -> int:
+    splits_of: dict[str, set[str]] = {}
+    for r in records:
+        splits_of.setdefault(r.group, set()).add(r.split)
+    return sum(1 for s in splits_of.values() if len(s) > 1)
