@@ -162,16 +162,17 @@ def evaluate_weights(
     return results, pd.concat(tables, ignore_index=True)
 
 
-def json_safe(obj):
-    """NaN/inf -> None (JSON has no NaN), numpy scalars -> Python."""
+def json_safe(obj, digits: int = 6):
+    """NaN/inf -> None (JSON has no NaN), numpy scalars -> Python, floats rounded (torchmetrics computes
+    in float32, so further digits are noise)."""
     if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v, digits) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
+        return [json_safe(v, digits) for v in obj]
     if isinstance(obj, np.generic):
         obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
+    if isinstance(obj, float):
+        return round(obj, digits) if math.isfinite(obj) else None
     return obj
 
 
