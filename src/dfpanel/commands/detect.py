@@ -1,0 +1,126 @@
+"""`dfpanel detect PATH...`: analyse videos with the panel, write report.json + report.html each."""
+
+from __future__ import annotations
+
+import json
+import os
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from dfpanel.errors import ConfigError, DataError, DfpanelError
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Backend(str, Enum):
+    torch = "torch"
+    onnx = "onnx"
+
+
+VERDICT_STYLE = {"fake": "bold red", "real": "bold green", "uncertain": "bold yellow"}
+
+
+def resolve_weights(weights: Path | None) -> Path:
+    if weights is None:
+        env = os.environ.get("DFPANEL_WEIGHTS")
+        if not env:
+            raise DfpanelError("no weights given; pass --weights DIR (a folder of <specialist>.safetensors + .json) or set DFPANEL_WEIGHTS")
+        weights = Path(env)
+    return weights
+
+
+def check_device(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
+
+
+def build_detector(weights: Path, *, frames: int, device: str, backend: str, margin: float | None = None,
+                   only: list[str] | None = None, batch_size: int = 16):
+    """Load the specialists and panel in a folder into a PanelDetector."""
+    from dfpanel.detect.pipeline import DetectConfig, PanelDetector
+    from dfpanel.detect.weights import load_panel, load_runners
+
+    if frames < 1:
+        raise ConfigError(f"--frames must be at least 1, got {frames}")
+    check_device(device)
+    runners = load_runners(weights, backend=backend, device=device, only=only)
+    panel = load_panel(weights, margin=margin)
+    cfg = DetectConfig(frames=frames, device=device, backend=backend, batch_size=batch_size)
+    return PanelDetector(runners, panel, cfg)
+
+
+def outcome_line(outcome) -> str:
+    """One terminal line: verdict, probability, strongest specialist (rich markup)."""
+    from rich.markup import escape
+
+    r = outcome.report
+    name = escape(outcome.path.name)
+    if not outcome.ok:
+        return f"[red]✗[/] {name}  [red]not analysed[/]: {escape(outcome.reason or '')}"
+    p = r["panel"]["probability"]
+    verdict = r["verdict"]
+    prob = "  —" if p is None else f"{100 * p:3.0f}%"
+    strong = next((s for s in r["specialists"] if s["name"] == r.get("strongest")), None)
+    strong_txt = f"strongest {strong['name'].upper()} ({strong['title']}, {100 * strong['probability']:.0f}%)" if strong else "no specialist scored"
+    abst = [s["name"].upper() for s in r["specialists"] if s["status"] == "abstained"]
+    abst_txt = f"  [dim]abstained: {', '.join(abst)}[/]" if abst else ""
+    style = VERDICT_STYLE.get(verdict, "bold")
+    return f"[green]✓[/] {name}  [{style}]{verdict.upper():9}[/] {prob}  {escape(strong_txt)}{abst_txt}"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("detect")
+    def detect(
+        paths: list[Path] = typer.Argument(..., help="Video files and/or folders (searched recursively; videos found by probing)."),
+        weights: Path = typer.Option(None, "--weights", "-w", help="Folder with one .safetensors + .json per specialist (and panel.json). Default: $DFPANEL_WEIGHTS."),
+        out: Path = typer.Option(Path("dfpanel-reports"), "--out", "-o", help="Where report folders (and a folder run's summary) go."),
+        frames: int = typer.Option(32, "--frames", help="Frames sampled per video (in clips of 8 consecutive frames)."),
+        device: Device = typer.Option(Device.cpu, "--device", help="cpu or cuda."),
+        backend: Backend = typer.Option(Backend.torch, "--backend", help="torch, or onnx (files from `dfpanel export`)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the report(s) as JSON on stdout instead of one line per video."),
+        margin: float = typer.Option(None, "--margin", help="Override panel.json's uncertainty margin around the threshold."),
+        only: str = typer.Option(None, "--only", help="Comma-separated specialists to run (default: all in --weights)."),
+        batch_size: int = typer.Option(16, "--batch-size", help="Samples per forward pass."),
+    ) -> None:
+        """Detect deepfakes: each specialist scores the video, the panel gives the verdict; writes
+        OUT/<video>/report.json + report.html (and OUT/summary.csv + .html for a folder). Exit code 0
+        when every video was analysed, 1 when some could not be (each named with its reason)."""
+        from rich.console import Console
+
+        from dfpanel.cli import err_console
+        from dfpanel.detect.run import run_detect
+
+        for p in paths:  # before loading any weights: a typo should fail fast
+            if not p.exists():
+                raise DataError(f"{p}: no such file or folder; check the path")
+        if margin is not None and not 0.0 <= margin < 0.5:
+            raise ConfigError(f"--margin must be in [0, 0.5), got {margin}")
+        detector = build_detector(
+            resolve_weights(weights), frames=frames, device=device.value, backend=backend.value, margin=margin,
+            only=[s.strip() for s in only.split(",") if s.strip()] if only else None, batch_size=batch_size,
+        )
+        out_console = err_console if as_json else Console(highlight=False)
+        run = run_detect(paths, detector, out, progress=True,
+                         on_outcome=lambda o, d: out_console.print(outcome_line(o), highlight=False))
+        if not run.outcomes:
+            raise DfpanelError(f"no videos found in {', '.join(str(p) for p in paths)}; give video files or folders holding them")
+        if as_json:
+            reports = [o.report for o in run.outcomes]
+            typer.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=1))
+        n_bad = len(run.failed)
+        tail = f"; summary: {run.summary[1]}" if run.summary else ""
+        err_console.print(
+            f"{len(run.outcomes) - n_bad}/{len(run.outcomes)} video(s) analysed; reports in {out}{tail}", highlight=False
+        )
+        if n_bad:
+            for o in run.failed:
+                err_console.print(f"[red]not analysed[/]: {o.path}: {o.reason}", highlight=False)
+            raise typer.Exit(1)

@@ -1,0 +1,151 @@
+"""Which of the given paths are videos: files and folders (recursive), found by probing with PyAV.
+
+A file counts as a video when PyAV opens it and finds a video stream with more than one frame (a
+still image opens as a one-frame "video" and is not one). Inside folders, a file that does not probe
+is skipped silently unless its extension says it should be a video, in which case it is reported as
+unreadable (a corrupt .mp4 is a per-video failure, a stray .txt is not). A file named explicitly
+that does not probe is always reported.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dfpanel.errors import DataError
+
+VIDEO_EXTENSIONS = {
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".flv", ".wmv", ".mpg", ".mpeg", ".ts", ".mts",
+    ".m2ts", ".3gp", ".ogv", ".asf", ".vob", ".y4m",
+}
+# Formats PyAV opens as a "video" that are really still images or image sequences.
+_IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "gif", "tiff_pipe", "apng"}
+
+
+@dataclass
+class VideoInfo:
+    path: Path
+    container: str
+    codec: str
+    width: int
+    height: int
+    fps: float | None
+    duration: float | None
+    has_audio: bool
+    size_bytes: int
+
+    def as_dict(self) -> dict:
+        return {
+            "path": str(self.path),
+            "name": self.path.name,
+            "size_bytes": self.size_bytes,
+            "container": self.container,
+            "codec": self.codec,
+            "width": self.width,
+            "height": self.height,
+            "fps": self.fps,
+            "duration": self.duration,
+            "has_audio": self.has_audio,
+        }
+
+
+class NotAVideo(Exception):
+    """The file opened (or not) but holds no video; `corrupt` says whether it looked like one."""
+
+    def __init__(self, message: str, corrupt: bool = False):
+        super().__init__(message)
+        self.corrupt = corrupt
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Open the container and read its stream headers (no frame decoding)."""
+    import av
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise NotAVideo(f"cannot read the file ({exc.strerror})") from None
+    if size == 0:
+        raise NotAVideo("empty file", corrupt=True)
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            fmt = container.format.name
+            streams = container.streams.video
+            if fmt in _IMAGE_FORMATS or not streams:
+                raise NotAVideo(f"no video stream (format {fmt})")
+            vs = streams[0]
+            if vs.frames == 1 or (vs.codec_context.name in {"png", "mjpeg", "bmp"} and fmt.endswith("_pipe")):
+                raise NotAVideo("a still image, not a video")
+            fps = float(vs.average_rate) if vs.average_rate else None
+            if vs.duration is not None and vs.time_base is not None:
+                duration = float(vs.duration * vs.time_base)
+            elif container.duration is not None:
+                duration = container.duration / 1_000_000
+            else:
+                duration = None
+            return VideoInfo(
+                path=path,
+                container=fmt,
+                codec=vs.codec_context.name,
+                width=int(vs.codec_context.width or 0),
+                height=int(vs.codec_context.height or 0),
+                fps=fps,
+                duration=duration,
+                has_audio=bool(container.streams.audio),
+                size_bytes=size,
+            )
+    except NotAVideo:
+        raise
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise NotAVideo(f"unreadable container ({_short(exc)})", corrupt=True) from None
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.split("\n")[0][:160]
+
+
+@dataclass
+class Discovery:
+    videos: list[VideoInfo]
+    failures: list[tuple[Path, str]]  # (path, reason): things that should have been videos but are not readable
+    skipped: int  # files in folders that were not videos
+
+
+def _walk(folder: Path, exclude: set[Path]) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        here = Path(dirpath)
+        # Hidden folders (.git, .cache) and our own output folder are never inputs.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in exclude)
+        out.extend(here / f for f in sorted(filenames) if not f.startswith("."))
+    return out
+
+
+def discover_videos(paths: list[str | os.PathLike], exclude: list[str | os.PathLike] = ()) -> Discovery:
+    """Resolve PATH arguments into probed videos; a path that does not exist is a usage error."""
+    excl = {Path(p).resolve() for p in exclude}
+    videos: list[VideoInfo] = []
+    failures: list[tuple[Path, str]] = []
+    skipped = 0
+    seen: set[Path] = set()
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise DataError(f"{p}: no such file or folder; check the path")
+        explicit = p.is_file()
+        for f in [p] if explicit else _walk(p, excl):
+            key = f.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                videos.append(probe_video(f))
+            except NotAVideo as exc:
+                if explicit or (exc.corrupt and f.suffix.lower() in VIDEO_EXTENSIONS):
+                    failures.append((f, str(exc)))
+                else:
+                    skipped += 1
+    return Discovery(videos=videos, failures=failures, skipped=skipped)

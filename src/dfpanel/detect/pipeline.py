@@ -1,0 +1,352 @@
+"""Detection of one video: probe -> extract face track (decode + faces) -> each specialist's view ->
+its logits -> per-video aggregate -> panel verdict -> report dict.
+
+Extraction is the same `extract_video` `dfpanel extract` uses, held in memory instead of a cache.
+A video that cannot be analysed (corrupt, no face) gives a "failed" report with the reason; it is an
+outcome, never an exception out of `analyse`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from dfpanel import __version__
+from dfpanel.detect.discovery import NotAVideo, VideoInfo, probe_video
+from dfpanel.detect.runners import SpecialistRunner, collate
+from dfpanel.errors import NoFaceError, VideoError
+from dfpanel.models.panel import Panel, sigmoid, video_logit
+from dfpanel.report.explain import explain
+from dfpanel.report.schema import REPORT_KIND, REPORT_VERSION, validate_report
+
+log = logging.getLogger(__name__)
+
+# extract(path, video_id, timings) -> list[(TrackMeta, crops, audio|None)], main track first; it may
+# add its own step timings (e.g. "decode", "faces") to `timings`
+ExtractFn = Callable[[Path, str, dict], list]
+
+
+@dataclass
+class DetectConfig:
+    frames: int = 32  # frames sampled per video (in clips of clip_len)
+    clip_len: int | None = None  # None: the clip specialists' own clip_len (8 by default)
+    device: str = "cpu"
+    backend: str = "torch"
+    detector: str = "mtcnn"
+    min_face_size: int = 40
+    batch_size: int = 16
+    moments: int = 3  # most suspicious moments marked on the timeline
+    thumbnails: int = 6
+
+
+@dataclass
+class VideoOutcome:
+    path: Path
+    report: dict
+    thumbnails: list[dict] = field(default_factory=list)  # {"time", "position", "png": bytes}
+
+    @property
+    def ok(self) -> bool:
+        return self.report["status"] == "analysed"
+
+    @property
+    def reason(self) -> str | None:
+        err = self.report.get("error")
+        return err["message"] if err else None
+
+
+def default_extract(cfg: DetectConfig, clip_len: int) -> ExtractFn:
+    """`extract_video` with the detector timed, so decode and face finding report separately."""
+    from dfpanel.data.extract import ExtractConfig, extract_video, get_detector
+
+    ecfg = ExtractConfig(frames=cfg.frames, clip_len=clip_len, detector=cfg.detector, device=cfg.device,
+                         all_faces=False, min_face_size=cfg.min_face_size)
+
+    def run(path: Path, video_id: str, timings: dict) -> list:
+        detector = _TimedDetector(get_detector(ecfg))
+        t = time.perf_counter()
+        try:
+            return extract_video(path, ecfg, video_id=video_id, dataset="detect", detector=detector)
+        finally:
+            timings["faces"] = detector.seconds
+            timings["decode"] = time.perf_counter() - t - detector.seconds  # decode + tracking + crops
+
+    return run
+
+
+class _TimedDetector:
+    def __init__(self, inner):
+        self.inner, self.seconds = inner, 0.0
+        self.name = getattr(inner, "name", type(inner).__name__)
+
+    def detect(self, frames):
+        t = time.perf_counter()
+        try:
+            return self.inner.detect(frames)
+        finally:
+            self.seconds += time.perf_counter() - t
+
+    def __getattr__(self, item):
+        return getattr(self.inner, item)
+
+
+class PanelDetector:
+    """Holds the loaded specialists and panel; `analyse(path)` runs one video."""
+
+    def __init__(self, runners: Sequence[SpecialistRunner], panel: Panel, cfg: DetectConfig | None = None,
+                 extract: ExtractFn | None = None):
+        self.runners = list(runners)
+        self.panel = panel
+        self.cfg = cfg or DetectConfig()
+        clip_lens = {r.clip_len for r in self.runners if r.sample_kind == "clip"}
+        self.clip_len = self.cfg.clip_len or (max(clip_lens) if clip_lens else 8)
+        self._extract = extract or default_extract(self.cfg, self.clip_len)
+
+    # ---- one video -------------------------------------------------------------------------------
+    def analyse(self, video: str | Path | VideoInfo) -> VideoOutcome:
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {}
+        path = Path(video.path if isinstance(video, VideoInfo) else video)
+        info: VideoInfo | None = video if isinstance(video, VideoInfo) else None
+        try:
+            if info is None:
+                t = time.perf_counter()
+                info = probe_video(path)
+                timings["probe"] = time.perf_counter() - t
+            t = time.perf_counter()
+            tracks = self._extract(path, _video_id(path), timings)
+            timings["extract"] = time.perf_counter() - t
+            if not tracks:
+                raise NoFaceError(f"{path.name}: no face found")
+        except NotAVideo as exc:
+            return self._failed(path, info, "corrupt" if exc.corrupt else "not_video", str(exc), timings, t_start)
+        except NoFaceError as exc:
+            return self._failed(path, info, "no_face", _strip_name(str(exc), path), timings, t_start)
+        except VideoError as exc:
+            return self._failed(path, info, "corrupt", _strip_name(str(exc), path), timings, t_start)
+
+        from dfpanel.data.cache import FaceTrackEntry
+
+        meta, crops, audio = tracks[0]
+        entry = FaceTrackEntry.from_memory(meta, crops, audio)
+        specialists = [self._score(r, entry, timings) for r in self.runners]
+
+        t = time.perf_counter()
+        logits = {s["name"]: s["logit"] for s in specialists}
+        prob = self.panel.probability(logits)
+        verdict = self.panel.verdict(prob)
+        contrib = self.panel.contributions(logits)
+        for s in specialists:
+            s["contribution"] = contrib.get(s["name"])
+        timeline = self._timeline(entry, specialists)
+        timings["combine"] = time.perf_counter() - t
+
+        video = (info.as_dict() if info else {"path": str(path), "name": path.name})
+        video["has_audio"] = entry.has_audio
+        detected = [f for f in meta.frames if f.detected]
+        report = self._base(video, timings)
+        report.update(
+            status="analysed",
+            verdict=verdict,
+            strongest=_strongest(specialists, verdict),
+            panel=self._panel_dict(prob),
+            specialists=specialists,
+            faces={
+                "tracks": int(meta.extra.get("n_tracks", len(tracks))),
+                "frames": len(meta.frames),
+                "detected_frames": len(detected),
+                "mean_score": float(np.mean([f.score for f in detected])) if detected else None,
+                "detector": meta.detector or None,
+            },
+            timeline=timeline,
+        )
+        t = time.perf_counter()
+        thumbs = self._thumbnails(entry, timeline)
+        timings["thumbnails"] = time.perf_counter() - t
+        report["explanation"] = explain(report)
+        timings["total"] = time.perf_counter() - t_start
+        return VideoOutcome(path=path, report=validate_report(report), thumbnails=thumbs)
+
+    def fail(self, path: str | Path, kind: str, message: str) -> VideoOutcome:
+        """The outcome of a file that never reached analysis (e.g. it failed discovery)."""
+        return self._failed(Path(path), None, kind, message, {}, time.perf_counter())
+
+    # ---- pieces ----------------------------------------------------------------------------------
+    def _score(self, r: SpecialistRunner, entry, timings: dict) -> dict:
+        out = {
+            "name": r.name, "title": r.title, "status": "abstained", "probability": None, "logit": None,
+            "reason": None, "sample_kind": r.sample_kind, "contribution": None, "weights_id": r.weights_id,
+            "samples": [],
+        }
+        if r.needs_audio and not entry.has_audio:
+            out["reason"] = "no audio track"
+            return out
+        if r.sample_kind == "clip":
+            groups = [g for g in entry.clips().values() if len(g) == r.clip_len]
+            if not groups:
+                out["reason"] = f"video too short for a clip of {r.clip_len} frames"
+                return out
+        else:
+            groups = [[p] for p in range(len(entry))]
+        logits: list[float] = []
+        for b0 in range(0, len(groups), self.cfg.batch_size):
+            chunk = groups[b0 : b0 + self.cfg.batch_size]
+            t = time.perf_counter()
+            batch = collate([r.view(entry, g) for g in chunk])
+            timings["views"] = timings.get("views", 0.0) + time.perf_counter() - t
+            t = time.perf_counter()
+            logits.extend(float(z) for z in r.predict(batch))
+            timings["models"] = timings.get("models", 0.0) + time.perf_counter() - t
+            timings[f"model_{r.name}"] = timings.get(f"model_{r.name}", 0.0) + time.perf_counter() - t
+        frames = entry.meta.frames
+        step = 1.0 / entry.meta.fps if entry.meta.fps else 0.04
+        for g, z in zip(groups, logits):
+            if not math.isfinite(z):
+                out["reason"] = "the model produced a non-finite score"
+                out["samples"] = []
+                return out
+            ts = [frames[p].time for p in g]
+            out["samples"].append({
+                "time": float(np.mean(ts)), "start": float(ts[0]), "end": float(ts[-1] + step),
+                "position": int(g[0]), "frame": int(frames[g[0]].index),
+                "logit": z, "prob": float(sigmoid(z)),
+            })
+        out["logit"] = video_logit(logits, self.panel.aggregate)
+        out["probability"] = float(sigmoid(out["logit"]))
+        out["status"] = "scored"
+        out["_groups"] = groups  # dropped before the report is returned (used by the timeline)
+        return out
+
+    def _timeline(self, entry, specialists: list[dict]) -> dict:
+        """Panel probability at each analysed frame: every specialist's sample covering that frame,
+        combined by the panel; the top moments are peaks in different clips."""
+        n = len(entry)
+        per_pos: list[dict[str, float]] = [{} for _ in range(n)]
+        for s in specialists:
+            groups = s.pop("_groups", None)
+            if not groups:
+                continue
+            for g, sample in zip(groups, s["samples"]):
+                for p in g:
+                    per_pos[p][s["name"]] = sample["logit"]
+        times = [float(f.time) for f in entry.meta.frames]
+        probs = [self.panel.probability(d) if d else None for d in per_pos]
+        moments, used_clips = [], set()
+        order = sorted((i for i in range(n) if probs[i] is not None), key=lambda i: -probs[i])
+        for i in order:
+            clip = entry.meta.frames[i].clip
+            if clip in used_clips:
+                continue
+            used_clips.add(clip)
+            moments.append({"time": times[i], "probability": probs[i], "position": i})
+            if len(moments) == self.cfg.moments:
+                break
+        return {"times": times, "panel": probs, "moments": sorted(moments, key=lambda m: m["time"])}
+
+    def _thumbnails(self, entry, timeline: dict) -> list[dict]:
+        """Face thumbnails: the suspicious moments first, then frames spread over the video."""
+        n = len(entry)
+        want = [m["position"] for m in timeline["moments"]]
+        for p in np.linspace(0, n - 1, num=min(n, self.cfg.thumbnails)).round().astype(int):
+            if len(want) >= self.cfg.thumbnails:
+                break
+            if int(p) not in want:
+                want.append(int(p))
+        out = []
+        for p in sorted(want):
+            out.append({"position": p, "time": float(entry.meta.frames[p].time),
+                        "moment": p in {m["position"] for m in timeline["moments"]},
+                        "png": face_thumbnail(entry, p)})
+        return out
+
+    def _panel_dict(self, prob: float | None) -> dict:
+        p = self.panel
+        return {"probability": prob, "threshold": p.threshold, "margin": p.margin, "fitted": p.fitted,
+                "threshold_method": p.threshold_method, "aggregate": p.aggregate}
+
+    def _base(self, video: dict, timings: dict) -> dict:
+        return {
+            "kind": REPORT_KIND,
+            "version": REPORT_VERSION,
+            "dfpanel_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "video": video,
+            "status": "failed",
+            "error": None,
+            "verdict": None,
+            "strongest": None,
+            "panel": self._panel_dict(None),
+            "specialists": [],
+            "faces": {"tracks": 0, "frames": 0, "detected_frames": 0, "mean_score": None, "detector": None},
+            "timeline": {"times": [], "panel": [], "moments": []},
+            "timings": timings,
+            "weights": {r.name: dict(r.weights_info, sha256=r.weights_id) for r in self.runners},
+            "backend": self.cfg.backend,
+            "device": self.cfg.device,
+            "explanation": [],
+        }
+
+    def _failed(self, path: Path, info: VideoInfo | None, kind: str, message: str, timings: dict, t0: float) -> VideoOutcome:
+        video = info.as_dict() if info else {"path": str(path), "name": path.name}
+        report = self._base(video, timings)
+        report["error"] = {"kind": kind, "message": message}
+        report["explanation"] = explain(report)
+        timings["total"] = time.perf_counter() - t0
+        return VideoOutcome(path=path, report=validate_report(report))
+
+
+def face_thumbnail(entry, position: int, height: int = 112) -> bytes:
+    """PNG of the face box (with a little margin) cut from the stored context crop."""
+    from PIL import Image
+
+    f = entry.meta.frames[position]
+    crop = entry.crop(position)
+    x0, y0 = f.crop_box[0], f.crop_box[1]
+    bx0, by0, bx1, by1 = f.box
+    m = 0.15 * max(bx1 - bx0, by1 - by0)
+    h, w = crop.shape[:2]
+    l, t = max(0, int(bx0 - m - x0)), max(0, int(by0 - m - y0))
+    r, b = min(w, int(bx1 + m - x0)), min(h, int(by1 + m - y0))
+    face = crop[t:b, l:r] if r > l and b > t else crop
+    im = Image.fromarray(np.ascontiguousarray(face))
+    im = im.resize((max(1, round(im.width * height / max(im.height, 1))), height), Image.BILINEAR)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _video_id(path: Path) -> str:
+    from dfpanel.data.manifest import safe_id
+
+    return safe_id(path.stem)
+
+
+def _strip_name(message: str, path: Path) -> str:
+    """Errors from extraction start with the file's path; the report names the file already."""
+    for prefix in (f"{path}: ", f"{path.name}: "):
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message
+
+
+def _strongest(specialists: list[dict], verdict: str | None) -> str | None:
+    scored = [s for s in specialists if s["status"] == "scored"]
+    if not scored:
+        return None
+
+    def push(s: dict) -> float:
+        return s["contribution"] if s["contribution"] is not None else s["logit"]
+
+    if verdict == "fake":
+        return max(scored, key=push)["name"]
+    if verdict == "real":
+        return min(scored, key=push)["name"]
+    return max(scored, key=lambda s: abs(push(s)))["name"]

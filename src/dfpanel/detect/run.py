@@ -1,0 +1,114 @@
+"""Detection over PATH arguments: discover videos, analyse each, write its report folder, and for a
+folder run a summary table. Used by `dfpanel detect` and the web page."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dfpanel.detect.discovery import discover_videos
+from dfpanel.detect.pipeline import PanelDetector, VideoOutcome
+from dfpanel.report.summary import summary_row, write_summary
+from dfpanel.report.write import write_report
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DetectRun:
+    outcomes: list[VideoOutcome] = field(default_factory=list)
+    report_dirs: list[Path] = field(default_factory=list)
+    summary: tuple[Path, Path] | None = None
+    skipped: int = 0  # non-video files in folders
+
+    @property
+    def failed(self) -> list[VideoOutcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+def _unique_dir(out: Path, path: Path, used: set[str]) -> Path:
+    from dfpanel.data.manifest import safe_id
+
+    base = safe_id(path.stem)
+    name, k = base, 2
+    while name in used:
+        name, k = f"{base}-{k}", k + 1
+    used.add(name)
+    return out / name
+
+
+def run_detect(
+    paths: list[str | os.PathLike],
+    detector: PanelDetector,
+    out: str | os.PathLike,
+    *,
+    summary: bool | None = None,
+    progress: bool = True,
+    on_outcome: Callable[[VideoOutcome, Path], None] | None = None,
+) -> DetectRun:
+    """Analyse every video under `paths`; a report folder per video under `out`. `summary` None:
+    written when a folder was given or there is more than one video."""
+    import time
+
+    out = Path(out)
+    found = discover_videos(paths, exclude=[out])
+    run = DetectRun(skipped=found.skipped)
+    used: set[str] = set()
+    jobs: list = [("video", v) for v in found.videos] + [("failure", f) for f in found.failures]
+    jobs.sort(key=lambda j: str(j[1].path if j[0] == "video" else j[1][0]))
+
+    def handle(outcome: VideoOutcome) -> None:
+        folder = _unique_dir(out, outcome.path, used)
+        t = time.perf_counter()
+        write_report(outcome.report, folder, outcome.thumbnails)
+        outcome.report["timings"]["report"] = time.perf_counter() - t
+        # report.json is rewritten so it carries its own writing time too (cheap: no HTML re-render)
+        import json
+
+        (folder / "report.json").write_text(json.dumps(outcome.report, indent=1, allow_nan=False), encoding="utf-8")
+        run.outcomes.append(outcome)
+        run.report_dirs.append(folder)
+        if on_outcome:
+            on_outcome(outcome, folder)
+
+    def analyse(job) -> VideoOutcome:
+        kind, item = job
+        if kind == "failure":
+            path, reason = item
+            kind = "not_video" if reason.startswith(("no video", "a still image", "cannot read")) else "corrupt"
+            return detector.fail(path, kind, reason)
+        try:
+            return detector.analyse(item)
+        except Exception as exc:  # a bug on one video must not lose the others; keep its traceback in the log
+            log.exception("detection failed on %s", item.path)
+            return detector.fail(item.path, "error", f"internal error: {type(exc).__name__}: {exc}")
+
+    if progress and jobs:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        from dfpanel.cli import err_console
+
+        with Progress(TextColumn("[bold]detect"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
+            task = bar.add_task("", total=len(jobs))
+            for job in jobs:
+                name = job[1].path.name if job[0] == "video" else Path(job[1][0]).name
+                bar.update(task, description=name)
+                handle(analyse(job))
+                bar.advance(task)
+    else:
+        for job in jobs:
+            handle(analyse(job))
+
+    folder_given = any(Path(p).is_dir() for p in paths)
+    if summary or (summary is None and (folder_given or len(run.outcomes) > 1)):
+        rows = [summary_row(o.report, d.name) for o, d in zip(run.outcomes, run.report_dirs)]
+        run.summary = write_summary(rows, out)
+    return run

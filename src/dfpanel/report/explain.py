@@ -1,0 +1,64 @@
+"""Plain-language sentences saying which specialists fired and why some abstained."""
+
+from __future__ import annotations
+
+# What each specialist's "fake" means, for people who do not know the model names.
+LOOKS_FOR = {
+    "bg": "the face is lit or coloured unlike its surroundings",
+    "av": "the mouth moves out of step with the voice",
+    "cm": "the face carries a different compression history than the rest of the frame",
+    "rr": "the face shows traces of being resized or warped into the frame",
+    "tm": "the face flickers or jitters from frame to frame",
+}
+
+
+def _strength(p: float) -> str:
+    if p >= 0.9:
+        return "strongly"
+    if p >= 0.7:
+        return "clearly"
+    return "weakly"
+
+
+def explain(report: dict) -> list[str]:
+    """Sentences for report['explanation'], from the verdict, specialists and moments."""
+    if report["status"] != "analysed":
+        err = report.get("error") or {}
+        return [f"The video could not be analysed: {err.get('message', 'unknown reason')}."]
+    out: list[str] = []
+    panel = report["panel"]
+    p, verdict = panel["probability"], report["verdict"]
+    scored = [s for s in report["specialists"] if s["status"] == "scored"]
+    if p is None:
+        out.append("No specialist could score this video, so the panel gives no verdict.")
+    else:
+        pct, thr = round(100 * p), round(100 * panel["threshold"])
+        if verdict == "fake":
+            out.append(f"The panel judges this video likely manipulated: {pct}% against a threshold of {thr}%.")
+        elif verdict == "real":
+            out.append(f"The panel finds no convincing sign of manipulation: {pct}% against a threshold of {thr}%.")
+        else:
+            out.append(
+                f"The panel is uncertain: {pct}% is within {round(100 * panel['margin'])} points of the "
+                f"{thr}% threshold; treat this video as unresolved."
+            )
+    fired = sorted((s for s in scored if s["probability"] >= 0.5), key=lambda s: -s["probability"])
+    quiet = [s for s in scored if s["probability"] < 0.5]
+    for s in fired:
+        what = LOOKS_FOR.get(s["name"], "signs of manipulation")
+        out.append(f"{s['title']} ({s['name'].upper()}) {_strength(s['probability'])} suspects that {what} "
+                   f"({round(100 * s['probability'])}%).")
+    if quiet:
+        names = ", ".join(f"{s['title']} ({round(100 * s['probability'])}%)" for s in quiet)
+        out.append(f"No sign of manipulation from: {names}.")
+    for s in report["specialists"]:
+        if s["status"] == "abstained":
+            out.append(f"{s['title']} ({s['name'].upper()}) abstained: {s['reason']}; it did not vote.")
+    moments = report["timeline"].get("moments") or []
+    if moments and verdict != "real" and p is not None:
+        times = ", ".join(f"{m['time']:.1f} s" for m in moments)
+        out.append(f"The most suspicious moments are at {times} (marked on the timeline).")
+    faces = report["faces"]
+    if faces["tracks"] > 1:
+        out.append(f"{faces['tracks']} faces were found; the report covers the main (largest, longest) one.")
+    return out

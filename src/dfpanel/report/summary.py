@@ -1,0 +1,78 @@
+"""A folder run's summary: one row per video (verdict, probability, strongest specialist, each
+specialist's score, failure reason, link to its report) as summary.csv and summary.html."""
+
+from __future__ import annotations
+
+import csv
+import os
+from html import escape
+from pathlib import Path
+
+from dfpanel.report.html import CSS, VERDICT_COLORS
+
+BASE_COLUMNS = ["video", "path", "status", "verdict", "probability", "threshold", "strongest", "faces", "reason", "report"]
+
+
+def summary_row(report: dict, report_dir: str | None = None) -> dict:
+    row = {
+        "video": report["video"].get("name") or Path(report["video"]["path"]).name,
+        "path": report["video"]["path"],
+        "status": report["status"],
+        "verdict": report["verdict"] or "",
+        "probability": "" if report["panel"]["probability"] is None else round(report["panel"]["probability"], 4),
+        "threshold": round(report["panel"]["threshold"], 4),
+        "strongest": report.get("strongest") or "",
+        "faces": report["faces"]["tracks"],
+        "reason": (report.get("error") or {}).get("message", ""),
+        "report": f"{report_dir}/report.html" if report_dir else "",
+    }
+    for s in report["specialists"]:
+        row[s["name"]] = "abstained" if s["status"] == "abstained" else round(s["probability"], 4)
+    return row
+
+
+def write_summary(rows: list[dict], out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec_cols = sorted({k for r in rows for k in r if k not in BASE_COLUMNS})
+    cols = BASE_COLUMNS[:7] + spec_cols + BASE_COLUMNS[7:]
+    csv_path = out_dir / "summary.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: r.get(c, "") for c in cols})
+    html_path = out_dir / "summary.html"
+    html_path.write_text(render_summary_html(rows, cols), encoding="utf-8")
+    return csv_path, html_path
+
+
+def render_summary_html(rows: list[dict], cols: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for r in rows:
+        key = r["verdict"] or "failed"
+        counts[key] = counts.get(key, 0) + 1
+    head = "".join(f"<th>{escape(c.upper() if len(c) == 2 else c)}</th>" for c in cols if c not in ("path", "report"))
+    body = []
+    for r in rows:
+        cells = []
+        for c in cols:
+            if c in ("path", "report"):
+                continue
+            val = r.get(c, "")
+            if c == "video" and r.get("report"):
+                cells.append(f'<td><a href="{escape(r["report"])}">{escape(str(val))}</a></td>')
+            elif c == "verdict":
+                color = VERDICT_COLORS.get(val or None, "#616161")
+                cells.append(f'<td><b style="color:{color}">{escape(str(val or "not analysed"))}</b></td>')
+            elif isinstance(val, float):
+                cells.append(f"<td>{100 * val:.1f}%</td>")
+            else:
+                cells.append(f"<td>{escape(str(val))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    tally = " · ".join(f"{escape(k)}: {v}" for k, v in sorted(counts.items()))
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>dfpanel summary</title>'
+            f"<style>{CSS}</style></head><body><main><h1>dfpanel summary</h1>"
+            f'<div class="muted">{len(rows)} video(s) · {tally}</div>'
+            f'<div class="card" style="margin-top:14px;overflow-x:auto"><table><tr>{head}</tr>{"".join(body)}</table></div>'
+            f"</main></body></html>")
