@@ -357,3 +357,23 @@ def test_malformed_sidecar_names_file_and_line(tmp_path):
     (root / "dfpanel_synth.json").write_text('{"videos": {\n"fake/c.mp4": {"label": 1,,}}}')
     with pytest.raises(DataError, match=r"dfpanel_synth\.json:2: not valid JSON"):
         index_dataset(root, probe_audio=False)
+
+
+def test_fakeavceleb_category_folders_one_level_down(favc):
+    nested = favc / "FakeAVCeleb"
+    nested.mkdir()
+    for category in ("RealVideo-RealAudio", "RealVideo-FakeAudio", "FakeVideo-RealAudio", "FakeVideo-FakeAudio"):
+        (favc / category).rename(nested / category)
+    recs = index_dataset(favc)
+    assert len(recs) == 14 and all(r.path.startswith("FakeAVCeleb/") for r in recs)
+    assert all((favc / r.path).is_file() for r in recs)
+
+
+def test_probe_audio_flag_for_datasets_that_do_not_say(celebdf):
+    from video_factory import VideoSpec, make_video
+
+    make_video(celebdf / "Celeb-real/id0_0000.mp4", VideoSpec(seconds=0.2, size=(64, 48), face=False, click_at=0.1))
+    assert by_path(index_dataset(celebdf))["Celeb-real/id0_0000.mp4"].has_audio is None
+    rows = by_path(index_dataset(celebdf, probe_audio=True))
+    assert rows["Celeb-real/id0_0000.mp4"].has_audio is True
+    assert rows["Celeb-real/id1_0000.mp4"].has_audio is None  # empty file: unknown, not a crash

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dfpanel.data.manifest import SPLITS, VideoRecord
+from dfpanel.data.manifest import SPLITS, VideoRecord, summarize
 
 console = Console()
 
@@ -52,31 +52,25 @@ def register(app: typer.Typer) -> None:
 
 def summary_table(records: list[VideoRecord]) -> Table:
     """Rows: videos, real, fake, then each fake type; columns: the splits present and a total."""
-    splits = [s for s in SPLITS if any(r.split == s for r in records)]
-    counts: dict[str, Counter] = {"videos": Counter(), "real": Counter(), "fake": Counter()}
-    fake_types: dict[str, Counter] = {}
-    audio: Counter = Counter()
-    for r in records:
-        counts["videos"][r.split] += 1
-        counts["fake" if r.label else "real"][r.split] += 1
-        if r.label:
-            fake_types.setdefault(r.fake_type, Counter())[r.split] += 1
-        if r.has_audio:
-            audio[r.split] += 1
+    counts = summarize(records)
+    splits = [s for s in SPLITS if counts["split"][s]]
+    fake_types = sorted({ft for (_, ft) in counts["fake_type"]} - {"real"})
+    audio = Counter(r.split for r in records if r.has_audio)
+
     table = Table(title=f"{records[0].dataset}: {len(records)} videos", title_justify="left")
     table.add_column("")
     for s in splits:
         table.add_column(s, justify="right")
     table.add_column("total", justify="right")
 
-    def row(name: str, c: Counter, style: str | None = None) -> None:
-        table.add_row(name, *(str(c[s]) for s in splits), str(sum(c.values())), style=style)
+    def row(name: str, per_split: dict[str, int], style: str | None = None) -> None:
+        table.add_row(name, *(str(per_split.get(s, 0)) for s in splits), str(sum(per_split.values())), style=style)
 
-    row("videos", counts["videos"], "bold")
-    row("real", counts["real"])
-    row("fake", counts["fake"])
-    for ft in sorted(fake_types):
-        row(f"  {ft}", fake_types[ft], "dim")
+    row("videos", counts["split"], "bold")
+    for label in ("real", "fake"):
+        row(label, {s: counts["label"][(s, label)] for s in splits})
+    for ft in fake_types:
+        row(f"  {ft}", {s: counts["fake_type"][(s, ft)] for s in splits}, "dim")
     if audio:
         row("with audio", audio, "dim")
     return table

@@ -46,10 +46,11 @@ class FakeAVCelebLayout(Layout):
 
     def index(self, root: Path, options: IndexOptions) -> list[VideoRecord]:
         meta_path = self.require(root / META, "the dataset's metadata file")
+        prefix = self._tree_prefix(root)
         by_path: dict[str, VideoRecord] = {}
         missing = MissingVideos(self.name)
         for lineno, row in self._rows(meta_path):
-            relpath = self._relpath(row, meta_path, lineno)
+            relpath = prefix + self._relpath(row, meta_path, lineno)
             if relpath in by_path:  # the same file listed again under another method
                 methods = by_path[relpath].extra["methods"]
                 if row["method"] not in methods:
@@ -64,6 +65,17 @@ class FakeAVCelebLayout(Layout):
         records = list(by_path.values())
         assign_splits(records, FRACTIONS, salt="fakeavceleb")
         return records
+
+    def _tree_prefix(self, root: Path) -> str:
+        """"" when the category folders sit next to meta_data.csv; "FakeAVCeleb/" when one level down,
+        as in some copies of the v1.2 archive."""
+        if any((root / c).is_dir() for c in CATEGORIES):
+            return ""
+        for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+            if any((sub / c).is_dir() for c in CATEGORIES):
+                return f"{sub.name}/"
+        self.require(root / CATEGORIES[0], "the category folders")
+        return ""
 
     def _rows(self, meta_path: Path):
         with open(meta_path, newline="", encoding="utf-8-sig", errors="replace") as fh:
