@@ -28,7 +28,7 @@ import csv
 import re
 from pathlib import Path
 
-from dfpanel.data.layouts.base import IndexOptions, Layout, MissingVideos, files_in, load_json, register
+from dfpanel.data.layouts.base import IndexOptions, Layout, MissingVideos, files_in, load_json, register, stem
 from dfpanel.data.layouts.splits import assign_splits
 from dfpanel.data.manifest import FAKE, REAL, VideoRecord, safe_id
 from dfpanel.errors import DataError
@@ -104,9 +104,9 @@ class DFDCLayout(Layout):
             if split not in ("train", "test"):
                 raise DataError(f"{meta_path}: entry {fname!r} has split {split!r}; expected \"train\"")
             records.append(VideoRecord(
-                id=safe_id("dfdc", f"part{part}", Path(fname).stem), path=relpath, label=label,
+                id=safe_id("dfdc", f"part{part}", stem(fname)), path=relpath, label=label,
                 fake_type="real" if label == REAL else "fake", split=split, dataset=self.name,
-                group=Path(original).stem if (label == FAKE and original) else Path(fname).stem,
+                group=stem(original) if (label == FAKE and original) else stem(fname),
                 has_audio=True, chunk=chunk, extra={"part": part, "original": original},
             ))
         return records
@@ -137,8 +137,8 @@ class DFDCLayout(Layout):
                 missing.add(f"{test_dir.name}/{fname}")
                 continue
             records.append(VideoRecord(
-                id=safe_id("dfdc", "test", Path(fname).stem), path=relpath, label=label,
+                id=safe_id("dfdc", "test", stem(fname)), path=relpath, label=label,
                 fake_type="real" if label == REAL else "fake", split="test", dataset=self.name,
-                group=Path(fname).stem, has_audio=True, extra={"part": None, "original": None},
+                group=stem(fname), has_audio=True, extra={"part": None, "original": None},
             ))
         return records
