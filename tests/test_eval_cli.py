@@ -39,6 +39,8 @@ def fake_predict_scores(model, cache_root, *, manifest=None, split=None, batch_s
     """Four samples per video; fakes score higher on average, `model.skill` sets by how much."""
     rows = []
     for r in read_manifest(manifest, split=split):
+        if r.id.startswith("noface"):
+            continue  # as if extraction found no face: not in the cache
         rng = np.random.default_rng(zlib.crc32(f"{model.name}/{r.id}".encode()))
         centre = model.skill * (1 if r.label else -1) + rng.normal(0, 1)
         for k in range(4):
@@ -131,6 +133,20 @@ def test_several_weights_give_specialist_by_test_set_rows(stand_ins, bench, caps
     assert any(ln.startswith("| rr | ffpp | dfdc | 40 |") for ln in lines)
     printed = capsys.readouterr().out
     assert sum(("cm" in ln or "rr" in ln) and ("celebdf" in ln or "dfdc" in ln) for ln in printed.splitlines()) == 4
+
+
+def test_videos_missing_from_cache_are_counted_and_reported(stand_ins, bench, capsys):
+    weights, manifests, cache, out = bench
+    recs = read_manifest(manifests[1])
+    recs += [VideoRecord(id=f"noface_{i}", path=f"n{i}.mp4", label=1, fake_type="dfdc-fake", split="test",
+                         dataset="dfdc", group=f"n{i}") for i in range(3)]  # fmt: skip
+    write_manifest(recs, manifests[1])
+    assert run_eval(weights[:1], manifests, cache, out) == 0
+    celebdf, dfdc = json.loads((out / "metrics.json").read_text())["runs"][0]["test_sets"]
+    assert (celebdf["n_manifest"], celebdf["n_videos"], celebdf["missing_videos"]) == (40, 40, [])
+    assert (dfdc["n_manifest"], dfdc["n_videos"]) == (43, 40)
+    assert dfdc["missing_videos"] == ["noface_0", "noface_1", "noface_2"]
+    assert "3 of 43 videos are not in the cache" in capsys.readouterr().out
 
 
 def test_one_class_test_set_reports_nan_not_a_crash(stand_ins, bench, capsys):

@@ -57,6 +57,13 @@ def register(app: typer.Typer) -> None:
         console.print(rich_table(results))
         for run in results["runs"]:
             for ts in run["test_sets"]:
+                where = f"{run['weights']['label']} / {ts['name']}"
+                if ts["missing_videos"]:
+                    shown = ", ".join(ts["missing_videos"][:3])
+                    console.print(
+                        f"[yellow]note[/] {where}: {len(ts['missing_videos'])} of {ts['n_manifest']} videos are not "
+                        f"in the cache and were not scored (e.g. {shown}); see the cache's extract_report.json"
+                    )
                 for note in ts["video"]["overall"]["notes"]:
-                    console.print(f"[yellow]note[/] {run['weights']['label']} / {ts['name']}: {note}")
+                    console.print(f"[yellow]note[/] {where}: {note}")
         console.print(f"wrote {paths['metrics']}, {paths['scores']}, {paths['roc']}")

@@ -89,19 +89,22 @@ def run_labels(infos: Sequence[dict]) -> list[str]:
     return labels
 
 
-def test_set_names(manifests: Sequence[Path], split: str | None) -> list[str]:
-    """A readable name per manifest: its dataset(s), or its file stem when that would be ambiguous."""
+def read_test_sets(manifests: Sequence[Path], split: str | None) -> list[tuple[str, set[str]]]:
+    """(name, video ids of the split) per manifest. The name is its dataset(s), or its file stem when
+    that would be ambiguous. Reading them all first finds a bad manifest before any model loads."""
     from dfpanel.data.manifest import read_manifest
 
-    names = []
+    names, ids = [], []
     for m in manifests:
-        datasets = sorted({r.dataset for r in read_manifest(m, split=split)})
+        rows = read_manifest(m, split=split)
+        datasets = sorted({r.dataset for r in rows})
         names.append("+".join(datasets) if datasets else Path(m).stem)
+        ids.append({r.id for r in rows})
     if len(set(names)) < len(names):
         names = [Path(m).stem for m in manifests]
     if len(set(names)) < len(names):
         names = [str(m) for m in manifests]
-    return names
+    return list(zip(names, ids))
 
 
 def evaluate_weights(
@@ -126,7 +129,7 @@ def evaluate_weights(
     from dfpanel.models.weights import load_specialist
     from dfpanel.train.predict import predict_scores
 
-    names = test_set_names(manifests, split)
+    test_sets = read_test_sets(manifests, split)
     results = {
         "version": __version__,
         "metrics_version": METRICS_VERSION,
@@ -144,7 +147,7 @@ def evaluate_weights(
         model = load_specialist(w, device=device)
         info["specialist"] = info["specialist"] or getattr(model, "name", "")
         run = {"weights": info, "test_sets": []}
-        for m, name in zip(manifests, names):
+        for m, (name, expected) in zip(manifests, test_sets):
             df = predict_scores(
                 model, cache_root, manifest=m, split=split, batch_size=batch_size, device=device, progress=progress
             )
@@ -154,8 +157,12 @@ def evaluate_weights(
                     "run `dfpanel extract` on this manifest first, or choose another --split"
                 )
             metrics = evaluate_scores(df, threshold=threshold, how=how)
+            # Videos extraction skipped (no face, unreadable) are not scored; say how many, as the
+            # field's numbers differ by how such videos are counted.
+            missing = sorted(expected - set(df["video_id"]))
             run["test_sets"].append(
-                {"name": name, "manifest": str(m), "n_videos": int(df["video_id"].nunique()), **metrics}
+                {"name": name, "manifest": str(m), "n_videos": int(df["video_id"].nunique()),
+                 "n_manifest": len(expected), "missing_videos": missing, **metrics}  # fmt: skip
             )
             tables.append(df.assign(specialist=info["specialist"], run=info["label"], test_set=name))
         results["runs"].append(run)
