@@ -116,10 +116,16 @@ def timeline_svg(report: dict, width: int = 1000, height: int = 300) -> str:
                              f'y2="{Y(smp["prob"]):.1f}" stroke="{c}" stroke-width="3" stroke-linecap="round"/>')
             else:
                 parts.append(f'<circle cx="{X(smp["time"]):.1f}" cy="{Y(smp["prob"]):.1f}" r="2.6" fill="{c}" fill-opacity=".8"/>')
-    pts = [(X(t), Y(p)) for t, p in zip(tl["times"], tl["panel"]) if p is not None]
+    pts = [(t, p) for t, p in zip(tl["times"], tl["panel"]) if p is not None]
     if pts:
-        d = " ".join(f"{'M' if j == 0 else 'L'}{x:.1f},{y:.1f}" for j, (x, y) in enumerate(pts))
-        parts.append(f'<path d="{d}" fill="none" stroke="#1d1f23" stroke-width="2.2"/>')
+        # Break the panel line between clips: no frames were analysed in those gaps.
+        gaps = sorted(b[0] - a[0] for a, b in zip(pts, pts[1:]))
+        jump = 2.5 * gaps[len(gaps) // 2] if gaps else 0.0
+        d = []
+        for j, (t, p) in enumerate(pts):
+            move = j == 0 or (t - pts[j - 1][0]) > jump
+            d.append(f"{'M' if move else 'L'}{X(t):.1f},{Y(p):.1f}")
+        parts.append(f'<path d="{" ".join(d)}" fill="none" stroke="#1d1f23" stroke-width="2.2" stroke-linejoin="round"/>')
     # legend
     lx = left + 8
     items = [("panel", "#1d1f23")] + [(s["name"].upper(), _color(s["name"], i)) for i, s in enumerate(report["specialists"])
