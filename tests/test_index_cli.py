@@ -51,6 +51,7 @@ def test_wrong_dataset_flag_names_the_missing_file(tmp_path):
         index_dataset(root, "fakeavceleb")
     with pytest.raises(DataError, match=r"unknown dataset 'celeb'; choose one of ffpp, celebdf"):
         index_dataset(root, "celeb")
+    assert {r.dataset for r in index_dataset(root, "Celeb-DF")} == {"celebdf"}
 
 
 def test_empty_layout_is_an_error(tmp_path):

@@ -64,9 +64,15 @@ def register(layout_cls: type[Layout]) -> type[Layout]:
     return layout_cls
 
 
+# Names people also use for these datasets on the command line.
+ALIASES = {"ff++": "ffpp", "faceforensics": "ffpp", "faceforensics++": "ffpp", "celeb-df": "celebdf",
+           "celeb-df-v2": "celebdf", "celebdfv2": "celebdf", "fakeav": "fakeavceleb", "dir": "folder"}
+
+
 def get_layout(name: str) -> Layout:
+    key = name.strip().lower()
     try:
-        return LAYOUTS[name]
+        return LAYOUTS[ALIASES.get(key, key)]
     except KeyError:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(LAYOUTS)}") from None
 

@@ -34,8 +34,8 @@ def index_dataset(
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found; give the folder that holds the dataset")
-    name = dataset or detect_layout(root)
-    layout = get_layout(name)
+    layout = get_layout(dataset or detect_layout(root))
+    name = layout.name
     records = layout.index(root, IndexOptions(compression=compression, dfdc_chunks=dfdc_chunks, probe_audio=probe_audio))
     if not records:
         raise DataError(f"{root}: no videos found for dataset {name}; it should hold {layout.markers}")
