@@ -1,0 +1,78 @@
+"""`dfpanel panel fit` (combiner weights + threshold on validation videos) and `dfpanel panel show`."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from dfpanel.errors import ConfigError
+
+panel_app = typer.Typer(help="The panel that combines the specialists' verdicts.", no_args_is_help=True)
+
+
+class ThresholdMethod(str, Enum):
+    eer = "eer"
+    fpr = "fpr"
+
+
+def _table(panel) -> "object":
+    from rich.table import Table
+
+    t = Table(title=f"panel ({'fitted' if panel.fitted else 'equal weights, not fitted'})")
+    t.add_column("specialist")
+    t.add_column("weight", justify="right")
+    t.add_column("when abstaining", justify="right")
+    for name in panel.specialists:
+        t.add_row(name.upper(), f"{panel.weights.get(name, 0.0):+.3f}", f"{panel.absent.get(name, 0.0):+.3f}")
+    return t
+
+
+def register(app: typer.Typer) -> None:
+    @panel_app.command("fit")
+    def fit(
+        weights: Path = typer.Option(..., "--weights", "-w", help="Folder with one .safetensors + .json per specialist; panel.json is written here."),
+        manifest: Path = typer.Option(..., "--manifest", "-m", help="Validation manifest (its videos must be in the cache)."),
+        data: Path = typer.Option(None, "--data", help="Face-track cache; default: the one named in the weights' sidecars."),
+        split: str = typer.Option(None, "--split", help="Only this split of the manifest (default: every video in it)."),
+        threshold: ThresholdMethod = typer.Option(ThresholdMethod.eer, "--threshold", help="eer, or fpr (with --target-fpr)."),
+        target_fpr: float = typer.Option(None, "--target-fpr", help="For --threshold fpr: highest share of real videos called fake, e.g. 0.05."),
+        margin: float = typer.Option(0.1, "--margin", help="'uncertain' when the probability is within this of the threshold."),
+        device: str = typer.Option("cpu", "--device"),
+        batch_size: int = typer.Option(16, "--batch-size"),
+    ) -> None:
+        """Fit the combiner (logistic regression over specialist logits, abstentions masked) and its
+        threshold on validation videos; writes WEIGHTS/panel.json."""
+        from rich.console import Console
+
+        from dfpanel.detect.panel_fit import fit_from_folder
+
+        if not 0.0 <= margin < 0.5:
+            raise ConfigError(f"--margin must be in [0, 0.5), got {margin}")
+        if threshold == ThresholdMethod.fpr and target_fpr is None:
+            raise ConfigError("--threshold fpr needs --target-fpr (e.g. 0.05)")
+        panel, table = fit_from_folder(weights, manifest, data, split=split, threshold=threshold.value,
+                                       target_fpr=target_fpr, margin=margin, device=device, batch_size=batch_size)
+        path = panel.save(weights)
+        con = Console(highlight=False)
+        con.print(_table(panel))
+        m = panel.metrics
+        con.print(f"{m['n_videos']} validation videos ({m['n_fake']} fake): AUC {m['auc']:.3f} "
+                  f"(equal weights {m['equal_weights_auc']:.3f}), log-loss {m['log_loss']:.3f} "
+                  f"(equal weights {m['equal_weights_log_loss']:.3f})")
+        con.print(f"threshold {panel.threshold:.3f} ({panel.threshold_method}), uncertain within ±{panel.margin}; wrote {path}")
+
+    @panel_app.command("show")
+    def show(weights: Path = typer.Option(..., "--weights", "-w", help="Folder holding panel.json.")) -> None:
+        """Print the panel stored with the weights (or the equal-weights default)."""
+        from rich.console import Console
+
+        from dfpanel.models.panel import Panel
+
+        panel = Panel.load_or_default(weights)
+        con = Console(highlight=False)
+        con.print(_table(panel))
+        con.print(f"threshold {panel.threshold:.3f} ({panel.threshold_method}), margin {panel.margin}")
+
+    app.add_typer(panel_app, name="panel")

@@ -1,0 +1,95 @@
+"""`dfpanel panel fit`: score validation videos with every specialist in a weights folder, aggregate
+per video exactly as detection does, mask what detection would abstain on (AV without audio), and
+fit the combiner."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from dfpanel.errors import DataError
+from dfpanel.models.panel import DEFAULT_MARGIN, Panel, fit_panel, video_logit
+
+
+def video_logit_table(scores: Mapping[str, "object"], has_audio: Mapping[tuple[str, str], bool] | None = None,
+                      needs_audio: set[str] = frozenset({"av"}), how: str = "mean"):
+    """scores: specialist -> per-sample DataFrame (predict_scores columns). Returns a DataFrame indexed
+    by (dataset, video_id) with `label` and one video-level logit column per specialist, NaN where
+    that specialist has no samples or would abstain."""
+    import pandas as pd
+
+    cols, labels = {}, {}
+    for name, df in scores.items():
+        if df.empty:
+            continue
+        g = df.groupby(["dataset", "video_id"], sort=True)
+        z = g["logit"].apply(lambda s: video_logit(s.to_numpy(), how))
+        if name in needs_audio and has_audio is not None:
+            silent = [k for k in z.index if not has_audio.get(k, True)]
+            z.loc[silent] = np.nan
+        cols[name] = z
+        labels.update(g["label"].first().to_dict())
+    if not cols:
+        raise DataError("no validation samples were scored; check --manifest and --data")
+    table = pd.DataFrame(cols)
+    table.insert(0, "label", pd.Series(labels).reindex(table.index).astype(int))
+    return table
+
+
+def fit_from_folder(
+    weights: str | os.PathLike,
+    manifest: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    *,
+    split: str | None = None,
+    threshold: str = "eer",
+    target_fpr: float | None = None,
+    margin: float = DEFAULT_MARGIN,
+    device: str = "cpu",
+    batch_size: int = 16,
+    progress: bool = True,
+) -> tuple[Panel, "object"]:
+    """Fit the panel on the validation videos of `manifest`; returns it (not yet saved) and the table."""
+    from dfpanel.data.cache import FaceTrackCache
+    from dfpanel.detect.weights import find_weights
+
+    files = find_weights(weights, "torch")
+    if not Path(manifest).is_file():
+        raise DataError(f"{manifest}: manifest not found; write one with `dfpanel index`")
+    if data is None:
+        data = next((f.sidecar.get("config", {}).get("data", {}).get("cache") for f in files
+                     if isinstance(f.sidecar.get("config"), dict) and f.sidecar["config"].get("data", {}).get("cache")), None)
+        if data is None:
+            raise DataError(f"{weights}: no --data CACHE given and the weights' sidecars do not name one; pass --data")
+    cache = FaceTrackCache(data)
+    has_audio = {(r.dataset, r.id): bool(r.has_audio) for r in cache.rows()}
+    scores, needs_audio = {}, set()
+    for f in files:
+        model = _load_specialist(f.path, device)
+        if getattr(model, "needs_audio", f.specialist == "av"):
+            needs_audio.add(f.specialist)
+        scores[f.specialist] = _predict_scores(model, data, manifest=manifest, split=split, batch_size=batch_size,
+                                               device=device, progress=progress)
+    table = video_logit_table(scores, has_audio, needs_audio)
+    names = [c for c in table.columns if c != "label"]
+    panel = fit_panel(table[names].to_numpy(dtype=np.float64), table["label"].to_numpy(), names,
+                      threshold=threshold, target_fpr=target_fpr, margin=margin)
+    panel.weights_ids = {f.specialist: f.sidecar.get("sha256") or "" for f in files}
+    panel.metrics["manifest"] = str(Path(manifest).resolve())
+    return panel, table
+
+
+# Indirections so tests can stand in for the trained models.
+def _load_specialist(path: Path, device: str):
+    from dfpanel.models.weights import load_specialist
+
+    return load_specialist(path, device=device)
+
+
+def _predict_scores(model, data, **kwargs):
+    from dfpanel.train.predict import predict_scores
+
+    return predict_scores(model, data, **kwargs)

@@ -1,0 +1,103 @@
+"""`dfpanel panel fit` end to end with stand-in models: per-video aggregation, AV masked on silent
+videos, panel.json written next to the weights and picked up by detection."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dfpanel.cli import main
+from dfpanel.data.cache import CacheIndexRow, append_index_row
+from dfpanel.detect import panel_fit
+from dfpanel.detect.panel_fit import video_logit_table
+from dfpanel.models.panel import Panel, video_logit
+
+N_VIDEOS = 160
+
+
+def videos():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, N_VIDEOS)
+    audio = rng.random(N_VIDEOS) > 0.3
+    return [(f"v{i:03d}", int(labels[i]), bool(audio[i])) for i in range(N_VIDEOS)]
+
+
+def fake_scores(name: str, seed: int) -> pd.DataFrame:
+    """4 samples per video. bg and av carry the label, cm is loud noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for vid, label, _ in videos():
+        s = 2 * label - 1
+        for pos in range(4):
+            z = {"bg": 1.5 * s, "av": 2.0 * s, "cm": 0.0}[name] + rng.normal(0, 6.0 if name == "cm" else 1.0)
+            rows.append({"video_id": vid, "dataset": "folder", "label": label, "fake_type": "x", "split": "val",
+                         "group": vid, "position": pos, "time": pos / 25, "logit": z, "prob": 1 / (1 + np.exp(-z))})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    wdir = tmp_path / "weights"
+    wdir.mkdir()
+    for i, name in enumerate(("bg", "av", "cm")):
+        (wdir / f"{name}_best.safetensors").write_bytes(b"")
+        (wdir / f"{name}_best.json").write_text(json.dumps({"specialist": name, "sha256": f"sha{i}"}))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for vid, label, audio in videos():
+        append_index_row(cache, CacheIndexRow(id=vid, dataset="folder", dir=f"folder/{vid}", label=label, fake_type="x",
+                                              split="val", group=vid, has_audio=audio, chunk=None, n_frames=4, n_clips=1))
+    manifest = tmp_path / "val.jsonl"
+    manifest.write_text("")
+    calls = []
+    monkeypatch.setattr(panel_fit, "_load_specialist", lambda path, device: SimpleNamespace(name=path.stem.split("_")[0]))
+
+    def predict(model, data, **kw):
+        calls.append((model.name, kw["manifest"], kw["split"]))
+        return fake_scores(model.name, seed=len(calls))
+
+    monkeypatch.setattr(panel_fit, "_predict_scores", predict)
+    return SimpleNamespace(weights=wdir, cache=cache, manifest=manifest, calls=calls)
+
+
+def test_video_logit_table_aggregates_and_masks_silent_videos():
+    df = fake_scores("av", 1)
+    audio = {("folder", v): a for v, _, a in videos()}
+    table = video_logit_table({"av": df, "bg": fake_scores("bg", 2)}, audio, {"av"})
+    assert len(table) == N_VIDEOS
+    first = df[df.video_id == "v000"]["logit"].to_numpy()
+    v000 = table.loc[("folder", "v000")]
+    if audio[("folder", "v000")]:
+        assert v000["av"] == pytest.approx(video_logit(first))
+    silent = [k for k, a in audio.items() if not a]
+    assert table.loc[silent, "av"].isna().all() and table["bg"].notna().all()
+    assert table["av"].isna().sum() == len(silent)
+
+
+def test_panel_fit_command_writes_a_panel_that_beats_equal_weights(setup, capsys):
+    code = main(["panel", "fit", "--weights", str(setup.weights), "--manifest", str(setup.manifest),
+                 "--data", str(setup.cache), "--threshold", "fpr", "--target-fpr", "0.1", "--margin", "0.05"])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(c[0] for c in setup.calls) == ["av", "bg", "cm"]
+    assert all(c[1] == setup.manifest for c in setup.calls)
+    panel = Panel.load(setup.weights)
+    assert panel.fitted and panel.threshold_method == "fpr" and panel.target_fpr == 0.1 and panel.margin == 0.05
+    assert panel.weights["bg"] > 0.3 and panel.weights["av"] > 0.3 and abs(panel.weights["cm"]) < 0.15
+    assert panel.metrics["abstained"]["av"] == sum(not a for _, _, a in videos())
+    assert panel.metrics["auc"] > panel.metrics["equal_weights_auc"]
+    assert panel.weights_ids == {"bg": "sha0", "av": "sha1", "cm": "sha2"}
+    assert "wrote" in capsys.readouterr().out
+    # detection picks it up from the same folder
+    assert Panel.load_or_default(setup.weights).to_dict() == panel.to_dict()
+
+
+def test_panel_fit_usage_errors(setup, tmp_path):
+    base = ["panel", "fit", "--weights", str(setup.weights), "--data", str(setup.cache)]
+    assert main(base + ["--manifest", str(setup.manifest), "--threshold", "fpr"]) == 2
+    assert main(base + ["--manifest", str(tmp_path / "nope.jsonl")]) == 2
+    assert main(["panel", "fit", "--weights", str(setup.weights), "--manifest", str(setup.manifest)]) == 2  # no cache known
+    assert not (setup.weights / "panel.json").exists()
