@@ -55,11 +55,19 @@ def evaluate_scores(samples_df: pd.DataFrame, threshold: float = 0.5, how: str =
 # --- the `dfpanel eval` run ------------------------------------------------------------------------
 
 
+def resolve_weights(weights: Path) -> Path:
+    """The .safetensors file meant by `weights` (the suffix may be left out, as load_weights allows)."""
+    p = Path(weights)
+    if not p.is_file() and p.with_name(p.name + ".safetensors").is_file():
+        p = p.with_name(p.name + ".safetensors")
+    if not p.is_file():
+        raise WeightsError(f"{p.name}: weights file not found; give the .safetensors written by `dfpanel train`")
+    return p
+
+
 def read_sidecar(weights: Path) -> dict:
     """The JSON sidecar next to a weights file (plain JSON: safe to read before loading anything)."""
-    if not Path(weights).is_file():
-        raise WeightsError(f"{Path(weights).name}: weights file not found; give the .safetensors written by `dfpanel train`")
-    side = Path(weights).with_suffix(".json")
+    side = resolve_weights(weights).with_suffix(".json")
     if not side.is_file():
         raise WeightsError(f"{side.name}: sidecar of {Path(weights).name} not found; keep the .json next to the weights")
     try:
@@ -138,7 +146,7 @@ def evaluate_weights(
         "split": split,
         "runs": [],
     }
-    weights = list(dict.fromkeys(Path(w) for w in weights))  # the same file twice is one run
+    weights = list(dict.fromkeys(resolve_weights(w) for w in weights))  # the same file twice is one run
     infos = [weights_info(w, read_sidecar(w)) for w in weights]
     for info, label in zip(infos, run_labels(infos)):
         info["label"] = label
