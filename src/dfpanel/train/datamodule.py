@@ -1,0 +1,113 @@
+"""LightningDataModule over the face-track cache (optionally narrowed by a manifest and a DFDC chunk).
+
+The cache index already carries split and label, so the manifest only says which videos to use.
+Datasets are built when the module is created (from the index alone, no per-video reads), because the
+loss's class weight must be known before the LightningModule exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from dfpanel.config import StageConfig
+from dfpanel.data.augment import CropAugmenter
+from dfpanel.data.cache import CacheIndexRow, FaceTrackCache
+from dfpanel.data.manifest import manifest_hash, read_manifest
+from dfpanel.data.samples import balanced_sampler, dataset_for, pos_weight_from_labels, select_rows
+from dfpanel.errors import ConfigError, DataError
+
+
+def manifest_ids(path: str | None) -> set[str] | None:
+    return None if path is None else {r.id for r in read_manifest(path)}
+
+
+def stage_rows(cfg: StageConfig, split: str, *, chunks: Sequence[int] | None = None) -> list[CacheIndexRow]:
+    """The cache rows of one split that a stage uses."""
+    if not cfg.data.cache:
+        raise ConfigError(f"{cfg.source or 'config'}: no face-track cache given; pass --data CACHE (or set data.cache)")
+    rows = FaceTrackCache(cfg.data.cache).rows()
+    return select_rows(
+        rows,
+        split=split,
+        dataset=cfg.data.dataset,
+        ids=manifest_ids(cfg.data.manifest),
+        chunks=chunks,
+        max_videos=cfg.data.max_videos,
+        seed=cfg.trainer.seed,
+    )
+
+
+def data_hash(cfg: StageConfig, rows: Sequence[CacheIndexRow]) -> str:
+    """sha256 of the manifest when there is one, else of the (dataset, id, label, split) rows used."""
+    if cfg.data.manifest:
+        return manifest_hash(cfg.data.manifest)
+    h = hashlib.sha256()
+    for r in sorted(rows, key=lambda r: (r.dataset, r.id)):
+        h.update(json.dumps([r.dataset, r.id, r.label, r.split]).encode())
+    return h.hexdigest()
+
+
+class CacheDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        cfg: StageConfig,
+        view: Callable,
+        sample_kind: str,
+        *,
+        chunk: int | None = None,
+    ):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.data
+        train_chunks = [chunk] if chunk is not None else d.chunks
+        self.train_rows = stage_rows(cfg, d.train_split, chunks=train_chunks)
+        self.val_rows = stage_rows(cfg, d.val_split)
+        where = f"{d.cache} (dataset={d.dataset or 'any'}, chunks={train_chunks or 'all'})"
+        if not self.train_rows:
+            raise DataError(f"{where}: no {d.train_split!r} videos to train on; check --data, --manifest and data.dataset")
+        if not self.val_rows:
+            raise DataError(f"{where}: no {d.val_split!r} videos to validate on; the index must give some videos that split")
+        cls = dataset_for(sample_kind)
+        self.train_set = cls(d.cache, self.train_rows, view, per_video=d.frames_per_video, augment=CropAugmenter(cfg.augment.transforms))
+        self.val_set = cls(d.cache, self.val_rows, view, per_video=d.val_frames_per_video)
+        self.data_hash = data_hash(cfg, self.train_rows + self.val_rows)
+
+    @property
+    def pos_weight(self) -> float:
+        """Class weight of fakes in the loss. `auto`: from the train split as the loss will see it,
+        i.e. 1.0 when the balanced sampler already draws both classes equally."""
+        pw = self.cfg.optim.pos_weight
+        if pw is None:
+            return 1.0
+        if pw == "auto":
+            return 1.0 if self.cfg.data.balanced else pos_weight_from_labels(self.train_set.labels)
+        return float(pw)
+
+    def _loader(self, dataset, batch_size: int, **kwargs) -> DataLoader:
+        d = self.cfg.data
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=d.num_workers,
+            pin_memory=d.pin_memory and torch.cuda.is_available(),
+            persistent_workers=d.num_workers > 0,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        d = self.cfg.data
+        drop_last = len(self.train_set) > d.batch_size  # no size-1 batch into batch norm
+        if d.balanced:
+            sampler = balanced_sampler(self.train_set.labels, d.samples_per_epoch)
+            return self._loader(self.train_set, d.batch_size, sampler=sampler, drop_last=drop_last)
+        return self._loader(self.train_set, d.batch_size, shuffle=True, drop_last=drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        d = self.cfg.data
+        return self._loader(self.val_set, d.val_batch_size or d.batch_size, shuffle=False)
