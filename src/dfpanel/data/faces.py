@@ -183,11 +183,12 @@ def _link_cost(prev: Detection, det: Detection, same_clip: bool) -> float | None
     size = math.sqrt(max(prev.area, 1.0))
     dist = np.linalg.norm(prev.landmarks.mean(0) - det.landmarks.mean(0)) / size
     ratio = math.sqrt(max(det.area, 1.0)) / size
-    # Consecutive frames: the face barely moves. Across clips (seconds apart) allow more.
+    # Consecutive frames: the face barely moves. Across clips (seconds apart) it may be anywhere,
+    # so only its size must agree; the assignment then pairs the nearest faces.
     if same_clip:
         ok = o >= 0.3 or dist < 0.5
     else:
-        ok = (o >= 0.1 or dist < 1.5) and 0.5 < ratio < 2.0
+        ok = 0.5 < ratio < 2.0
     return (1.0 - o) + dist if ok else None
 
 

@@ -1,0 +1,99 @@
+"""`dfpanel extract MANIFEST --out CACHE` (videos -> face-track cache) and `dfpanel cache merge`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def register(app: typer.Typer) -> None:
+    cache_app = typer.Typer(help="Manage face-track caches (merge shards).", no_args_is_help=True)
+
+    @app.command("extract")
+    def extract(
+        manifest: Path = typer.Argument(..., help="Manifest from `dfpanel index` (JSON lines)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Cache folder to write (created; re-runs resume)."),
+        frames: int = typer.Option(32, "--frames", help="Frames sampled per video."),
+        clip_len: int = typer.Option(8, "--clip-len", help="Consecutive frames per clip; clips spread evenly."),
+        workers: int = typer.Option(1, "--workers", "-j", help="Worker processes (each loads its own detector)."),
+        shard: str = typer.Option("1/1", "--shard", help="Take share i of n (1-based), by a stable hash of the id."),
+        detector: str = typer.Option("mtcnn", "--detector", help="Face detector."),
+        device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N] for the detector."),
+        all_faces: bool = typer.Option(False, "--all-faces", help="Keep every face track, not only the main one."),
+        strict: bool = typer.Option(False, "--strict", help="Exit 1 if any video failed."),
+        split: Optional[str] = typer.Option(None, "--split", help="Only these splits, comma-separated (train,val,test)."),
+        min_face_size: int = typer.Option(40, "--min-face-size", help="Smallest face to detect, in source pixels."),
+        detect_every: int = typer.Option(
+            4, "--detect-every", help="Run the detector on every k-th frame of a clip and track between (1 = all)."
+        ),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    ) -> None:
+        """Decode sampled clips, find and track faces, write crops + audio + meta to the cache."""
+        from dfpanel.data.extract import ExtractConfig, parse_shard, run_extraction
+        from dfpanel.data.manifest import SPLITS
+        from dfpanel.errors import ConfigError
+
+        splits = [s.strip() for s in split.split(",") if s.strip()] if split else None
+        bad = [s for s in splits or [] if s not in SPLITS]
+        if bad:
+            raise ConfigError(f"--split {split!r}: unknown split(s) {', '.join(bad)}; use {','.join(SPLITS)}")
+        cfg = ExtractConfig(
+            frames=frames, clip_len=clip_len, detector=detector, device=device, all_faces=all_faces,
+            min_face_size=min_face_size, detect_every=detect_every,
+        )
+        summary = run_extraction(
+            manifest, out, cfg, workers=max(1, workers), shard=parse_shard(shard), strict=strict,
+            progress=progress, splits=splits,
+        )
+        print_summary(summary)
+        if summary["exit_code"]:
+            raise typer.Exit(summary["exit_code"])
+
+    @cache_app.command("merge")
+    def merge(
+        out: Path = typer.Argument(..., help="Cache to merge into (created if missing; may be one of the inputs)."),
+        caches: List[Path] = typer.Argument(..., help="Caches to merge (e.g. one per shard)."),
+        move: bool = typer.Option(False, "--move", help="Move entries instead of copying them."),
+    ) -> None:
+        """Join caches: entries copied (or moved) into OUT, index rebuilt, reports merged."""
+        from dfpanel.data.cache_merge import merge_caches
+
+        res = merge_caches(out, list(caches), move=move)
+        console.print(
+            f"merged {len(caches)} cache(s) into [bold]{res['out']}[/]: {res['entries']} entries "
+            f"({res['copied']} {'moved' if move else 'copied'}, {res['missing']} missing on disk), "
+            f"{res['failed']} failed video(s) on record",
+            highlight=False,
+        )
+
+    app.add_typer(cache_app, name="cache")
+
+
+def print_summary(summary: dict) -> None:
+    console.print(
+        f"extract: {summary['ok']} done, {summary['skipped']} already in the cache, [red]{summary['failed']} failed[/] "
+        f"of {summary['selected']} (shard {summary['shard']}) in {summary['seconds']:.1f} s "
+        f"({summary['videos_per_s']:.2f} videos/s, {summary['frames_per_s']:.1f} frames/s)",
+        highlight=False,
+    )
+    failures = summary["failures"]
+    if not failures:
+        return
+    by_kind = Counter(f["error"] for f in failures)
+    table = Table(title="failed videos", title_justify="left")
+    table.add_column("video")
+    table.add_column("error")
+    table.add_column("reason", overflow="fold")
+    for f in failures[:20]:
+        table.add_row(f["id"], f["error"], f["reason"])
+    console.print(table)
+    more = " (first 20 shown)" if len(failures) > 20 else ""
+    kinds = ", ".join(f"{k}: {n}" for k, n in by_kind.most_common())
+    console.print(f"{len(failures)} failure(s){more} — {kinds}; all in {summary['report']}", highlight=False)

@@ -1,0 +1,267 @@
+"""`dfpanel extract`: one video -> tracks, a manifest -> cache, resume, shards, merge, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dfpanel.cli import main
+from dfpanel.data.cache import INDEX_FILE, REPORT_FILE, FaceTrackCache, read_wav
+from dfpanel.data.cache_merge import merge_caches
+from dfpanel.data.decode import VideoReader
+from dfpanel.data.extract import ExtractConfig, extract_video, get_detector, run_extraction, select_records, shard_of
+from dfpanel.data.faces import DETECTORS, Detection, FaceDetector, register_detector
+from dfpanel.data.manifest import VideoRecord, write_manifest
+from dfpanel.errors import NoFaceError, VideoError
+from video_factory import VideoSpec, face_patch, face_position, make_video, truncate
+
+CFG = ExtractConfig(frames=16, clip_len=8)
+GOOD = ("real_a", "fake_b")
+BAD = {"noface": "NoFaceError", "empty": "VideoError", "cut": "VideoError", "notes": "VideoError"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    import torch
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("ds")
+    make_video(root / "real_a.mp4", VideoSpec(seconds=1.2, click_at=0.6))
+    make_video(root / "fake_b.mp4", VideoSpec(seconds=1.2, seed=1))
+    make_video(root / "noface.mp4", VideoSpec(seconds=1.2, face=False))
+    (root / "empty.mp4").write_bytes(b"")
+    truncate(root / "real_a.mp4", root / "cut.mp4", keep=0.5)
+    (root / "notes.mp4").write_text("not a video\n" * 50)
+    rows = []
+    for n, vid in enumerate(list(GOOD) + list(BAD)):
+        label = 0 if vid.startswith("real") else 1
+        rows.append(VideoRecord(
+            id=vid, path=f"{vid}.mp4", label=label, fake_type="real" if label == 0 else "Deepfakes",
+            split=("train", "val", "test")[n % 3], dataset="folder", group=f"g{n}", chunk=n,
+            root=str(root), manipulations=[] if label == 0 else ["blend"],
+        ))
+    manifest = root / "manifest.jsonl"
+    write_manifest(rows, manifest)
+    return root, manifest, rows
+
+
+@pytest.fixture(scope="module")
+def cache(dataset, tmp_path_factory):
+    _, manifest, _ = dataset
+    out = tmp_path_factory.mktemp("cache")
+    summary = run_extraction(manifest, out, CFG, progress=False)
+    return out, summary
+
+
+def test_extract_video_gives_clips_of_native_lossless_crops_and_aligned_audio(dataset):
+    root, _, _ = dataset
+    ((meta, crops, audio),) = extract_video(root / "real_a.mp4", CFG, video_id="real_a", dataset="folder")
+    assert meta.video_id == "real_a" and meta.track_id == 0 and meta.detector == "mtcnn"
+    assert meta.source_size == [320, 240] and meta.fps == 25.0 and meta.codec == "h264"
+    assert len(meta.frames) == 16 == len(crops)
+    clips = {}
+    for f in meta.frames:
+        clips.setdefault(f.clip, []).append(f.index)
+    assert sorted(clips) == [0, 1]
+    for idx in clips.values():
+        assert idx == list(range(idx[0], idx[0] + 8))  # consecutive frames
+    assert clips[1][0] - clips[0][0] >= 8  # spread, not overlapping
+    patch_h, patch_w = face_patch(110).shape[:2]
+    with VideoReader(root / "real_a.mp4") as r:
+        full = r.all_frames()
+    for f, crop in zip(meta.frames, crops):
+        assert f.time == pytest.approx(f.index / 25.0)
+        x0, y0, x1, y1 = f.crop_box
+        np.testing.assert_array_equal(crop, full[f.index].rgb[y0:y1, x0:x1])  # native pixels, untouched
+        # The face box lies on the pasted face; the crop is about twice its size.
+        fx, fy = face_position(f.index, 30, VideoSpec(), np.zeros((patch_h, patch_w)))
+        cx, cy = (f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2
+        assert fx < cx < fx + patch_w and fy < cy < fy + patch_h
+        assert 1.8 < (x1 - x0) / max(f.box[2] - f.box[0], f.box[3] - f.box[1]) < 2.2
+    # The face crosses the frame in 1.2 s (7 px/frame): sparse boxes jump, so every frame was detected.
+    assert meta.extra["dense_frames"] > 0 and all(f.detected for f in meta.frames)
+    sizes = {(c.shape, f.clip) for c, f in zip(crops, meta.frames)}
+    assert len(sizes) == 2  # one crop size per clip
+    assert meta.audio is not None and meta.audio.sample_rate == 16000 and meta.audio.n_samples == len(audio)
+    click = meta.audio.start_time + int(np.argmax(audio > 0.5)) / 16000
+    assert click == pytest.approx(0.6, abs=1 / 25)
+
+
+def test_interpolated_boxes_match_detection_on_every_frame(dataset):
+    root, _, _ = dataset
+    slow = make_video(root.parent / "slow.mp4", VideoSpec(seconds=6.0, seed=3))  # ~1.3 px/frame
+    ((sparse, _, _),) = extract_video(slow, CFG)
+    ((dense, _, _),) = extract_video(slow, ExtractConfig(frames=16, clip_len=8, detect_every=1))
+    assert sparse.extra["detected_frames"] == 6 and dense.extra["detected_frames"] == 16
+    assert [f.index for f in sparse.frames] == [f.index for f in dense.frames]
+    tracked = [(a, b) for a, b in zip(sparse.frames, dense.frames) if not a.detected]
+    assert len(tracked) == 10
+    for a, b in tracked:
+        np.testing.assert_allclose(a.box, b.box, atol=3.0)  # within 3 px of running the detector
+
+
+def test_extract_video_raises_for_no_face_and_bad_files(dataset):
+    root, _, _ = dataset
+    with pytest.raises(NoFaceError, match="noface.mp4: no face"):
+        extract_video(root / "noface.mp4", CFG)
+    for name in ("empty.mp4", "cut.mp4", "notes.mp4"):
+        with pytest.raises(VideoError, match=name):
+            extract_video(root / name, CFG)
+
+
+def test_run_writes_entries_and_index_rows_from_the_manifest(dataset, cache):
+    _, _, rows = dataset
+    out, summary = cache
+    assert (summary["selected"], summary["ok"], summary["failed"], summary["skipped"]) == (6, 2, 4, 0)
+    by_id = {r.id: r for r in rows}
+    index = FaceTrackCache(out).rows()
+    assert sorted(r.id for r in index) == sorted(GOOD)
+    for row in index:
+        src = by_id[row.id]
+        assert (row.label, row.split, row.fake_type, row.group, row.chunk, row.manipulations) == (
+            src.label, src.split, src.fake_type, src.group, src.chunk, src.manipulations)
+        assert row.dir == f"folder/{row.id}" and row.n_frames == 16 and row.n_clips == 2
+        entry = FaceTrackCache(out).entry(row)
+        assert len(entry) == 16
+        x0, y0, x1, y1 = entry.meta.frames[3].crop_box
+        assert entry.crop(3).shape == (y1 - y0, x1 - x0, 3)
+    real = FaceTrackCache(out).entry(next(r for r in index if r.id == "real_a"))
+    assert real.has_audio and (out / real.meta.audio.file).name == "audio.wav"
+    assert len(read_wav(real.folder / "audio.wav")) == real.meta.audio.n_samples
+    fake = FaceTrackCache(out).entry(next(r for r in index if r.id == "fake_b"))
+    assert not fake.has_audio and not (fake.folder / "audio.wav").exists()
+    assert not any(p.name.startswith(".tmp-") for p in (out / "folder").iterdir())  # all committed
+
+
+def test_failures_are_recorded_with_reasons(cache):
+    out, summary = cache
+    report = json.loads((out / REPORT_FILE).read_text())
+    fails = report["failures"]
+    assert sorted(fails) == sorted(f"folder/{k}" for k in BAD)
+    for vid, kind in BAD.items():
+        f = fails[f"folder/{vid}"]
+        assert f["error"] == kind and f"{vid}.mp4" in f["reason"] and "\n" not in f["reason"]
+    assert report["runs"][-1]["ok"] == 2 and report["runs"][-1]["failed"] == 4
+    assert {f["id"] for f in summary["failures"]} == set(BAD)
+
+
+def test_rerun_skips_finished_videos_and_resumes_a_killed_one(dataset, tmp_path):
+    _, manifest, _ = dataset
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(l for l in manifest.read_text().splitlines(True) if any(f'"{g}"' in l for g in GOOD)))
+    out = tmp_path / "cache"
+    run_extraction(good, out, CFG, progress=False)
+    det = get_detector(CFG)
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("folder/*/meta.json")}
+    calls = det.calls
+    again = run_extraction(good, out, CFG, progress=False)
+    assert (again["skipped"], again["ok"]) == (2, 0)
+    assert det.calls == calls  # nothing decoded or detected
+    assert {p: p.stat().st_mtime_ns for p in out.glob("folder/*/meta.json")} == mtimes
+    # Killed after fake_b's entry was committed but before its index row: it is redone, once.
+    lines = (out / INDEX_FILE).read_text().splitlines(True)
+    (out / INDEX_FILE).write_text("".join(l for l in lines if '"fake_b"' not in l))
+    third = run_extraction(good, out, CFG, progress=False)
+    assert (third["skipped"], third["ok"]) == (1, 1) and det.calls > calls
+    assert sorted(r.id for r in FaceTrackCache(out).rows()) == sorted(GOOD)
+    assert len((out / INDEX_FILE).read_text().splitlines()) == 2
+
+
+def test_shards_partition_the_manifest_and_merge_gives_the_union(dataset, cache, tmp_path):
+    _, manifest, rows = dataset
+    n = 3
+    parts = [select_records(manifest, (i, n)) for i in range(1, n + 1)]
+    ids = [r.id for p in parts for r in p]
+    assert sorted(ids) == sorted(r.id for r in rows) and len(set(ids)) == len(ids)
+    assert [r.id for r in select_records(manifest, splits=["train"])] == [r.id for r in rows if r.split == "train"]
+
+    shard_caches = []
+    for i in (1, 2):
+        c = tmp_path / f"shard{i}"
+        run_extraction(manifest, c, CFG, shard=(i, 2), progress=False)
+        shard_caches.append(c)
+    merged = tmp_path / "merged"
+    res = merge_caches(merged, shard_caches)
+    single_out, _ = cache
+    assert sorted((r.dataset, r.id) for r in FaceTrackCache(merged).rows()) == sorted(
+        (r.dataset, r.id) for r in FaceTrackCache(single_out).rows())
+    assert res["entries"] == 2 and res["failed"] == len(BAD)
+    report = json.loads((merged / REPORT_FILE).read_text())
+    assert sorted(report["failures"]) == sorted(f"folder/{k}" for k in BAD)
+    for row in FaceTrackCache(merged).rows():
+        entry = FaceTrackCache(merged).entry(row)
+        assert len(entry) == 16 and entry.crop(0).ndim == 3
+    # Merging into one of the inputs with --move through the CLI.
+    assert main(["cache", "merge", str(shard_caches[0]), str(shard_caches[1]), "--move"]) == 0
+    assert len(FaceTrackCache(shard_caches[0]).rows()) == 2
+
+
+def test_shard_hash_does_not_depend_on_the_python_process():
+    code = "from dfpanel.data.extract import shard_of; print([shard_of(f'v{i}', 7) for i in range(20)])"
+    outs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env=dict(os.environ, PYTHONHASHSEED=seed)).stdout
+        for seed in ("1", "2")
+    }
+    assert len(outs) == 1
+    assert json.loads(outs.pop()) == [shard_of(f"v{i}", 7) for i in range(20)]
+
+
+def test_all_faces_keeps_every_track_with_main_row_last(tmp_path, dataset):
+    root, _, _ = dataset
+
+    @register_detector("two-faces-test")
+    class TwoFaces(FaceDetector):
+        def __init__(self, **kwargs):
+            pass
+
+        def detect(self, frames):
+            lm = np.tile([[0.0, 0.0]], (5, 1))
+            return [[Detection(np.array([10.0, 10, 110, 110]), lm + 50, 0.99),
+                     Detection(np.array([200.0, 100, 240, 140]), lm + 220, 0.98)] for _ in frames]
+
+    try:
+        rec = VideoRecord(id="fake_b", path="fake_b.mp4", label=1, fake_type="x", split="train", dataset="folder",
+                          group="g", root=str(root))
+        write_manifest([rec], tmp_path / "m.jsonl")
+        cfg = ExtractConfig(frames=8, clip_len=8, detector="two-faces-test", all_faces=True)
+        summary = run_extraction(tmp_path / "m.jsonl", tmp_path / "c", cfg, progress=False)
+    finally:
+        DETECTORS.pop("two-faces-test")
+    assert summary["tracks"] == 2
+    lines = [json.loads(l) for l in (tmp_path / "c" / INDEX_FILE).read_text().splitlines()]
+    assert [l["id"] for l in lines] == ["fake_b__t1", "fake_b"]
+    main_entry = FaceTrackCache(tmp_path / "c").entry(FaceTrackCache(tmp_path / "c").rows()[-1])
+    assert main_entry.meta.frames[0].box == [10.0, 10.0, 110.0, 110.0]
+
+
+def test_cli_strict_exit_codes_and_user_errors(dataset, tmp_path, capsys):
+    _, manifest, _ = dataset
+    args = ["extract", str(manifest), "--out", str(tmp_path / "c"), "--frames", "16", "--no-progress", "--split", "val,test"]
+    assert main(args) == 0  # failures are recorded, not fatal
+    out = capsys.readouterr().out
+    assert "failed videos" in out and "NoFaceError" in out and "VideoError" in out
+    assert main(args + ["--strict"]) == 1
+    assert main(["extract", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "c")]) == 2
+    assert "manifest not found" in capsys.readouterr().err
+    assert main(args + ["--shard", "3/2"]) == 2
+    assert main(args[:-2] + ["--split", "training"]) == 2
+    assert main(args + ["--detector", "nope"]) == 2
+
+
+@pytest.mark.slow
+def test_worker_pool_gives_the_same_cache_as_one_process(dataset, cache, tmp_path):
+    _, manifest, _ = dataset
+    single_out, _ = cache
+    summary = run_extraction(manifest, tmp_path / "pool", CFG, workers=2, progress=False)
+    assert (summary["ok"], summary["failed"]) == (2, 4)
+    for row in FaceTrackCache(single_out).rows():
+        a = json.loads((single_out / row.dir / "meta.json").read_text())
+        b = json.loads((tmp_path / "pool" / row.dir / "meta.json").read_text())
+        assert [f["crop_box"] for f in a["frames"]] == [f["crop_box"] for f in b["frames"]]
