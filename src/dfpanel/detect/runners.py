@@ -77,6 +77,8 @@ class OnnxRunner(SpecialistRunner):
 
     def predict(self, batch):
         out = self.onnx({k: v.detach().cpu().numpy() for k, v in batch.items()})
-        if isinstance(out, (list, tuple)):
+        if isinstance(out, dict):  # OnnxSpecialist: {"logit": ..., "aux_logit": ...}
+            out = out["logit"]
+        elif isinstance(out, (list, tuple)):
             out = out[0]
         return np.asarray(out, dtype=np.float32).reshape(-1)
