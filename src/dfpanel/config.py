@@ -211,11 +211,17 @@ def apply_override(tree: dict, override: str) -> dict:
     key, raw = override.split("=", 1)
     key = key.strip()
     parts = key.split(".")
-    _check_key_path(parts, f"override {override!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise ConfigError(f"override {override!r}: value is not valid YAML") from None
+    target = _check_key_path(parts, f"override {override!r}")
+    if _strip_optional(target) is str and raw.strip() not in ("", "null", "~"):
+        # Keep strings verbatim: YAML would turn a sha256 of digits into an int, "1e5" into a float.
+        value = raw.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+    else:
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"override {override!r}: value is not valid YAML") from None
     tree = copy.deepcopy(tree)
     node = tree
     for part in parts[:-1]:
@@ -226,18 +232,20 @@ def apply_override(tree: dict, override: str) -> dict:
     return tree
 
 
-def _check_key_path(parts: list[str], where: str) -> None:
+def _check_key_path(parts: list[str], where: str):
+    """The declared type of the dotted key (Any inside free-form mappings); ConfigError if unknown."""
     cls: Any = StageConfig
     for i, part in enumerate(parts):
         if not is_dataclass(cls):
             if cls is dict or cls is Any or typing.get_origin(cls) is dict:
-                return  # free-form mapping (model.extra)
+                return Any  # free-form mapping (model.extra)
             raise ConfigError(f"{where}: {'.'.join(parts[:i])} has no sub-keys")
         hints = _hints(cls)
         if part not in hints or part == "source":
             known = ", ".join(h for h in hints if h != "source")
             raise ConfigError(f"{where}: unknown key {'.'.join(parts[: i + 1])!r}; known keys here: {known}")
         cls = _strip_optional(hints[part])
+    return cls
 
 
 def load_stage_config(name_or_path: str | Path, overrides: list[str] | None = None) -> StageConfig:

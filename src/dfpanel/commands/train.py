@@ -1,0 +1,137 @@
+"""`dfpanel train` (one stage from a preset or YAML file) and `dfpanel curriculum` (stages in order)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dfpanel.errors import ConfigError, DataError
+
+STAGES = ("ffpp", "celebdf", "dfdc")
+
+
+def _overrides(sets: list[str] | None, extra: list[str], devices: str | None, num_nodes: int | None) -> list[str]:
+    out = list(sets or [])
+    for arg in extra:
+        if arg.startswith("-") or "=" not in arg:
+            raise ConfigError(f"unexpected argument {arg!r}; config overrides look like key.sub=value")
+        out.append(arg)
+    if devices is not None:
+        out.append(f"trainer.devices={devices}")
+    if num_nodes is not None:
+        out.append(f"trainer.num_nodes={num_nodes}")
+    return out
+
+
+def _print_result(result: dict, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from dfpanel.train.run import is_launcher_rank_zero
+
+    if not is_launcher_rank_zero():
+        return
+    table = Table(title=title)
+    for col in ("run", "val video AUC", "val frame AUC", "step", "weights"):
+        table.add_column(col)
+    results = result if isinstance(result, list) else [result]
+    for r in results:
+        m = r.get("metrics") or {}
+        table.add_row(
+            Path(r["run_dir"]).name,
+            f"{m.get('val_auc', float('nan')):.4f}",
+            f"{m.get('val_frame_auc', float('nan')):.4f}",
+            str(r.get("global_step", "")),
+            str(r.get("weights", "")),
+        )
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def train(
+        ctx: typer.Context,
+        config: str = typer.Option(..., "--config", "-c", help="Preset name (cm/ffpp, cm/tiny_ffpp) or YAML file."),
+        data: Path = typer.Option(None, "--data", help="Face-track cache (from `dfpanel extract`)."),
+        manifest: Path = typer.Option(None, "--manifest", help="Only the videos in this manifest."),
+        out: Path = typer.Option(None, "--out", help="Run folder (default: runs/<config name>)."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last.ckpt."),
+        sets: list[str] = typer.Option(None, "--set", help="Override a config key: --set optim.lr=1e-4 (repeatable)."),
+        devices: str = typer.Option(None, "--devices", help="Devices per node (e.g. 4); >1 trains with DDP."),
+        num_nodes: int = typer.Option(None, "--num-nodes", help="Number of nodes (DDP)."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    ) -> None:
+        """Train one specialist on one stage; writes OUT/best.safetensors + best.json."""
+        from dfpanel.config import load_stage_config
+
+        overrides = _overrides(sets, list(ctx.args), devices, num_nodes)
+        if data is not None:
+            overrides.append(f"data.cache={data}")
+        if manifest is not None:
+            overrides.append(f"data.manifest={manifest}")
+        cfg = load_stage_config(config, overrides)
+        _check_paths(cfg)
+        from dfpanel.train.run import train_stage
+
+        run_dir = out or Path("runs") / (cfg.name or Path(cfg.source).stem)
+        result = train_stage(cfg, run_dir, resume=resume, progress=not quiet)
+        _print_result(result, f"{cfg.specialist} / {cfg.stage}")
+
+    @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def curriculum(
+        ctx: typer.Context,
+        specialist: str = typer.Option(..., "--specialist", "-s", help="bg, av, cm, rr or tm."),
+        data: Path = typer.Option(..., "--data", help="Face-track cache holding every stage's dataset."),
+        out: Path = typer.Option(..., "--out", help="Runs folder: OUT/<specialist>/<stage>/."),
+        stages: str = typer.Option(",".join(STAGES), "--stages", help="Stages in order, comma-separated."),
+        preset: str = typer.Option("full", "--preset", help="full (GPU presets) or tiny (CPU in minutes)."),
+        manifests: Path = typer.Option(None, "--manifests", help="Folder with <stage>.jsonl manifests."),
+        manifest_ffpp: Path = typer.Option(None, "--manifest-ffpp"),
+        manifest_celebdf: Path = typer.Option(None, "--manifest-celebdf"),
+        manifest_dfdc: Path = typer.Option(None, "--manifest-dfdc"),
+        init_from: str = typer.Option(None, "--init-from", help="Weights for the first stage (path or URL)."),
+        init_sha256: str = typer.Option(None, "--init-sha256", help="Required sha256 of --init-from."),
+        sets: list[str] = typer.Option(None, "--set", help="Override a key in every stage (repeatable)."),
+        devices: str = typer.Option(None, "--devices"),
+        num_nodes: int = typer.Option(None, "--num-nodes"),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    ) -> None:
+        """Train the stages in order, each from the previous stage's best weights (re-run to resume)."""
+        stage_list = [s.strip() for s in stages.split(",") if s.strip()]
+        unknown = [s for s in stage_list if s not in STAGES]
+        if unknown or not stage_list:
+            raise ConfigError(f"--stages {stages!r}: choose from {', '.join(STAGES)}")
+        given = {"ffpp": manifest_ffpp, "celebdf": manifest_celebdf, "dfdc": manifest_dfdc}
+        found: dict[str, str] = {}
+        for stage in stage_list:
+            path = given[stage]
+            if path is None and manifests is not None:
+                path = manifests / f"{stage}.jsonl"
+                if not path.is_file():
+                    raise DataError(f"{path}: no manifest for stage {stage} in --manifests; name it {stage}.jsonl")
+            if path is not None:
+                found[stage] = str(path)
+        from dfpanel.train.curriculum import run_curriculum
+
+        results = run_curriculum(
+            specialist.lower(),
+            cache=str(data),
+            out=out,
+            stages=stage_list,
+            preset=preset,
+            manifests=found,
+            overrides=_overrides(sets, list(ctx.args), devices, num_nodes),
+            init_from=init_from,
+            init_sha256=init_sha256,
+            progress=not quiet,
+        )
+        _print_result(results, f"{specialist} curriculum")
+
+
+def _check_paths(cfg) -> None:
+    if not cfg.data.cache:
+        raise ConfigError(f"{cfg.source}: no face-track cache given; pass --data CACHE")
+    from dfpanel.data.cache import FaceTrackCache
+
+    FaceTrackCache(cfg.data.cache)  # one-line DataError when it is not a cache

@@ -1,0 +1,284 @@
+"""Train one stage (one StageConfig) with a lightning.Trainer.
+
+RUN_DIR/
+  run.json                  what this run is: config, parent weights sha256, data hash
+  best.safetensors (+ .json sidecar via dfpanel.models.weights)   best val video AUC so far
+  checkpoints/last.ckpt     Lightning state for `--resume` only (every N steps, each validation, at the end)
+  logs/csv/version_N, logs/tb   CSVLogger (one version per start or resume) and TensorBoardLogger
+  result.json               written when the stage has finished
+A chunked stage (DFDC) is handed to `dfpanel.train.curriculum.train_chunked`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+
+from dfpanel.config import StageConfig
+from dfpanel.errors import ConfigError
+from dfpanel.train.fetch import WEIGHTS_FILE, resolve_init, sha256_of
+
+log = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"
+RUN_FILE = "run.json"
+MONITOR = "val_auc"
+
+
+def is_launcher_rank_zero() -> bool:
+    """True in the process the user started (DDP children get LOCAL_RANK / NODE_RANK set)."""
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", 0))) == 0
+
+
+def view_of(model):
+    """The specialist's view as a picklable function when it offers one (no model copy per worker)."""
+    return model.view_fn() if hasattr(model, "view_fn") else model.view
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints" / "last.ckpt"
+
+
+def train_stage(cfg: StageConfig, out_dir, resume: bool = False, *, progress: bool = True) -> dict:
+    """Train one stage into `out_dir`; returns its metrics and weight path (see `fit_stage`)."""
+    if cfg.data.chunked:
+        from dfpanel.train.curriculum import train_chunked
+
+        return train_chunked(cfg, out_dir, resume=resume, progress=progress)
+    return fit_stage(cfg, out_dir, resume=resume, progress=progress)
+
+
+def fit_stage(
+    cfg: StageConfig,
+    out_dir,
+    *,
+    resume: bool = False,
+    chunk: int | None = None,
+    optimizer_state: dict | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train `cfg` (optionally on one DFDC chunk) into `out_dir`. Returns a dict with `weights`,
+    `sha256`, `metrics` (best val_auc and friends), `global_step`, `run_dir`."""
+    from dfpanel.models.specialists.base import create_specialist
+    from dfpanel.models.weights import load_weights
+    from dfpanel.train.datamodule import CacheDataModule
+    from dfpanel.train.module import SpecialistModule
+
+    out_dir = Path(out_dir)
+    last = last_checkpoint(out_dir)
+    if is_launcher_rank_zero():
+        if resume and not last.is_file():
+            if (out_dir / RESULT_FILE).is_file():
+                return json.loads((out_dir / RESULT_FILE).read_text())  # finished before
+            raise ConfigError(f"{out_dir}: nothing to resume (no checkpoints/last.ckpt); drop --resume to start it")
+        if not resume and (last.is_file() or (out_dir / WEIGHTS_FILE).is_file()):
+            raise ConfigError(f"{out_dir}: already holds a run; pass --resume to continue it or choose another --out")
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+
+    model = create_specialist(cfg.specialist, **cfg.model.kwargs())
+    run_info = _run_info(out_dir, cfg, resume)
+    if cfg.init_from and not resume:
+        path = resolve_init(cfg.init_from, sha256=cfg.init_sha256, runs_root=out_dir.parent, progress=progress)
+        state, _ = load_weights(path, expected_specialist=cfg.specialist, expected_sha256=cfg.init_sha256)
+        model.load_state_dict(state, strict=cfg.init_strict)
+        run_info["parent_sha256"] = sha256_of(path)
+        run_info["init_from"] = str(path)
+
+    dm = CacheDataModule(cfg, view_of(model), model.sample_kind, chunk=chunk)
+    module = SpecialistModule(cfg.specialist, cfg.model.kwargs(), asdict(cfg.optim), pos_weight=dm.pos_weight, model=model)
+    if optimizer_state is not None and not resume:
+        module.carried_optimizer_state = optimizer_state
+    run_info.update(manifest_hash=dm.data_hash, pos_weight=dm.pos_weight, chunk=chunk,
+                    n_train_samples=len(dm.train_set), n_val_samples=len(dm.val_set))
+    if is_launcher_rank_zero():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(out_dir / RUN_FILE, run_info)
+
+    sidecar = {
+        "stage": cfg.stage,
+        "config": cfg.to_dict(),
+        "manifest_hash": run_info["manifest_hash"],
+        "parent_sha256": run_info.get("parent_sha256"),
+        "chunk": chunk,
+    }
+    best_cb = BestWeights(out_dir / WEIGHTS_FILE, sidecar)
+    trainer = build_trainer(cfg, out_dir, [best_cb, ResumeCheckpoint(last, cfg.trainer.checkpoint_every_n_steps)], progress)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+    _save_atomic(trainer, last)
+    if best_cb.best_score is None:  # stopped before any validation (tiny max_steps): score what we have
+        trainer.validate(module, datamodule=dm, verbose=False)  # BestWeights saves from its hook
+
+    weights = out_dir / WEIGHTS_FILE
+    result = {
+        "run_dir": str(out_dir),
+        "weights": str(weights),
+        "sha256": sha256_of(weights) if weights.is_file() else None,
+        "metrics": best_cb.best_metrics,
+        "global_step": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "stage": cfg.stage,
+        "specialist": cfg.specialist,
+        "chunk": chunk,
+    }
+    if trainer.is_global_zero:
+        _write_json(out_dir / RESULT_FILE, result)
+    return result
+
+
+def _run_info(out_dir: Path, cfg: StageConfig, resume: bool) -> dict:
+    if resume and (out_dir / RUN_FILE).is_file():
+        info = json.loads((out_dir / RUN_FILE).read_text())
+        info["config"] = cfg.to_dict()
+        return info
+    return {"config": cfg.to_dict(), "parent_sha256": None, "init_from": None}
+
+
+def resolve_precision(requested: str, on_gpu: bool) -> str:
+    if not on_gpu:
+        if requested not in ("auto", "32", "32-true"):
+            log.warning("precision %s needs a GPU; training in 32-bit on CPU", requested)
+        return "32-true"
+    if requested == "auto":
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true" if requested == "32" else requested
+
+
+def build_trainer(cfg: StageConfig, out_dir: Path, callbacks: list, progress: bool) -> L.Trainer:
+    from lightning.pytorch.loggers import CSVLogger
+
+    t = cfg.trainer
+    on_gpu = t.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    devices = t.devices
+    strategy = t.strategy
+    many = (isinstance(devices, int) and devices > 1) or isinstance(devices, list) and len(devices) > 1 or t.num_nodes > 1
+    if strategy == "auto" and many:
+        strategy = "ddp"  # DDP is the multi-GPU / multi-node path (gloo on CPU)
+    # CSV: a new version folder per (re)start, since CSVLogger rewrites an existing one.
+    loggers = [CSVLogger(out_dir / "logs", name="csv")]
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(out_dir, name="logs", version="tb", default_hp_metric=False))
+    except ModuleNotFoundError:  # tensorboard not installed: CSV only
+        pass
+    callbacks = list(callbacks)
+    if t.early_stopping_patience > 0:
+        callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=t.early_stopping_patience, check_finite=False))
+    if progress:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar())
+    return L.Trainer(
+        default_root_dir=out_dir,
+        accelerator=t.accelerator if t.accelerator != "auto" else ("gpu" if on_gpu else "cpu"),
+        devices=devices,
+        num_nodes=t.num_nodes,
+        strategy=strategy,
+        precision=resolve_precision(str(t.precision), on_gpu),
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=cfg.optim.grad_clip,
+        val_check_interval=t.val_check_interval,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        log_every_n_steps=t.log_every_n_steps,
+        num_sanity_val_steps=t.num_sanity_val_steps,
+        deterministic=t.deterministic,
+        enable_checkpointing=False,  # ResumeCheckpoint + BestWeights below
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        logger=loggers,
+        callbacks=callbacks,
+    )
+
+
+def _save_atomic(trainer: L.Trainer, path: Path) -> None:
+    """trainer.save_checkpoint to a temp name, then rename: a kill mid-write keeps the previous one."""
+    tmp = path.with_name(path.name + ".tmp")
+    trainer.save_checkpoint(tmp)  # every rank calls; rank zero writes
+    if trainer.is_global_zero:
+        os.replace(tmp, path)
+    trainer.strategy.barrier("dfpanel_last_ckpt")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+class ResumeCheckpoint(Callback):
+    """Keeps RUN_DIR/checkpoints/last.ckpt fresh: every N optimizer steps and after each validation."""
+
+    def __init__(self, path: Path, every_n_steps: int):
+        self.path = Path(path)
+        self.every = every_n_steps
+        self._saved_step = -1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every > 0 and step > 0 and step % self.every == 0 and step != self._saved_step:
+            self._save(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._save(trainer)
+
+    def _save(self, trainer) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _save_atomic(trainer, self.path)
+        self._saved_step = trainer.global_step
+
+
+class BestWeights(Callback):
+    """The 'ModelCheckpoint on val video AUC': each better `val_auc` rewrites best.safetensors (+ sidecar).
+    Its best score travels in last.ckpt, so a resumed run keeps comparing against it."""
+
+    def __init__(self, path: Path, sidecar: dict):
+        self.path = Path(path)
+        self.sidecar = sidecar
+        self.best_score: float | None = None
+        self.best_metrics: dict = {}
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or MONITOR not in trainer.callback_metrics:
+            return
+        score = float(trainer.callback_metrics[MONITOR])
+        if self.best_score is not None and score <= self.best_score:
+            return
+        self.best_score = score
+        self.best_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val")}
+        self.best_metrics.update(global_step=int(trainer.global_step), epoch=int(trainer.current_epoch))
+        if trainer.is_global_zero:
+            from dfpanel.models.weights import save_weights
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(".tmp-" + self.path.name)
+            save_weights(pl_module.model, tmp, {**self.sidecar, "metrics": self.best_metrics})
+            _replace_with_sidecar(tmp, self.path)
+
+    def state_dict(self) -> dict:
+        return {"best_score": self.best_score, "best_metrics": self.best_metrics}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best_score = state_dict.get("best_score")
+        self.best_metrics = state_dict.get("best_metrics", {})
+
+
+def sidecar_path(weights: Path) -> Path:
+    return Path(weights).with_suffix(".json")
+
+
+def _replace_with_sidecar(tmp: Path, final: Path) -> None:
+    """Move a freshly saved weights file and its sidecar into place (sidecar second: it names the sha)."""
+    os.replace(tmp, final)
+    if sidecar_path(tmp).is_file():
+        os.replace(sidecar_path(tmp), sidecar_path(final))
