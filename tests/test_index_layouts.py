@@ -377,3 +377,14 @@ def test_probe_audio_flag_for_datasets_that_do_not_say(celebdf):
     rows = by_path(index_dataset(celebdf, probe_audio=True))
     assert rows["Celeb-real/id0_0000.mp4"].has_audio is True
     assert rows["Celeb-real/id1_0000.mp4"].has_audio is None  # empty file: unknown, not a crash
+
+
+def test_ffpp_ids_shared_by_pairs_form_one_group(ffpp):
+    (ffpp / "splits" / "train.json").write_text('[["071", "054"], ["087", "081"], ["881", "856"], ["087", "054"]]')
+    recs = index_dataset(ffpp, "ffpp")
+    groups = {r.group for r in recs if r.extra.get("video") in ("071", "054", "087", "081")}
+    assert groups == {"pair_054_071_081_087"}
+    assert_groups_disjoint(recs)
+    (ffpp / "splits" / "test.json").write_text('[["953", "974"], ["881", "974"]]')
+    with pytest.raises(DataError, match=r"ids .*881.* are paired across train and test"):
+        index_dataset(ffpp, "ffpp")

@@ -45,20 +45,33 @@ class FaceForensicsLayout(Layout):
         comp = options.compression
         if comp not in COMPRESSIONS:
             raise DataError(f"unknown FF++ compression {comp!r}; use one of {', '.join(COMPRESSIONS)}")
-        pair_of, split_of_pair = self._read_splits(root)
+        group_of, split_of_pair = self._read_splits(root)
         missing = MissingVideos(self.name)
 
-        records = self._originals(root, comp, pair_of, split_of_pair, missing)
+        split_of = {group_of[pair.split("_")[0]]: split for pair, split in split_of_pair.items()}
+        records = self._originals(root, comp, group_of, split_of, missing)
         methods = sorted(p.name for p in (root / MANIPULATED).iterdir() if p.is_dir()) if (root / MANIPULATED).is_dir() else []
         for method in methods:
-            records += self._manipulated(root, method, comp, pair_of, split_of_pair, missing)
+            records += self._manipulated(root, method, comp, group_of, split_of_pair, missing)
         missing.warn()
         return records
 
     def _read_splits(self, root: Path) -> tuple[dict[str, str], dict[str, str]]:
-        """id -> pair name, pair name -> split, from splits/*.json."""
-        pair_of: dict[str, str] = {}
+        """id -> group, pair name -> split, from splits/*.json.
+
+        In the real release every id is in exactly one pair, so a group is a pair. Ids shared by
+        several pairs (seen in hand-made subsets) join those pairs into one group, which must then
+        sit in one split.
+        """
         split_of_pair: dict[str, str] = {}
+        parent: dict[str, str] = {}
+
+        def find(x: str) -> str:
+            while parent.setdefault(x, x) != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
         for split in SPLITS:
             path = self.require(root / SPLIT_DIR / f"{split}.json",
                                 "copy dataset/splits/ from github.com/ondyari/FaceForensics")
@@ -68,15 +81,21 @@ class FaceForensicsLayout(Layout):
             for i, pair in enumerate(pairs):
                 if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
                     raise DataError(f"{path}: entry {i} is {pair!r}, expected a pair of id strings like [\"953\", \"974\"]")
-                name = "_".join(sorted(pair))
-                for vid in pair:
-                    if vid in pair_of and pair_of[vid] != name:
-                        raise DataError(f"{path}: id {vid} is in two pairs ({pair_of[vid]}, {name}); restore the original split files")
-                    pair_of[vid] = name
-                split_of_pair[name] = split
-        return pair_of, split_of_pair
+                split_of_pair["_".join(sorted(pair))] = split
+                parent[find(pair[0])] = find(pair[1])
 
-    def _originals(self, root, comp, pair_of, split_of_pair, missing) -> list[VideoRecord]:
+        members: dict[str, list[str]] = {}
+        for vid in parent:
+            members.setdefault(find(vid), []).append(vid)
+        group_of = {vid: "pair_" + "_".join(sorted(ids)) for ids in members.values() for vid in ids}
+        split_of_group: dict[str, str] = {}
+        for pair, split in split_of_pair.items():
+            group = group_of[pair.split("_")[0]]
+            if split_of_group.setdefault(group, split) != split:
+                raise DataError(f"{root / SPLIT_DIR}: ids {group[5:].replace('_', ', ')} are paired across "
+                                f"{split_of_group[group]} and {split}; restore the original split files")
+        return group_of, split_of_pair
+    def _originals(self, root, comp, group_of, split_of, missing) -> list[VideoRecord]:
         folder = root / ORIGINALS / comp / "videos"
         if not folder.is_dir():
             have = [c for c in COMPRESSIONS if (root / ORIGINALS / c / "videos").is_dir()]
@@ -84,19 +103,19 @@ class FaceForensicsLayout(Layout):
             raise DataError(f"{folder}: not found ({hint})")
         on_disk = files_in(folder)
         records = []
-        for vid in sorted(pair_of):
+        for vid in sorted(group_of):
             relpath = (ORIGINALS / comp / "videos" / f"{vid}.mp4").as_posix()
             if f"{vid}.mp4" not in on_disk:
                 missing.add(relpath)
                 continue
             records.append(VideoRecord(
                 id=safe_id("ffpp", "original", comp, vid), path=relpath, label=REAL, fake_type="real",
-                split=split_of_pair[pair_of[vid]], dataset=self.name, group=f"pair_{pair_of[vid]}",
+                split=split_of[group_of[vid]], dataset=self.name, group=group_of[vid],
                 extra={"compression": comp, "video": vid},
             ))
         return records
 
-    def _manipulated(self, root, method, comp, pair_of, split_of_pair, missing) -> list[VideoRecord]:
+    def _manipulated(self, root, method, comp, group_of, split_of_pair, missing) -> list[VideoRecord]:
         folder = root / MANIPULATED / method / comp / "videos"
         if not folder.is_dir():
             log.warning("ffpp: %s has no %s videos (%s missing); skipped", method, comp, folder)
@@ -115,7 +134,7 @@ class FaceForensicsLayout(Layout):
                     continue
                 records.append(VideoRecord(
                     id=safe_id("ffpp", method, comp, name), path=relpath, label=FAKE, fake_type=method,
-                    split=split, dataset=self.name, group=f"pair_{pair}",
+                    split=split, dataset=self.name, group=group_of[a],
                     extra={"compression": comp, "target": target, "source": source,
                            "original": (ORIGINALS / comp / "videos" / f"{target}.mp4").as_posix()},
                 ))

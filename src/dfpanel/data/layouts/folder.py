@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from dfpanel.data.layouts.base import IndexOptions, Layout, is_video, register, rel
+from dfpanel.data.layouts.sidecar import read_sidecar
 from dfpanel.data.layouts.splits import assign_splits
 from dfpanel.data.manifest import FAKE, REAL, VideoRecord, safe_id
 
@@ -39,6 +40,10 @@ class FolderLayout(Layout):
             base = self.require(root / top)
             for path in _walk_videos(base):
                 records.append(self._record(root, path, top, label))
+        # A synth sidecar knows who is in each video; group by that before splitting.
+        identities = {p: str(f["identity"]) for p, f in (read_sidecar(root) or {}).items() if f.get("identity")}
+        for r in records:
+            r.group = identities.get(r.path, r.group)
         assign_splits(records, FRACTIONS, salt="folder")
         return records
 

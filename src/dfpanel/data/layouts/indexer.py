@@ -45,7 +45,7 @@ def index_dataset(
         r.root = str(root)
     sidecar = read_sidecar(root)
     if sidecar:
-        apply_sidecar(records, sidecar, identity_is_group=(name == "folder"))
+        apply_sidecar(records, sidecar)
     if layout.probe_audio_by_default if probe_audio is None else probe_audio:
         probe_records(records)
     return records

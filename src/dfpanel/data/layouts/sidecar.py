@@ -6,8 +6,8 @@ Format (written next to the dataset, at ROOT)::
                               "identity": "id3", "source_identity": "id5", "has_audio": true}}}
 
 Its `manipulations` and `has_audio` are copied into the rows. It never changes a row's label,
-split or fake type: those always come from the dataset's own files. For the `folder` layout, which
-has no identity information of its own, its `identity` becomes the row's group.
+split or fake type: those always come from the dataset's own files. The `folder` layout, which has
+no identity information of its own, reads `identity` as the group before splitting (folder.py).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def read_sidecar(root: Path) -> dict[str, dict] | None:
     return {str(k).replace("\\", "/"): v for k, v in videos.items() if isinstance(v, dict)}
 
 
-def apply_sidecar(records: list[VideoRecord], videos: dict[str, dict], *, identity_is_group: bool) -> None:
+def apply_sidecar(records: list[VideoRecord], videos: dict[str, dict]) -> None:
     disagree = 0
     for r in records:
         facts = videos.get(r.path)
@@ -43,8 +43,6 @@ def apply_sidecar(records: list[VideoRecord], videos: dict[str, dict], *, identi
             r.manipulations = [str(m) for m in manipulations]
         if isinstance(facts.get("has_audio"), bool):
             r.has_audio = facts["has_audio"]
-        if identity_is_group and facts.get("identity"):
-            r.group = str(facts["identity"])
         if "label" in facts and _as_int(facts["label"]) not in (None, r.label):
             disagree += 1
     if disagree:
