@@ -32,7 +32,8 @@ def plot_roc(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path, t
             eer, _ = eer_from_roc(fpr, tpr, thr)
             (line,) = ax.plot(fpr, tpr, lw=1.6, label=f"{label} (AUC {area(fpr, tpr):.3f}, EER {eer:.3f})")
             ax.plot([eer], [1 - eer], "o", color=line.get_color(), ms=6, mec="black")
-        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate (real called fake)",
+        ax.set(xlim=(-0.01, 1), ylim=(0, 1.01),  # a margin keeps curves on the axes visible
+               xlabel="False positive rate (real called fake)",
                ylabel="True positive rate (fake caught)", title=title)  # fmt: skip
         ax.set_aspect("equal")
         ax.grid(alpha=0.3)
