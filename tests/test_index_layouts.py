@@ -388,3 +388,9 @@ def test_ffpp_ids_shared_by_pairs_form_one_group(ffpp):
     (ffpp / "splits" / "test.json").write_text('[["953", "974"], ["881", "974"]]')
     with pytest.raises(DataError, match=r"ids .*881.* are paired across train and test"):
         index_dataset(ffpp, "ffpp")
+
+
+def test_ffpp_split_entry_of_wrong_shape_is_named(ffpp):
+    (ffpp / "splits" / "val.json").write_text('[["720", "672", "001"]]')
+    with pytest.raises(DataError, match=r"val\.json: entry 0 is \['720', '672', '001'\], expected a pair"):
+        index_dataset(ffpp, "ffpp")

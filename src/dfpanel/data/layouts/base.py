@@ -143,9 +143,12 @@ class MissingVideos:
     def __init__(self, dataset: str):
         self.dataset = dataset
         self.paths: list[str] = []
+        self._seen: set[str] = set()
 
     def add(self, relpath: str) -> None:
-        self.paths.append(relpath)
+        if relpath not in self._seen:  # a file may be listed twice (FakeAVCeleb)
+            self._seen.add(relpath)
+            self.paths.append(relpath)
 
     def __len__(self) -> int:
         return len(self.paths)

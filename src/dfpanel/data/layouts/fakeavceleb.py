@@ -57,8 +57,7 @@ class FakeAVCelebLayout(Layout):
                     methods.append(row["method"])
                 continue
             if not (root / relpath).is_file():
-                if relpath not in missing.paths:
-                    missing.add(relpath)
+                missing.add(relpath)
                 continue
             by_path[relpath] = self._record(relpath, row)
         missing.warn()
@@ -67,8 +66,8 @@ class FakeAVCelebLayout(Layout):
         return records
 
     def _tree_prefix(self, root: Path) -> str:
-        """"" when the category folders sit next to meta_data.csv; "FakeAVCeleb/" when one level down,
-        as in some copies of the v1.2 archive."""
+        """Folder holding the category folders, relative to root: usually root itself ("");
+        "FakeAVCeleb/" in copies of the v1.2 archive that keep that level."""
         if any((root / c).is_dir() for c in CATEGORIES):
             return ""
         for sub in sorted(p for p in root.iterdir() if p.is_dir()):

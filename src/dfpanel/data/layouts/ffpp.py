@@ -36,7 +36,8 @@ PAIR_NAME = re.compile(r"^(\d{3})_(\d{3})$")
 @register
 class FaceForensicsLayout(Layout):
     name = "ffpp"
-    markers = "original_sequences/youtube/<c23>/videos/, manipulated_sequences/<Method>/<c23>/videos/ and splits/{train,val,test}.json"
+    markers = ("original_sequences/youtube/<c23>/videos/, manipulated_sequences/<Method>/<c23>/videos/ "
+               "and splits/{train,val,test}.json")
 
     def looks_like(self, root: Path) -> bool:
         return (root / "original_sequences").is_dir() and (root / "manipulated_sequences").is_dir()
@@ -50,7 +51,8 @@ class FaceForensicsLayout(Layout):
 
         split_of = {group_of[pair.split("_")[0]]: split for pair, split in split_of_pair.items()}
         records = self._originals(root, comp, group_of, split_of, missing)
-        methods = sorted(p.name for p in (root / MANIPULATED).iterdir() if p.is_dir()) if (root / MANIPULATED).is_dir() else []
+        manipulated = root / MANIPULATED
+        methods = sorted(p.name for p in manipulated.iterdir() if p.is_dir()) if manipulated.is_dir() else []
         for method in methods:
             records += self._manipulated(root, method, comp, group_of, split_of_pair, missing)
         missing.warn()
@@ -80,7 +82,8 @@ class FaceForensicsLayout(Layout):
                 raise DataError(f"{path}: expected a JSON list of [target, source] id pairs; restore the original file")
             for i, pair in enumerate(pairs):
                 if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
-                    raise DataError(f"{path}: entry {i} is {pair!r}, expected a pair of id strings like [\"953\", \"974\"]")
+                    raise DataError(f"{path}: entry {i} is {pair!r}, expected a pair of id strings "
+                                    f"like [\"953\", \"974\"]")
                 split_of_pair["_".join(sorted(pair))] = split
                 parent[find(pair[0])] = find(pair[1])
 
