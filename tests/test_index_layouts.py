@@ -394,3 +394,11 @@ def test_ffpp_split_entry_of_wrong_shape_is_named(ffpp):
     (ffpp / "splits" / "val.json").write_text('[["720", "672", "001"]]')
     with pytest.raises(DataError, match=r"val\.json: entry 0 is \['720', '672', '001'\], expected a pair"):
         index_dataset(ffpp, "ffpp")
+
+
+def test_ffpp_any_quality_folder_on_disk_can_be_indexed(ffpp):
+    for rel in ("original_sequences/youtube/c0/videos/953.mp4", "manipulated_sequences/Deepfakes/c0/videos/953_974.mp4"):
+        (ffpp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ffpp / rel).touch()
+    recs = index_dataset(ffpp, "ffpp", compression="c0")
+    assert sorted(r.id for r in recs) == ["ffpp__Deepfakes__c0__953_974", "ffpp__original__c0__953"]

@@ -29,7 +29,7 @@ from dfpanel.errors import DataError
 ORIGINALS = Path("original_sequences/youtube")
 MANIPULATED = Path("manipulated_sequences")
 SPLIT_DIR = Path("splits")
-COMPRESSIONS = ("raw", "c23", "c40")
+COMPRESSIONS = ("raw", "c23", "c40")  # the official quality folders; others present on disk (e.g. synth's c0) work too
 PAIR_NAME = re.compile(r"^(\d{3})_(\d{3})$")
 
 
@@ -44,7 +44,7 @@ class FaceForensicsLayout(Layout):
 
     def index(self, root: Path, options: IndexOptions) -> list[VideoRecord]:
         comp = options.compression
-        if comp not in COMPRESSIONS:
+        if not comp or "/" in comp or comp.startswith("."):
             raise DataError(f"unknown FF++ compression {comp!r}; use one of {', '.join(COMPRESSIONS)}")
         group_of, split_of_pair = self._read_splits(root)
         missing = MissingVideos(self.name)
@@ -101,7 +101,7 @@ class FaceForensicsLayout(Layout):
     def _originals(self, root, comp, group_of, split_of, missing) -> list[VideoRecord]:
         folder = root / ORIGINALS / comp / "videos"
         if not folder.is_dir():
-            have = [c for c in COMPRESSIONS if (root / ORIGINALS / c / "videos").is_dir()]
+            have = sorted(p.parent.name for p in (root / ORIGINALS).glob("*/videos") if p.is_dir())
             hint = f"found {', '.join(have)}; pass --compression {have[0]}" if have else "download the original videos"
             raise DataError(f"{folder}: not found ({hint})")
         on_disk = files_in(folder)
