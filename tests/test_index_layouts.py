@@ -402,3 +402,20 @@ def test_ffpp_any_quality_folder_on_disk_can_be_indexed(ffpp):
         (ffpp / rel).touch()
     recs = index_dataset(ffpp, "ffpp", compression="c0")
     assert sorted(r.id for r in recs) == ["ffpp__Deepfakes__c0__953_974", "ffpp__original__c0__953"]
+
+
+def test_dfdc_kaggle_sample_folder_is_one_part(tmp_path):
+    import json
+
+    root = tmp_path / "deepfake-detection-challenge"
+    (root / "train_sample_videos").mkdir(parents=True)
+    meta = {"aagfhgtpmv.mp4": {"label": "FAKE", "split": "train", "original": "vudstovrck.mp4"},
+            "vudstovrck.mp4": {"label": "REAL", "split": "train", "original": None}}
+    (root / "train_sample_videos" / "metadata.json").write_text(json.dumps(meta))
+    for name in meta:
+        (root / "train_sample_videos" / name).touch()
+    (root / "test_videos").mkdir()  # Kaggle's unlabelled test videos: no labels.csv, not indexed
+    (root / "test_videos" / "aassnaulhq.mp4").touch()
+    recs = index_dataset(root)
+    assert sorted(r.id for r in recs) == ["dfdc__sample__aagfhgtpmv", "dfdc__sample__vudstovrck"]
+    assert {(r.chunk, r.extra["part"], r.group) for r in recs} == {(0, None, "vudstovrck")}

@@ -14,7 +14,8 @@ original / split)::
     {"aaqaifqrwn.mp4": {"label": "FAKE", "split": "train", "original": "vudstovrck.mp4"},
      "vudstovrck.mp4": {"label": "REAL", "split": "train", "original": null}}
 
-REAL entries carry `"original": null` or no `original` key at all; both are accepted. DFDC has no
+REAL entries carry `"original": null` or no `original` key at all; both are accepted. The Kaggle
+sample (`train_sample_videos/metadata.json`, 400 videos) is read the same way, as a single part. DFDC has no
 validation split: ~10% is carved out of train by original video (a fake goes with its original),
 deterministically. `chunk` groups the parts present, in part-number order, into `--dfdc-chunks`
 runs of consecutive parts (50 parts, 10 chunks -> parts 0-4 are chunk 0, 5-9 chunk 1, ...). The test
@@ -34,17 +35,21 @@ from dfpanel.data.manifest import FAKE, REAL, VideoRecord, safe_id
 from dfpanel.errors import DataError
 
 PART_DIR = re.compile(r"^dfdc_train_part_(\d+)$")
+KAGGLE_SAMPLE = "train_sample_videos"  # the competition's 400-video sample, same metadata.json format
 TEST_DIRS = ("test", "dfdc_test", "test_videos")
 LABELS = {"REAL": REAL, "FAKE": FAKE, "0": REAL, "1": FAKE}
 VAL_FRACTION = 0.1
 
 
 def part_dirs(root: Path) -> list[tuple[int, Path]]:
+    """(part number, folder) in part order; the Kaggle sample counts as part 0 when it is alone."""
     found = []
     for p in root.iterdir():
         m = PART_DIR.match(p.name)
         if m and p.is_dir():
             found.append((int(m.group(1)), p))
+    if not found and (root / KAGGLE_SAMPLE / "metadata.json").is_file():
+        found.append((0, root / KAGGLE_SAMPLE))
     return sorted(found)
 
 
@@ -58,10 +63,11 @@ def chunk_of_parts(parts: list[int], n_chunks: int) -> dict[int, int]:
 @register
 class DFDCLayout(Layout):
     name = "dfdc"
-    markers = "dfdc_train_part_<N>/metadata.json folders (and optionally test/labels.csv)"
+    markers = (f"dfdc_train_part_<N>/metadata.json folders or {KAGGLE_SAMPLE}/metadata.json "
+               "(and optionally test/labels.csv)")
 
     def looks_like(self, root: Path) -> bool:
-        return any(PART_DIR.match(p.name) and p.is_dir() for p in root.iterdir())
+        return bool(part_dirs(root))
 
     def index(self, root: Path, options: IndexOptions) -> list[VideoRecord]:
         if options.dfdc_chunks < 1:
@@ -90,6 +96,7 @@ class DFDCLayout(Layout):
         if not isinstance(meta, dict):
             raise DataError(f"{meta_path}: expected a JSON object mapping file names to their labels")
         on_disk = files_in(folder)
+        tag = "sample" if folder.name == KAGGLE_SAMPLE else f"part{part}"
         records = []
         for fname, facts in sorted(meta.items()):
             if not isinstance(facts, dict) or str(facts.get("label", "")).upper() not in ("REAL", "FAKE"):
@@ -104,10 +111,10 @@ class DFDCLayout(Layout):
             if split not in ("train", "test"):
                 raise DataError(f"{meta_path}: entry {fname!r} has split {split!r}; expected \"train\"")
             records.append(VideoRecord(
-                id=safe_id("dfdc", f"part{part}", stem(fname)), path=relpath, label=label,
+                id=safe_id("dfdc", tag, stem(fname)), path=relpath, label=label,
                 fake_type="real" if label == REAL else "fake", split=split, dataset=self.name,
                 group=stem(original) if (label == FAKE and original) else stem(fname),
-                has_audio=True, chunk=chunk, extra={"part": part, "original": original},
+                has_audio=True, chunk=chunk, extra={"part": part if tag != "sample" else None, "original": original},
             ))
         return records
 
