@@ -265,3 +265,27 @@ def test_worker_pool_gives_the_same_cache_as_one_process(dataset, cache, tmp_pat
         a = json.loads((single_out / row.dir / "meta.json").read_text())
         b = json.loads((tmp_path / "pool" / row.dir / "meta.json").read_text())
         assert [f["crop_box"] for f in a["frames"]] == [f["crop_box"] for f in b["frames"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["ffpp", "celebdf", "dfdc", "fakeavceleb", "folder"])
+def test_extraction_works_on_synthetic_datasets_of_every_layout(layout, tmp_path):
+    from dfpanel.data.layouts import index_dataset
+    from dfpanel.data.synth import synthesize
+    from dfpanel.data.synth.layouts import MIN_VIDEOS
+
+    root = tmp_path / layout
+    synthesize(layout, root, videos=MIN_VIDEOS[layout], seconds=1.0, progress=False)
+    records = index_dataset(root)
+    write_manifest(records, tmp_path / "m.jsonl")
+    summary = run_extraction(tmp_path / "m.jsonl", tmp_path / "cache", ExtractConfig(frames=8, clip_len=8), progress=False)
+    assert summary["failed"] == 0, summary["failures"]  # MTCNN found a face in every synthetic video
+    cache = FaceTrackCache(tmp_path / "cache")
+    rows = {r.id: r for r in cache.rows()}
+    assert sorted(rows) == sorted(r.id for r in records)
+    for rec in records:
+        row = rows[rec.id]
+        assert (row.label, row.fake_type, row.split, row.dataset) == (rec.label, rec.fake_type, rec.split, rec.dataset)
+        meta = cache.entry(row).meta
+        assert len(meta.frames) == 8 and all(f.score > 0.9 for f in meta.frames)
+        assert (meta.audio is not None) == bool(rec.has_audio) or rec.has_audio is None
