@@ -34,7 +34,7 @@ class VideoAUROC(Metric):
         self.videos.append(videos.detach().long().flatten())
 
     def compute(self) -> dict[str, torch.Tensor]:
-        if not self.probs:  # nothing seen (empty val loader)
+        if isinstance(self.probs, list) and not self.probs:  # nothing seen (after a DDP sync: tensors)
             return {"video_auc": torch.tensor(0.5), "frame_auc": torch.tensor(0.5)}
         probs, labels, videos = dim_zero_cat(self.probs), dim_zero_cat(self.labels), dim_zero_cat(self.videos)
         _, inverse = torch.unique(videos, return_inverse=True)

@@ -69,7 +69,12 @@ class SpecialistModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         if self.carried_optimizer_state is not None:
-            self.trainer.optimizers[0].load_state_dict(self.carried_optimizer_state)
+            # Moments carry over; this stage's own learning rate and schedule stay.
+            optimizer = self.trainer.optimizers[0]
+            keep = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+            optimizer.load_state_dict(self.carried_optimizer_state)
+            for group, own in zip(optimizer.param_groups, keep):
+                group.update(own)
             self.carried_optimizer_state = None
 
     def configure_optimizers(self):

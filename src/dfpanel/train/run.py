@@ -123,6 +123,7 @@ def fit_stage(
         "metrics": best_cb.best_metrics,
         "global_step": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
+        "world_size": int(trainer.world_size),
         "stage": cfg.stage,
         "specialist": cfg.specialist,
         "chunk": chunk,
