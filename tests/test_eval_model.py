@@ -54,7 +54,7 @@ def tiny_setup(tmp_path):
     for dataset in ("celebdf", "dfdc"):
         recs = []
         for i in range(4):
-            vid, label = f"{dataset}_{i}", i % 2
+            vid, label = f"v{i}", i % 2  # the same ids in both datasets, as real datasets may have
             cache_video(cache, dataset, vid, label, rng)
             recs.append(VideoRecord(id=vid, path=f"{vid}.mp4", label=label, fake_type="fake" if label else "real",
                                     split="test", dataset=dataset, group=vid))  # fmt: skip

@@ -11,6 +11,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -97,22 +98,27 @@ def run_labels(infos: Sequence[dict]) -> list[str]:
     return labels
 
 
-def read_test_sets(manifests: Sequence[Path], split: str | None) -> list[tuple[str, set[str]]]:
-    """(name, video ids of the split) per manifest. The name is its dataset(s), or its file stem when
-    that would be ambiguous. Reading them all first finds a bad manifest before any model loads."""
+class EvalSet(NamedTuple):
+    name: str
+    manifest: Path
+    ids: set[str]  # video ids of the split
+    datasets: set[str]
+
+
+def read_test_sets(manifests: Sequence[Path], split: str | None) -> list[EvalSet]:
+    """One EvalSet per manifest, named by its dataset(s), or by its file stem when that would be
+    ambiguous. Reading them all first finds a bad manifest before any model loads."""
     from dfpanel.data.manifest import read_manifest
 
-    names, ids = [], []
+    sets = []
     for m in manifests:
         rows = read_manifest(m, split=split)
-        datasets = sorted({r.dataset for r in rows})
-        names.append("+".join(datasets) if datasets else Path(m).stem)
-        ids.append({r.id for r in rows})
-    if len(set(names)) < len(names):
-        names = [Path(m).stem for m in manifests]
-    if len(set(names)) < len(names):
-        names = [str(m) for m in manifests]
-    return list(zip(names, ids))
+        datasets = {r.dataset for r in rows}
+        sets.append(EvalSet("+".join(sorted(datasets)) or Path(m).stem, Path(m), {r.id for r in rows}, datasets))
+    for rename in (lambda t: t.manifest.stem, lambda t: str(t.manifest)):
+        if len({t.name for t in sets}) < len(sets):
+            sets = [t._replace(name=rename(t)) for t in sets]
+    return sets
 
 
 def evaluate_weights(
@@ -155,24 +161,27 @@ def evaluate_weights(
         model = load_specialist(w, device=device)
         info["specialist"] = info["specialist"] or getattr(model, "name", "")
         run = {"weights": info, "test_sets": []}
-        for m, (name, expected) in zip(manifests, test_sets):
+        for ts in test_sets:
             df = predict_scores(
-                model, cache_root, manifest=m, split=split, batch_size=batch_size, device=device, progress=progress
+                model, cache_root, manifest=ts.manifest, split=split, batch_size=batch_size, device=device,
+                progress=progress,
             )
+            # predict_scores selects by id; a same-named video of another dataset is not this set's.
+            df = df[df["dataset"].isin(ts.datasets)] if df is not None else None
             if df is None or len(df) == 0:
                 raise DataError(
-                    f"{Path(m).name}: no cached samples of split {split!r} under {cache_root}; "
+                    f"{ts.manifest.name}: no cached samples of split {split!r} under {cache_root}; "
                     "run `dfpanel extract` on this manifest first, or choose another --split"
                 )
             metrics = evaluate_scores(df, threshold=threshold, how=how)
             # Videos extraction skipped (no face, unreadable) are not scored; say how many, as the
             # field's numbers differ by how such videos are counted.
-            missing = sorted(expected - set(df["video_id"]))
+            missing = sorted(ts.ids - set(df["video_id"]))
             run["test_sets"].append(
-                {"name": name, "manifest": str(m), "n_videos": int(df["video_id"].nunique()),
-                 "n_manifest": len(expected), "missing_videos": missing, **metrics}  # fmt: skip
+                {"name": ts.name, "manifest": str(ts.manifest), "n_videos": int(df["video_id"].nunique()),
+                 "n_manifest": len(ts.ids), "missing_videos": missing, **metrics}  # fmt: skip
             )
-            tables.append(df.assign(specialist=info["specialist"], run=info["label"], test_set=name))
+            tables.append(df.assign(specialist=info["specialist"], run=info["label"], test_set=ts.name))
         results["runs"].append(run)
     return results, pd.concat(tables, ignore_index=True)
 
