@@ -15,7 +15,8 @@ def _readme_commands() -> list[str]:
     text = (ROOT / "README.md").read_text()
     block = re.search(r"```(?:bash|sh)\n(.*?)```", text, re.S)
     assert block, "README must open with a shell block holding the two set-up commands"
-    return [ln.strip() for ln in block.group(1).splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    lines = (ln.split("#", 1)[0].strip() for ln in block.group(1).splitlines())
+    return [ln for ln in lines if ln]
 
 
 def test_ci_runs_exactly_the_readme_test_command():
