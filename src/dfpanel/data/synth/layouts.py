@@ -112,9 +112,8 @@ def plan_ffpp(videos, seconds, size, fps, seed, compressions, parts) -> Plan:
     pairs = [(names[k], names[k + 1]) for k in range(0, videos - 1, 2)]
     if videos % 2:  # odd count: the last video takes its source from the one before it
         pairs.append((names[-1], names[-2]))
-    pair_split = _assign_splits(range(len(pairs)), np.random.default_rng([seed, 0xF5]))
-    # The odd extra pair must share its split with the pair holding its source video.
-    if videos % 2 and len(pairs) > 1:
+    pair_split = _assign_splits(range(videos // 2), np.random.default_rng([seed, 0xF5]))
+    if videos % 2:  # the odd extra pair shares its split with the pair holding its source video
         pair_split[len(pairs) - 1] = pair_split[len(pairs) - 2]
     source_of, split_of = {}, {}
     for k, (a, b) in enumerate(pairs):

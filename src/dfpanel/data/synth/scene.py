@@ -8,7 +8,7 @@ in a real video the face is lit like its surroundings, which is exactly what `re
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import cv2
 import numpy as np
@@ -103,18 +103,10 @@ class Scene:
         self.w, self.h = size
         self.fps, self.n = fps, n_frames
         rng = np.random.default_rng([seed, 0x5C3])
+        self.seed = seed
         w, h = self.w, self.h
-        bw, bh = int(w * (1 + 2 * MARGIN)), int(h * (1 + 2 * MARGIN))
-        self.background = _background(rng, bw, bh)
         self.light_angle = light_angle(seed)
-        lrng = np.random.default_rng([seed, 0x116])
-        self.light = light_field(
-            w, h, self.light_angle, lrng.uniform(0.15, 0.4), 1 + lrng.uniform(-0.07, 0.07, 3), lrng.uniform(0.85, 1.1)
-        )
         self.noise_sigma = rng.uniform(1.2, 3.0)
-        nrng = np.random.default_rng([seed, 0x0015E])
-        self.noise = [nrng.standard_normal((h, w, 3), dtype=np.float32) * self.noise_sigma for _ in range(5)]
-        self.noise_order = nrng.integers(0, len(self.noise), n_frames)
         # Camera: slow pan and slight zoom inside the margin.
         self.cam_x = _smooth_path(rng, n_frames, fps, MARGIN * w * 0.6, 0.25)
         self.cam_y = _smooth_path(rng, n_frames, fps, MARGIN * h * 0.4, 0.25)
@@ -127,6 +119,28 @@ class Scene:
         self.head_roll = _smooth_path(rng, n_frames, fps, np.deg2rad(6), 0.6)
         self.head_squash = 1 + _smooth_path(rng, n_frames, fps, 0.05, 0.5)
         self.blink = self._blinks(rng)
+
+    # Pixels are made on first use, so motion-only questions (face boxes) stay cheap.
+    @cached_property
+    def background(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, 0xB6])
+        return _background(rng, int(self.w * (1 + 2 * MARGIN)), int(self.h * (1 + 2 * MARGIN)))
+
+    @cached_property
+    def light(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, 0x116])
+        return light_field(self.w, self.h, self.light_angle, rng.uniform(0.15, 0.4), 1 + rng.uniform(-0.07, 0.07, 3),
+                           rng.uniform(0.85, 1.1))
+
+    @cached_property
+    def noise(self) -> list[np.ndarray]:
+        """A few sensor-noise frames, cycled (drawing fresh noise per frame costs more than the rest)."""
+        rng = np.random.default_rng([self.seed, 0x0015E])
+        return [rng.standard_normal((self.h, self.w, 3), dtype=np.float32) * self.noise_sigma for _ in range(5)]
+
+    @cached_property
+    def noise_order(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, 0x0015F]).integers(0, 5, self.n)
 
     def _blinks(self, rng: np.random.Generator) -> np.ndarray:
         out = np.zeros(self.n, np.float32)

@@ -1,0 +1,260 @@
+"""`dfpanel synth`: layouts as the real releases, real containers, faces a real detector finds, determinism,
+resume, and user errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+
+import av
+import numpy as np
+import pytest
+
+from dfpanel.cli import main
+from dfpanel.data.synth import LAYOUTS, SIDECAR, plan, synthesize
+from dfpanel.data.synth.render import face_boxes
+from dfpanel.errors import DataError, DfpanelError
+
+SMALL = dict(seconds=0.6, size=(320, 240), fps=25.0, progress=False)
+SETS = {
+    "ffpp": dict(videos=2),
+    "celebdf": dict(videos=3),
+    "dfdc": dict(videos=2, parts=2),
+    "fakeavceleb": dict(videos=1),
+    "folder": dict(videos=2),
+}
+
+
+def decode(path):
+    """(frames as N x H x W x 3 uint8, mono audio float32 or None)."""
+    with av.open(str(path)) as c:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    audio = None
+    with av.open(str(path)) as c:
+        if c.streams.audio:
+            audio = np.concatenate([f.to_ndarray().mean(axis=0) for f in c.decode(audio=0)]).astype(np.float32)
+    return frames, audio
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    out = {}
+    for layout, kw in SETS.items():
+        out[layout] = (root / layout, synthesize(layout, root / layout, seed=3, **SMALL, **kw))
+    return out
+
+
+def test_every_sidecar_video_is_a_real_h264_mp4_with_audio_exactly_where_the_dataset_has_it(datasets):
+    for layout, (root, sidecar) in datasets.items():
+        assert sidecar["layout"] == layout and sidecar["version"] == 1
+        on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*.mp4")}
+        assert on_disk == set(sidecar["videos"]), layout
+        labels = {e["label"] for e in sidecar["videos"].values()}
+        assert labels == {0, 1}, layout
+        for rel, entry in sidecar["videos"].items():
+            with av.open(str(root / rel)) as c:
+                v = c.streams.video[0]
+                assert v.codec_context.name == "h264" and v.codec_context.pix_fmt == "yuv420p"
+                assert (v.codec_context.width, v.codec_context.height) == (320, 240)
+                assert bool(c.streams.audio) == entry["has_audio"], rel
+                if c.streams.audio:
+                    assert c.streams.audio[0].codec_context.name == "aac"
+            assert entry["has_audio"] == (layout in ("dfdc", "fakeavceleb", "folder"))
+            assert (entry["label"] == 0) == (entry["manipulations"] == [] and entry["fake_type"] in ("real", "RealVideo-RealAudio"))
+
+
+def test_ffpp_layout_names_and_splits_follow_the_release():
+    p = plan("ffpp", videos=7, compressions=("c23", "c40", "c0"), seed=1)
+    paths = [o.path for o in p.outputs]
+    assert "original_sequences/youtube/c40/videos/006.mp4" in paths
+    fakes = [x for x in paths if x.startswith("manipulated_sequences/")]
+    assert len(fakes) == 7 * 5 * 3
+    for f in fakes:
+        assert re.fullmatch(r"manipulated_sequences/(Deepfakes|Face2Face|FaceSwap|NeuralTextures|FaceShifter)/"
+                            r"c(0|23|40)/videos/\d{3}_\d{3}\.mp4", f), f
+    crf = {o.path.split("/")[2]: o.crf for o in p.outputs if o.label == 0}
+    assert crf == {"c0": 1, "c23": 23, "c40": 40}
+    splits = {s: json.loads(p.files[f"splits/{s}.json"]) for s in ("train", "val", "test")}
+    listed = [v for pairs in splits.values() for pair in pairs for v in pair]
+    assert sorted(set(listed)) == [f"{k:03d}" for k in range(7)]
+    for s, pairs in splits.items():
+        assert pairs and all(len(pair) == 2 and all(isinstance(v, str) for v in pair) for pair in pairs), s
+        members = {v for pair in pairs for v in pair}
+        # every fake target_source of this split's pairs lies in the split: no identity crosses splits
+        for o in p.outputs:
+            target = o.path.rsplit("/", 1)[1][:3]
+            if target in members:
+                assert o.split == s
+                if o.label:
+                    assert o.path.rsplit("/", 1)[1][4:7] in members
+
+
+def test_ffpp_with_six_videos_has_real_and_fake_in_every_split():
+    p = plan("ffpp", videos=6)
+    for s in ("train", "val", "test"):
+        labels = {o.label for o in p.outputs if o.split == s}
+        assert labels == {0, 1}, s
+
+
+def test_celebdf_test_list_uses_its_own_label_convention(datasets):
+    root, sidecar = datasets["celebdf"]
+    lines = (root / "List_of_testing_videos.txt").read_text().splitlines()
+    assert lines
+    for line in lines:
+        m = re.fullmatch(r"([01]) ((Celeb-real|Celeb-synthesis|YouTube-real)/[\w]+\.mp4)", line)
+        assert m, line
+        assert int(m.group(1)) == 1 - sidecar["videos"][m.group(2)]["label"]  # 1 = REAL in Celeb-DF
+        assert (root / m.group(2)).is_file()
+    for rel, e in sidecar["videos"].items():
+        if rel.startswith("Celeb-synthesis/"):
+            t, s, n = re.fullmatch(r"Celeb-synthesis/(id\d+)_(id\d+)_(\d{4})\.mp4", rel).groups()
+            assert t != s and (root / f"Celeb-real/{t}_{n}.mp4").is_file()
+            assert "face_swap" in e["manipulations"] and e["source_identity"] == f"celebdf-{s}"
+
+
+def test_dfdc_parts_have_metadata_in_the_dfdc_format_and_audio_only_fakes():
+    p = plan("dfdc", videos=8, parts=3, seed=2)
+    assert sorted({o.path.split("/")[0] for o in p.outputs}) == [f"dfdc_train_part_{k}" for k in range(3)]
+    audio_only = 0
+    for k in range(3):
+        meta = json.loads(p.files[f"dfdc_train_part_{k}/metadata.json"])
+        assert len(meta) == 16
+        for name, m in meta.items():
+            assert re.fullmatch(r"[a-z]{10}\.mp4", name)
+            assert set(m) == {"label", "split", "original"} and m["split"] == "train"
+            if m["label"] == "REAL":
+                assert m["original"] is None
+            else:
+                assert m["label"] == "FAKE" and meta[m["original"]]["label"] == "REAL"
+    for o in p.outputs:
+        if o.label and set(o.manipulations) <= {"audio_shift", "audio_replace"}:
+            audio_only += 1
+    assert audio_only >= 3
+
+
+def test_fakeavceleb_csv_has_the_release_header_and_points_at_the_files(datasets):
+    root, sidecar = datasets["fakeavceleb"]
+    with open(root / "meta_data.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["source", "target1", "target2", "method", "category", "type", "race", "gender", "path", ""]
+    types = set()
+    for row in rows[1:]:
+        assert row[9].startswith("FakeAVCeleb/") and row[9].split("/")[1] == row[5]
+        rel = "/".join(row[9].split("/")[1:]) + "/" + row[8]
+        assert (root / rel).is_file(), rel
+        assert sidecar["videos"][rel]["fake_type"] == row[5]
+        types.add((row[4], row[5]))
+        fake_audio = row[5].endswith("FakeAudio")
+        assert ("audio_replace" in sidecar["videos"][rel]["manipulations"]) == fake_audio
+    assert types == {("A", "RealVideo-RealAudio"), ("B", "RealVideo-FakeAudio"), ("C", "FakeVideo-RealAudio"),
+                     ("D", "FakeVideo-FakeAudio")}
+
+
+def test_mtcnn_finds_the_rendered_face_in_every_layout(datasets):
+    """Across all layouts, MTCNN finds exactly one confident face where it was drawn."""
+    import torch
+    from facenet_pytorch import MTCNN
+    from PIL import Image
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # MTCNN's small convs: threads only add overhead (10x on a busy machine)
+    try:
+        found, total = _mtcnn_hits(datasets, MTCNN, Image)
+    finally:
+        torch.set_num_threads(threads)
+    assert total >= 60
+    assert found / total >= 0.95, f"{found}/{total}"
+
+
+def _mtcnn_hits(datasets, MTCNN, Image):
+    mtcnn = MTCNN(keep_all=True, device="cpu", min_face_size=40)
+    found = total = 0
+    for layout, (root, sidecar) in datasets.items():
+        clips = {o.path: clip for clip, outs in plan(layout, seed=3, **SETS[layout], **{k: SMALL[k] for k in ("seconds", "size", "fps")}).clips for o in outs}
+        for rel in sidecar["videos"]:
+            frames, _ = decode(root / rel)
+            picks = [0, len(frames) - 1]
+            expected = face_boxes(clips[rel], picks)
+            for i, box in zip(picks, expected):
+                boxes, probs = mtcnn.detect(Image.fromarray(frames[i]))
+                total += 1
+                if boxes is None or len(boxes) != 1 or probs[0] <= 0.9:
+                    continue
+                b = np.asarray(boxes[0], dtype=float)
+                ix = max(0, min(b[2], box[2]) - max(b[0], box[0])) * max(0, min(b[3], box[3]) - max(b[1], box[1]))
+                iou = ix / ((b[2] - b[0]) * (b[3] - b[1]) + (box[2] - box[0]) * (box[3] - box[1]) - ix)
+                found += iou > 0.5
+    return found, total
+
+
+def test_same_seed_same_frames_and_audio_other_seed_differs(tmp_path):
+    kw = dict(videos=1, seconds=0.4, size=(160, 120), progress=False)
+    a = synthesize("folder", tmp_path / "a", seed=5, **kw)
+    synthesize("folder", tmp_path / "b", seed=5, **kw)
+    synthesize("folder", tmp_path / "c", seed=6, **kw)
+    for rel in a["videos"]:
+        fa, aa = decode(tmp_path / "a" / rel)
+        fb, ab = decode(tmp_path / "b" / rel)
+        fc, _ = decode(tmp_path / "c" / rel)
+        assert np.array_equal(fa, fb) and np.array_equal(aa, ab)
+        assert np.abs(fa.astype(int) - fc.astype(int)).mean() > 5
+    assert (tmp_path / "a" / SIDECAR).read_text() == (tmp_path / "b" / SIDECAR).read_text()
+
+
+def test_rerun_skips_finished_videos_redoes_missing_ones_and_refuses_other_params(tmp_path):
+    kw = dict(videos=1, seconds=0.4, size=(160, 120), progress=False, seed=1)
+    sidecar = synthesize("folder", tmp_path, **kw)
+    paths = [tmp_path / rel for rel in sidecar["videos"]]
+    old = {p: p.stat().st_mtime_ns for p in paths}
+    os.utime(paths[0], ns=(1, 1))
+    paths[1].unlink()
+    synthesize("folder", tmp_path, **kw)
+    assert paths[0].stat().st_mtime_ns == 1  # untouched
+    assert paths[1].is_file() and paths[1].stat().st_mtime_ns >= old[paths[1]]
+    assert not list(tmp_path.rglob(".*partial*"))
+    with pytest.raises(DataError, match="other parameters"):
+        synthesize("folder", tmp_path, **{**kw, "seed": 2})
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(size=(321, 240)), "even width"),
+        (dict(layout="youtube"), "unknown layout"),
+        (dict(layout="ffpp", videos=1), "too few"),
+        (dict(compressions=("c99",)), "c99"),
+    ],
+)
+def test_bad_parameters_are_one_line_user_errors(tmp_path, kwargs, message):
+    args = dict(layout="folder", videos=1, seconds=0.2, progress=False)
+    args.update(kwargs)
+    layout = args.pop("layout")
+    with pytest.raises(DfpanelError, match=message):
+        synthesize(layout, tmp_path / "x", **args)
+
+
+def test_unwritable_out_is_a_user_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(DfpanelError, match="choose a writable"):
+        synthesize("folder", blocker / "sub", videos=1, seconds=0.2, progress=False)
+
+
+def test_cli_writes_a_dataset_and_reports_bad_size_without_traceback(tmp_path, capsys):
+    out = tmp_path / "ds"
+    code = main(["synth", "--layout", "folder", "--out", str(out), "--videos", "1", "--seconds", "0.2",
+                 "--size", "160x120", "--seed", "4", "--preview"])
+    assert code == 0
+    sidecar = json.loads((out / SIDECAR).read_text())
+    assert sidecar["params"]["size"] == [160, 120] and sidecar["seed"] == 4
+    assert (out / "preview_real.png").is_file() and (out / "preview_fake.png").is_file()
+    code = main(["synth", "--layout", "folder", "--out", str(tmp_path / "e"), "--size", "big"])
+    err = capsys.readouterr().err
+    assert code == 2 and "WIDTHxHEIGHT" in err and "Traceback" not in err
+
+
+def test_layouts_constant_lists_every_layout():
+    assert LAYOUTS == ("ffpp", "celebdf", "dfdc", "fakeavceleb", "folder")
