@@ -22,6 +22,7 @@ import torch
 
 from dfpanel.config import StageConfig, load_stage_config
 from dfpanel.errors import ConfigError, DataError
+from dfpanel.models.weights import sidecar_path
 from dfpanel.train.fetch import WEIGHTS_FILE, resolve_init, sha256_of
 from dfpanel.train.run import (
     RESULT_FILE,
@@ -29,7 +30,6 @@ from dfpanel.train.run import (
     fit_stage,
     is_launcher_rank_zero,
     last_checkpoint,
-    sidecar_path,
     train_stage,
     view_of,
 )
@@ -154,7 +154,7 @@ def auto_chunk_order(cfg: StageConfig, chunks: Sequence[int], init_path: Path | 
     """Easiest first: ascending loss of the incoming weights (ties keep the given order)."""
     from dfpanel.models.specialists.base import create_specialist
 
-    model = create_specialist(cfg.specialist, **cfg.model.kwargs())
+    model = create_specialist(cfg.specialist, **{**cfg.model.kwargs(), "pretrained": False})
     if init_path is not None:
         from dfpanel.models.weights import load_weights
 

@@ -16,20 +16,13 @@ import urllib.request
 from pathlib import Path
 
 from dfpanel.errors import WeightsError
+from dfpanel.models.weights import file_sha256 as sha256_of
 
 WEIGHTS_FILE = "best.safetensors"
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("DFPANEL_CACHE") or Path.home() / ".cache" / "dfpanel")
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def is_url(spec: str) -> bool:

@@ -67,7 +67,7 @@ def fit_stage(
     """Train `cfg` (optionally on one DFDC chunk) into `out_dir`. Returns a dict with `weights`,
     `sha256`, `metrics` (best val_auc and friends), `global_step`, `run_dir`."""
     from dfpanel.models.specialists.base import create_specialist
-    from dfpanel.models.weights import load_weights
+    from dfpanel.models.weights import load_into, load_weights
     from dfpanel.train.datamodule import CacheDataModule
     from dfpanel.train.module import SpecialistModule
 
@@ -82,17 +82,23 @@ def fit_stage(
             raise ConfigError(f"{out_dir}: already holds a run; pass --resume to continue it or choose another --out")
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
 
-    model = create_specialist(cfg.specialist, **cfg.model.kwargs())
+    model_kwargs = cfg.model.kwargs()
+    if cfg.init_from or resume:
+        model_kwargs["pretrained"] = False  # weights come from init_from / last.ckpt: fetch no backbone
+    model = create_specialist(cfg.specialist, **model_kwargs)
     run_info = _run_info(out_dir, cfg, resume)
     if cfg.init_from and not resume:
         path = resolve_init(cfg.init_from, sha256=cfg.init_sha256, runs_root=out_dir.parent, progress=progress)
         state, _ = load_weights(path, expected_specialist=cfg.specialist, expected_sha256=cfg.init_sha256)
-        model.load_state_dict(state, strict=cfg.init_strict)
+        if cfg.init_strict:
+            load_into(model, state, source=str(path))
+        else:
+            model.load_state_dict(state, strict=False)
         run_info["parent_sha256"] = sha256_of(path)
         run_info["init_from"] = str(path)
 
     dm = CacheDataModule(cfg, view_of(model), model.sample_kind, chunk=chunk)
-    module = SpecialistModule(cfg.specialist, cfg.model.kwargs(), asdict(cfg.optim), pos_weight=dm.pos_weight, model=model)
+    module = SpecialistModule(cfg.specialist, model_kwargs, asdict(cfg.optim), pos_weight=dm.pos_weight, model=model)
     if optimizer_state is not None and not resume:
         module.carried_optimizer_state = optimizer_state
     run_info.update(manifest_hash=dm.data_hash, pos_weight=dm.pos_weight, chunk=chunk,
@@ -261,10 +267,7 @@ class BestWeights(Callback):
         if trainer.is_global_zero:
             from dfpanel.models.weights import save_weights
 
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(".tmp-" + self.path.name)
-            save_weights(pl_module.model, tmp, {**self.sidecar, "metrics": self.best_metrics})
-            _replace_with_sidecar(tmp, self.path)
+            save_weights(pl_module.model, self.path, {**self.sidecar, "metrics": self.best_metrics})
 
     def state_dict(self) -> dict:
         return {"best_score": self.best_score, "best_metrics": self.best_metrics}
@@ -273,13 +276,3 @@ class BestWeights(Callback):
         self.best_score = state_dict.get("best_score")
         self.best_metrics = state_dict.get("best_metrics", {})
 
-
-def sidecar_path(weights: Path) -> Path:
-    return Path(weights).with_suffix(".json")
-
-
-def _replace_with_sidecar(tmp: Path, final: Path) -> None:
-    """Move a freshly saved weights file and its sidecar into place (sidecar second: it names the sha)."""
-    os.replace(tmp, final)
-    if sidecar_path(tmp).is_file():
-        os.replace(sidecar_path(tmp), sidecar_path(final))
