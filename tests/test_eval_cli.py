@@ -25,9 +25,12 @@ from dfpanel.evaluate.tables import markdown_table
 
 
 def make_manifest(path: Path, dataset: str, n_real: int, n_fake: int, fake_type: str, split: str = "test") -> Path:
+    """`fake_type` may be several, comma-separated: the fakes take them in turn."""
+    types_ = fake_type.split(",")
     recs = [
         VideoRecord(id=f"{dataset}_{i:03d}", path=f"{i}.mp4", label=int(i >= n_real),
-                    fake_type=fake_type if i >= n_real else "real", split=split, dataset=dataset, group=f"g{i}")
+                    fake_type=types_[i % len(types_)] if i >= n_real else "real", split=split, dataset=dataset,
+                    group=f"g{i}")
         for i in range(n_real + n_fake)
     ]  # fmt: skip
     write_manifest(recs, path)
@@ -147,6 +150,25 @@ def test_videos_missing_from_cache_are_counted_and_reported(stand_ins, bench, ca
     assert (dfdc["n_manifest"], dfdc["n_videos"]) == (43, 40)
     assert dfdc["missing_videos"] == ["noface_0", "noface_1", "noface_2"]
     assert "3 of 43 videos are not in the cache" in capsys.readouterr().out
+
+
+def test_per_fake_type_table_for_ffpp_style_test_set(stand_ins, bench, capsys):
+    weights, _, cache, out = bench
+    ffpp = make_manifest(out.parent / "ffpp.jsonl", "ffpp", 20, 30, "Deepfakes,FaceSwap,NeuralTextures")
+    assert run_eval(weights[:1], [ffpp], cache, out) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    videos = pd.read_csv(out / "video_scores.csv")
+    md = markdown_table(metrics, breakdown="by_fake_type").strip().splitlines()
+    assert md[0].startswith("| Train | Test set | Fake type | Videos | AUC %")
+    assert len(md) == 2 + 3
+    for ft in ("Deepfakes", "FaceSwap", "NeuralTextures"):
+        sub = videos[videos["fake_type"].isin(["real", ft])]
+        auc = f"{100 * roc_auc_score(sub['label'], sub['prob']):.1f}"
+        assert any(ln.startswith(f"| ffpp | ffpp | {ft} | 30 | {auc} |") for ln in md), (ft, auc, md)
+        assert any(ft in ln and auc in ln for ln in printed.splitlines())  # the second table is printed
+    with pytest.raises(ValueError, match="breakdown"):
+        markdown_table(metrics, breakdown="by_moon_phase")
 
 
 def test_one_class_test_set_reports_nan_not_a_crash(stand_ins, bench, capsys):

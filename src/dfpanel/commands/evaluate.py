@@ -55,6 +55,9 @@ def register(app: typer.Typer) -> None:
         )
         paths = write_outputs(results, scores, out)
         console.print(rich_table(results))
+        # FF++-style per-manipulation rows, when a test set holds several kinds of fake.
+        if any(len(ts["video"]["by_fake_type"]) > 1 for run in results["runs"] for ts in run["test_sets"]):
+            console.print(rich_table(results, breakdown="by_fake_type"))
         for run in results["runs"]:
             for ts in run["test_sets"]:
                 where = f"{run['weights']['label']} / {ts['name']}"

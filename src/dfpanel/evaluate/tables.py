@@ -28,31 +28,53 @@ def _fmt(value, percent: bool) -> str:
     return f"{100 * value:.1f}" if percent else f"{value:.3f}"
 
 
-def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
-    """Headers and formatted rows. Percent columns are in %; log-loss as is."""
+BREAKDOWNS = {"by_fake_type": "Fake type", "by_dataset": "Dataset"}
+
+
+def _parts(ts: dict, breakdown: str | None) -> list[tuple[str | None, str]]:
+    """(part name, where its metrics are) per row of one test set."""
+    if breakdown is None:
+        return [(None, "overall")]
+    return [(name, f"{breakdown}/{name}") for name in ts["video"][breakdown]]
+
+
+def _lookup(level: dict, where: str) -> dict:
+    section, _, name = where.partition("/")
+    return level[section] if not name else level[section].get(name, {})
+
+
+def table_rows(results: dict, breakdown: str | None = None) -> tuple[list[str], list[list[str]]]:
+    """Headers and formatted rows (percent columns in %, log-loss as is). `breakdown` = None for one row
+    per test set, or "by_fake_type" / "by_dataset" for one row per fake type / dataset within it."""
+    if breakdown is not None and breakdown not in BREAKDOWNS:
+        raise ValueError(f"breakdown must be None or one of {', '.join(BREAKDOWNS)}")
     several = len(results["runs"]) > 1
-    headers = (["Specialist"] if several else []) + ["Train", "Test set", "Videos"]
+    headers = (["Specialist"] if several else []) + ["Train", "Test set"]
+    headers += ([BREAKDOWNS[breakdown]] if breakdown else []) + ["Videos"]
     headers += [f"{h} %" if pct else h for h, _, _, pct in COLUMNS]
     rows = []
     for run in results["runs"]:
         info = run["weights"]
         for ts in run["test_sets"]:
-            row = ([info.get("label") or info.get("specialist", "")] if several else []) + [
-                info.get("stage") or MISSING,
-                ts["name"],
-                str(ts.get("n_videos", "")),
-            ]
-            row += [_fmt(ts[level]["overall"].get(key), pct) for _, level, key, pct in COLUMNS]
-            rows.append(row)
+            for part, where in _parts(ts, breakdown):
+                video = _lookup(ts["video"], where)
+                row = ([info.get("label") or info.get("specialist", "")] if several else []) + [
+                    info.get("stage") or MISSING,
+                    ts["name"],
+                ]
+                row += ([part] if breakdown else []) + [str(video.get("n", ""))]
+                row += [_fmt(_lookup(ts[level], where).get(key), pct) for _, level, key, pct in COLUMNS]
+                rows.append(row)
     return headers, rows
 
 
-def rich_table(results: dict):
+def rich_table(results: dict, breakdown: str | None = None):
     from rich.table import Table
 
-    headers, rows = table_rows(results)
+    headers, rows = table_rows(results, breakdown)
     how = results.get("aggregate", "mean")
-    table = Table(title=f"Cross-dataset evaluation (video level, {how} of samples; split {results.get('split')})")
+    per = f", per {BREAKDOWNS[breakdown].lower()}" if breakdown else ""
+    table = Table(title=f"Cross-dataset evaluation{per} (video level, {how} of samples; split {results.get('split')})")
     for i, h in enumerate(headers):
         table.add_column(h, justify="left" if i < headers.index("Videos") else "right")
     for row in rows:
@@ -60,9 +82,9 @@ def rich_table(results: dict):
     return table
 
 
-def markdown_table(results: dict) -> str:
+def markdown_table(results: dict, breakdown: str | None = None) -> str:
     """A GitHub-markdown table of the same figures, for docs and the README."""
-    headers, rows = table_rows(results)
+    headers, rows = table_rows(results, breakdown)
     lines = ["| " + " | ".join(headers) + " |"]
     lines.append("|" + "|".join("---" if i < headers.index("Videos") else "---:" for i in range(len(headers))) + "|")
     lines += ["| " + " | ".join(r) + " |" for r in rows]
