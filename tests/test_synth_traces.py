@@ -1,0 +1,221 @@
+"""Each synthetic manipulation changes what it should (and nothing else), and the mouth talks with the voice."""
+
+from __future__ import annotations
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from dfpanel.data.synth.audio import make_speech, shift_audio
+from dfpanel.data.synth.faces import FaceState, make_identity
+from dfpanel.data.synth.manipulations import FakeTraces
+from dfpanel.data.synth.render import Clip, Output, clip_scene, clip_speech, identity, render_clip
+from dfpanel.data.synth.scene import Scene, layer_roi
+
+SIZE = (320, 240)
+
+
+@pytest.fixture(scope="module")
+def world():
+    scene = Scene(11, SIZE, 25.0, 12)
+    person, donor = make_identity(21), make_identity(22)
+    mouth = np.linspace(0, 1, 12).astype(np.float32)
+    frames = []
+    for i in range(12):
+        state, affine = scene.state(i, mouth), scene.affine(i)
+        comp = scene.compose(i, person, state, affine)
+        frames.append((i, comp, scene.finish(i, comp), state, affine))
+    return scene, person, donor, frames
+
+
+def _fakes(world, names, seed=5, **kw):
+    scene, person, donor, frames = world
+    trace = FakeTraces(names, seed, scene, person, donor if "face_swap" in names else None, **kw)
+    return trace, [(real, trace.frame(i, comp, real, state, affine)) for i, comp, real, state, affine in frames]
+
+
+def _far_from_face(scene, affine, pad=12):
+    """Boolean mask of frame pixels well away from the whole head canvas."""
+    x1, y1, x2, y2 = layer_roi(affine, scene.w, scene.h, pad=pad)
+    far = np.ones((scene.h, scene.w), bool)
+    far[y1:y2, x1:x2] = False
+    return far
+
+
+def _face(scene, person, i, img):
+    x1, y1, x2, y2 = scene.face_box(person, i).astype(int)
+    return img[max(y1, 0):y2, max(x1, 0):x2].astype(np.float32)
+
+
+@pytest.mark.parametrize("names", [("face_swap",), ("relight",), ("recompress",), ("temporal_jitter",)])
+def test_visual_traces_change_the_face_and_leave_the_far_background_exactly(world, names):
+    scene, person, _, frames = world
+    _, pairs = _fakes(world, names)
+    diffs = []
+    for (i, _, _, _, affine), (real, fake) in zip(frames, pairs):
+        far = _far_from_face(scene, affine)
+        assert np.array_equal(real[far], fake[far])
+        diffs.append(np.abs(_face(scene, person, i, fake) - _face(scene, person, i, real)).mean())
+    assert np.mean(diffs) > 1.5, (names, diffs)
+
+
+def _hf_energy(img):
+    h, w = img.shape[:2]
+    img = img[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]  # inside the swapped inner face
+    grey = cv2.cvtColor(img.astype(np.uint8), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F)).mean())
+
+
+def test_face_swap_is_rendered_small_and_scaled_up(world):
+    """The resampling trace: the same swap without the downscale keeps more fine detail."""
+    scene, person, _, frames = world
+    trace, pairs = _fakes(world, ("face_swap",))
+    assert 0.45 <= trace.resample <= 0.7
+    trace.resample = 1.0
+    sharp = [trace.frame(i, comp, real, state, affine) for i, comp, real, state, affine in frames]
+    hf_small = np.mean([_hf_energy(_face(scene, person, i, f)) for (i, *_), (_, f) in zip(frames, pairs)])
+    hf_full = np.mean([_hf_energy(_face(scene, person, i, f)) for (i, *_), f in zip(frames, sharp)])
+    assert hf_small < 0.85 * hf_full, (hf_small, hf_full)
+
+
+def test_relight_colours_the_face_unlike_the_scene(world):
+    scene, person, _, frames = world
+    trace, pairs = _fakes(world, ("relight",))
+    ratios = np.array([_face(scene, person, i, f).mean((0, 1)) / _face(scene, person, i, r).mean((0, 1))
+                       for (i, *_), (r, f) in zip(frames, pairs)])
+    # a tint: channels scaled differently, the same way in every frame
+    assert np.ptp(ratios.mean(0)) > 0.03
+    assert ratios.std(0).max() < 0.02
+
+
+def _grid_score(grey, offset):
+    """How much stronger column-to-column jumps are at x = offset (mod 8) than elsewhere."""
+    d = np.abs(np.diff(grey, axis=1)).mean(0)  # d[k] = jump between columns k and k+1
+    boundary = np.array([(k + 1) % 8 == offset % 8 for k in range(len(d))])
+    return d[boundary].mean() / d[~boundary].mean()
+
+
+def test_recompress_leaves_jpeg_blocks_on_a_grid_off_the_frames_grid(world):
+    scene, person, _, frames = world
+    trace, pairs = _fakes(world, ("recompress",), seed=8)
+    gx, _ = trace.grid
+    assert gx != 0
+    fake_on, fake_aligned, real_on = [], [], []
+    for (i, *_), (real, fake) in zip(frames, pairs):
+        x1, y1, x2, y2 = scene.face_box(person, i).astype(int)
+        x1 = (x1 // 8) * 8  # crop on the frame grid so column k of the crop is frame column x1 + k
+        f = cv2.cvtColor(fake, cv2.COLOR_RGB2GRAY)[y1 + 10 : y2 - 10, x1 + 8 : x2 - 8].astype(np.float32)
+        r = cv2.cvtColor(real, cv2.COLOR_RGB2GRAY)[y1 + 10 : y2 - 10, x1 + 8 : x2 - 8].astype(np.float32)
+        fake_on.append(_grid_score(f, gx))
+        fake_aligned.append(_grid_score(f, 0))
+        real_on.append(_grid_score(r, gx))
+    assert np.mean(fake_on) > 1.15 * np.mean(fake_aligned)
+    assert np.mean(fake_on) > 1.15 * np.mean(real_on)
+
+
+def test_temporal_jitter_flickers_from_frame_to_frame(world):
+    scene, person, _, frames = world
+    _, pairs = _fakes(world, ("temporal_jitter",))
+    ratio = np.array([_face(scene, person, i, f).mean() / _face(scene, person, i, r).mean()
+                      for (i, *_), (r, f) in zip(frames, pairs)])
+    assert ratio.std() > 0.01
+    # not a slow drift: consecutive frames jump about as much as frames far apart
+    assert np.abs(np.diff(ratio)).mean() > 0.6 * ratio.std()
+
+
+def test_blink_closes_the_eyes_and_mouth_opening_darkens_the_mouth():
+    person = make_identity(3)
+    open_eyes, _ = person.render(FaceState(mouth=0.0, blink=0.0))
+    shut, _ = person.render(FaceState(mouth=0.0, blink=1.0))
+    talking, _ = person.render(FaceState(mouth=1.0, blink=0.0))
+    ex, ey = person.landmarks[0].astype(int)
+    eye = (slice(ey - 4, ey + 4), slice(ex - 8, ex + 8))
+    # the lid is skin: the eye's dark pupil/white contrast disappears
+    assert shut[eye].mean(2).std() < 0.5 * open_eyes[eye].mean(2).std()
+    mx, my = person.mouth_centre.astype(int)
+    mouth = (slice(my, my + 10), slice(mx - 10, mx + 10))
+    assert talking[mouth].mean() < open_eyes[mouth].mean() - 30
+
+
+def _decode(path):
+    with av.open(str(path)) as c:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    with av.open(str(path)) as c:
+        sr = c.streams.audio[0].codec_context.sample_rate
+        audio = np.concatenate([f.to_ndarray().mean(axis=0) for f in c.decode(audio=0)])
+    return frames, audio, sr
+
+
+def _mouth_opening(clip, frames):
+    """Dark-pixel fraction just below the lips in each decoded frame (where the mouth was drawn)."""
+    scene, person = clip_scene(clip), identity(clip.identity)
+    out = []
+    for i, frame in enumerate(frames):
+        a = scene.affine(i)
+        s = float(np.sqrt(abs(np.linalg.det(a[:, :2]))))
+        cx, cy = a[:, :2] @ person.mouth_centre + a[:, 2]
+        half = 0.3 * person.mouth_width * s
+        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        box = grey[int(cy) : int(cy + 0.35 * person.mouth_width * s) + 1, int(cx - half) : int(cx + half) + 1]
+        out.append((box < 0.5 * np.median(grey[int(cy - 3 * half) : int(cy), int(cx - half) : int(cx + half)])).mean())
+    return np.array(out)
+
+
+def _rms_per_frame(audio, sr, fps, n):
+    hop = sr / fps
+    return np.array([np.sqrt(np.mean(audio[int(i * hop) : int((i + 1) * hop)] ** 2) + 1e-12) for i in range(n)])
+
+
+@pytest.fixture(scope="module")
+def talking(tmp_path_factory):
+    root = tmp_path_factory.mktemp("talk")
+    clip = Clip("talk", identity=31, scene=32, speech=33, seconds=4.0, size=SIZE, fps=25.0)
+    outs = [
+        Output("real.mp4", 0, "real", audio=True),
+        Output("shift.mp4", 1, "audio_shift", ("audio_shift",), audio=True, trace_seed=1),
+        Output("replace.mp4", 1, "audio_replace", ("audio_replace",), audio=True, trace_seed=2),
+    ]
+    render_clip(clip, outs, root)
+    return clip, {o.path: _decode(root / o.path) for o in outs}
+
+
+def test_mouth_opening_follows_the_voice_and_not_a_shifted_voice(talking):
+    clip, videos = talking
+    frames, audio, sr = videos["real.mp4"]
+    mouth = _mouth_opening(clip, frames)
+    r_real = np.corrcoef(mouth, _rms_per_frame(audio, sr, clip.fps, len(frames)))[0, 1]
+    _, shifted, _ = videos["shift.mp4"]
+    r_shift = np.corrcoef(mouth, _rms_per_frame(shifted, sr, clip.fps, len(frames)))[0, 1]
+    assert r_real > 0.6
+    assert r_shift < r_real - 0.3
+
+
+def test_audio_fakes_keep_the_video_and_change_only_the_sound(talking):
+    clip, videos = talking
+    real_frames, real_audio, sr = videos["real.mp4"]
+    for name in ("shift.mp4", "replace.mp4"):
+        frames, audio, _ = videos[name]
+        assert np.array_equal(frames, real_frames), name
+        assert not np.allclose(audio[: len(real_audio)], real_audio[: len(audio)], atol=1e-3), name
+
+
+def test_audio_shift_moves_the_voice_by_the_recorded_amount():
+    speech = make_speech(4, 3.0, 150.0)
+    for seconds in (0.3, -0.45):
+        moved = shift_audio(speech.audio, seconds)
+        env_a = np.abs(speech.audio)
+        env_b = np.abs(moved)
+        lags = np.arange(-12_000, 12_001, 80)
+        scores = [np.dot(env_a[max(0, -k) : len(env_a) - max(0, k)], env_b[max(0, k) : len(env_b) - max(0, -k)]) for k in lags]
+        assert abs(lags[int(np.argmax(scores))] / 16_000 - seconds) < 0.01
+
+
+def test_speech_envelope_is_speech_like():
+    speech = make_speech(9, 4.0, 120.0)
+    mouth = speech.mouth_per_frame(25.0, 100)
+    assert 0 <= mouth.min() and mouth.max() <= 1
+    talking = mouth > 0.2
+    onsets = np.sum(talking[1:] & ~talking[:-1])
+    assert 8 <= onsets <= 30  # syllables at a few per second, with pauses
+    assert 0.2 < talking.mean() < 0.9
