@@ -53,7 +53,7 @@ def _read_sidecar(path: Path) -> dict:
 
 
 def find_weights(folder: str | os.PathLike, backend: str = "torch") -> list[WeightFile]:
-    """The weight files of one backend in a folder, sorted by specialist."""
+    """The weight files of one backend in a folder, in the BG, AV, CM, RR, TM order."""
     folder = Path(folder)
     if not folder.is_dir():
         raise WeightsError(f"{folder}: weights folder not found; pass --weights DIR holding <specialist>.safetensors + .json files")
@@ -72,7 +72,15 @@ def find_weights(folder: str | os.PathLike, backend: str = "torch") -> list[Weig
     if not found:
         hint = "run `dfpanel export --weights DIR --out DIR` first" if backend == "onnx" else "train with `dfpanel train`"
         raise WeightsError(f"{folder}: no {ext} weights found; {hint}")
-    return [found[k] for k in sorted(found)]
+    return [found[k] for k in sorted(found, key=specialist_order)]
+
+
+# The order of DESIGN.md's table, used wherever specialists are listed (reports, tables).
+ORDER = ("bg", "av", "cm", "rr", "tm")
+
+
+def specialist_order(name: str) -> tuple[int, str]:
+    return (ORDER.index(name) if name in ORDER else len(ORDER), name)
 
 
 def load_runners(folder: str | os.PathLike, backend: str = "torch", device: str = "cpu", only: list[str] | None = None):

@@ -42,8 +42,9 @@ def explain(report: dict) -> list[str]:
                 f"The panel is uncertain: {pct}% is within {round(100 * panel['margin'])} points of the "
                 f"{thr}% threshold; treat this video as unresolved."
             )
-    fired = sorted((s for s in scored if s["probability"] >= 0.5), key=lambda s: -s["probability"])
-    quiet = [s for s in scored if s["probability"] < 0.5]
+    fired = sorted((s for s in scored if s["probability"] >= 0.55), key=lambda s: -s["probability"])
+    quiet = [s for s in scored if s["probability"] < 0.45]
+    undecided = [s for s in scored if 0.45 <= s["probability"] < 0.55]
     for s in fired:
         what = LOOKS_FOR.get(s["name"], "signs of manipulation")
         out.append(f"{s['title']} ({s['name'].upper()}) {_strength(s['probability'])} suspects that {what} "
@@ -51,6 +52,9 @@ def explain(report: dict) -> list[str]:
     if quiet:
         names = ", ".join(f"{s['title']} ({round(100 * s['probability'])}%)" for s in quiet)
         out.append(f"No sign of manipulation from: {names}.")
+    if undecided:
+        names = ", ".join(f"{s['title']} ({round(100 * s['probability'])}%)" for s in undecided)
+        out.append(f"Undecided, close to 50%: {names}.")
     for s in report["specialists"]:
         if s["status"] == "abstained":
             out.append(f"{s['title']} ({s['name'].upper()}) abstained: {s['reason']}; it did not vote.")
