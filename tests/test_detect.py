@@ -180,3 +180,18 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     assert main(["detect", str(video), "--weights", str(empty)]) == 2
     assert "no .safetensors weights" in capsys.readouterr().err
     assert main(["detect", str(video), "--weights", str(empty), "--frames", "0"]) == 2
+
+
+def test_fitted_panel_is_used_and_stale_panel_warns(clip, tmp_path, fake_weights, capsys):
+    panel = Panel(specialists=["bg", "cm", "av", "tm"], weights={"bg": 0.0, "cm": 0.0, "av": 0.0, "tm": 1.0},
+                  absent={}, bias=0.0, fitted=True, threshold=0.3, margin=0.05,
+                  weights_ids={"bg": "sha-bg", "cm": "sha-OTHER", "av": "sha-av", "tm": "sha-tm"})
+    panel.save(fake_weights)
+    video = copy_as(clip, tmp_path / "talk.mp4")
+    assert main(["detect", str(video), "--weights", str(fake_weights), "--out", str(tmp_path / "o"), "--json"]) == 0
+    cap = capsys.readouterr()
+    assert "fitted on other weights for CM" in cap.err and "BG" not in cap.err.split("warning:")[1].split(";")[0]
+    r = json.loads(cap.out)
+    tm = by_name(r)["tm"]
+    assert r["panel"]["fitted"] is True and r["panel"]["threshold"] == 0.3 and r["panel"]["margin"] == 0.05
+    assert r["panel"]["probability"] == pytest.approx(float(sigmoid(tm["logit"])))

@@ -43,7 +43,7 @@ def check_device(device: str) -> None:
 
 
 def build_detector(weights: Path, *, frames: int, device: str, backend: str, margin: float | None = None,
-                   only: list[str] | None = None, batch_size: int = 16):
+                   only: list[str] | None = None, batch_size: int = 32):
     """Load the specialists and panel in a folder into a PanelDetector."""
     from dfpanel.detect.pipeline import DetectConfig, PanelDetector
     from dfpanel.detect.weights import load_panel, load_runners
@@ -53,8 +53,22 @@ def build_detector(weights: Path, *, frames: int, device: str, backend: str, mar
     check_device(device)
     runners = load_runners(weights, backend=backend, device=device, only=only)
     panel = load_panel(weights, margin=margin)
+    stale = panel_mismatch(panel, runners)
+    if stale:
+        from dfpanel.cli import err_console
+
+        err_console.print(f"[yellow]warning:[/] {weights}/panel.json was fitted on other weights for "
+                          f"{', '.join(stale)}; re-run `dfpanel panel fit` for a calibrated verdict", highlight=False)
     cfg = DetectConfig(frames=frames, device=device, backend=backend, batch_size=batch_size)
     return PanelDetector(runners, panel, cfg)
+
+
+def panel_mismatch(panel, runners) -> list[str]:
+    """Specialists whose weights differ from those the panel was fitted on."""
+    if not panel.fitted or not panel.weights_ids:
+        return []
+    return [r.name.upper() for r in runners
+            if r.name in panel.weights_ids and r.weights_id and panel.weights_ids[r.name] != r.weights_id]
 
 
 def outcome_line(outcome) -> str:
@@ -88,7 +102,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the report(s) as JSON on stdout instead of one line per video."),
         margin: float = typer.Option(None, "--margin", help="Override panel.json's uncertainty margin around the threshold."),
         only: str = typer.Option(None, "--only", help="Comma-separated specialists to run (default: all in --weights)."),
-        batch_size: int = typer.Option(16, "--batch-size", help="Samples per forward pass."),
+        batch_size: int = typer.Option(32, "--batch-size", help="Samples per forward pass."),
     ) -> None:
         """Detect deepfakes: each specialist scores the video, the panel gives the verdict; writes
         OUT/<video>/report.json + report.html (and OUT/summary.csv + .html for a folder). Exit code 0

@@ -42,7 +42,7 @@ class DetectConfig:
     backend: str = "torch"
     detector: str = "mtcnn"
     min_face_size: int = 40
-    batch_size: int = 16
+    batch_size: int = 32
     moments: int = 3  # most suspicious moments marked on the timeline
     thumbnails: int = 6
 
