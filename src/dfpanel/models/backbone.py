@@ -1,0 +1,79 @@
+"""The timm backbone every specialist shares by design: EfficientNet-B4 by default, any timm CNN by name.
+
+`Backbone(images in [0, 1])` -> (B, C, 7, 7) feature map (C = 1792 for B4). It normalises with the
+backbone's own pretrained mean/std, so views stay backbone-agnostic. `backbone="tiny"` is timm's
+`test_efficientnet` (~0.1 M parameters) for CPU tests and the demo.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dfpanel.errors import ConfigError, WeightsError
+
+TINY_BACKBONE = "test_efficientnet"
+GRID = 7  # every map (backbone and specialist) is pooled to GRID x GRID tokens
+
+
+def pool_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
+    """(n_out, n_in) averaging matrix equal to adaptive average pooling along one axis."""
+    i = torch.arange(n_out, device=like.device)
+    k = torch.arange(n_in, device=like.device)
+    start = (i * n_in) // n_out
+    end = ((i + 1) * n_in + n_out - 1) // n_out
+    inside = (k[None, :] >= start[:, None]) & (k[None, :] < end[:, None])
+    return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
+
+
+class GridPool(nn.Module):
+    """Adaptive average pooling to GRID x GRID written as two matrix products.
+
+    Same numbers as nn.AdaptiveAvgPool2d, but exports to ONNX for any input size (the ONNX exporter
+    only handles adaptive pooling whose output divides its input) and has no data-dependent branches."""
+
+    def __init__(self, size: int = GRID):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2], x.shape[-1]
+        return pool_matrix(h, self.size, x) @ x @ pool_matrix(w, self.size, x).T
+
+
+def timm_name(backbone: str) -> str:
+    return TINY_BACKBONE if backbone == "tiny" else backbone
+
+
+class Backbone(nn.Module):
+    def __init__(self, name: str = "efficientnet_b4", pretrained: bool = False, pretrained_path: str | None = None, grid: int = GRID):
+        super().__init__()
+        import timm
+
+        kwargs: dict = {"num_classes": 0, "global_pool": ""}
+        if pretrained_path:
+            path = Path(pretrained_path).expanduser()
+            if not path.is_file():
+                raise WeightsError(f"{path}: backbone weights file not found; fix pretrained_path or drop it")
+            # timm loads .safetensors with safetensors and anything else with torch.load(weights_only=True).
+            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+        else:
+            kwargs["pretrained"] = bool(pretrained)
+        try:
+            self.net = timm.create_model(timm_name(name), **kwargs)
+        except RuntimeError as exc:
+            if "Unknown model" in str(exc) or "Invalid model" in str(exc):
+                raise ConfigError(f"unknown backbone {name!r}; use a timm model name (e.g. efficientnet_b4) or 'tiny'") from None
+            raise WeightsError(f"{pretrained_path or name}: backbone weights do not fit {timm_name(name)} ({exc})".splitlines()[0]) from None
+        self.name = name
+        self.channels = int(self.net.num_features)
+        cfg = getattr(self.net, "pretrained_cfg", {}) or {}
+        self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1), persistent=False)
+        self.pool = GridPool(grid)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, channels, grid, grid)."""
+        return self.pool(self.net.forward_features((images - self.mean) / self.std))

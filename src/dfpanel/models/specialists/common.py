@@ -1,0 +1,124 @@
+"""The one design all five specialists share: backbone + own module + attention fusion + heads.
+
+A specialist file subclasses `PanelSpecialist` and supplies only its own ideas:
+  - `build_view(entry, positions, cfg)`: its input tensors from a cache entry (static, so a
+    DataLoader worker can take `model.view_fn()` without pickling the model);
+  - `input_shapes(cfg)`: name -> unbatched shape of each input (ONNX export and tests use it);
+  - `build_module(cfg)`: its specialist module, inputs dict -> (B, module_channels, 7, 7);
+  - `extra_config`: its own constructor kwargs and their defaults (None = "same as image_size").
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from dfpanel.errors import ConfigError
+from dfpanel.models.backbone import GRID, Backbone, GridPool
+from dfpanel.models.fusion import AttentionFusion
+from dfpanel.models.specialists.base import Specialist, SpecialistOutput
+
+COMMON_DEFAULTS: dict = {
+    "backbone": "efficientnet_b4",
+    "pretrained": False,
+    "pretrained_path": None,
+    "image_size": 224,
+    "clip_len": 8,
+    "fusion_dim": 256,
+    "fusion_heads": 8,
+    "dropout": 0.2,
+}
+
+
+def conv_bn_act(in_ch: int, out_ch: int, kernel: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, kernel, stride, padding=dilation * (kernel - 1) // 2, dilation=dilation, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.SiLU(inplace=True),
+    )
+
+
+def branch(in_ch: int, out_ch: int, kernel: int, stride: int = 1, downsample: int = 2, width: int = 16, dilation: int = 1) -> nn.Sequential:
+    """One analyzer branch: its characteristic kxk conv, `downsample` 3x3 stride-2 convs, a 1x1
+    projection to out_ch, and pooling to the 7x7 token grid."""
+    layers = [conv_bn_act(in_ch, width, kernel, stride, dilation)]
+    layers += [conv_bn_act(width, width, 3, 2) for _ in range(downsample)]
+    layers += [nn.Conv2d(width, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch), GridPool(GRID)]
+    return nn.Sequential(*layers)
+
+
+class PanelSpecialist(Specialist):
+    module_channels: ClassVar[int] = 32
+    extra_config: ClassVar[dict] = {}
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        unknown = set(kwargs) - set(COMMON_DEFAULTS) - set(self.extra_config)
+        if unknown:
+            known = ", ".join(sorted({**COMMON_DEFAULTS, **self.extra_config}))
+            raise ConfigError(f"specialist {self.name!r}: unknown option(s) {', '.join(sorted(unknown))}; known: {known}")
+        cfg = {**COMMON_DEFAULTS, **self.extra_config, **kwargs}
+        for key, value in self.extra_config.items():
+            if value is None and cfg[key] is None:
+                cfg[key] = cfg["image_size"]
+        self._config = cfg
+        self.check_config(cfg)
+        self.backbone = Backbone(cfg["backbone"], cfg["pretrained"], cfg["pretrained_path"])
+        self.module = self.build_module(cfg)
+        self.fusion = AttentionFusion(self.backbone.channels, self.module_channels, cfg["fusion_dim"], cfg["fusion_heads"], cfg["dropout"])
+
+    # ---- what a specialist file provides
+    @staticmethod
+    def build_view(entry, positions: Sequence[int], cfg: dict) -> dict[str, torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    @staticmethod
+    def input_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:  # pragma: no cover
+        raise NotImplementedError
+
+    def build_module(self, cfg: dict) -> nn.Module:  # pragma: no cover
+        raise NotImplementedError
+
+    def check_config(self, cfg: dict) -> None:
+        if cfg["image_size"] < 32:
+            raise ConfigError(f"specialist {self.name!r}: image_size must be at least 32, got {cfg['image_size']}")
+
+    def backbone_image(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return inputs["face"]
+
+    def output_info(self, inputs: dict[str, torch.Tensor]) -> dict:
+        return {}
+
+    # ---- the shared interface
+    @property
+    def config(self) -> dict:
+        """The kwargs that rebuild this model: `create_specialist(model.name, **model.config)`."""
+        return dict(self._config)
+
+    def view(self, entry, positions: Sequence[int]) -> dict[str, torch.Tensor]:
+        return self.build_view(entry, positions, self._config)
+
+    def view_fn(self):
+        """A picklable `fn(entry, positions) -> inputs` for DataLoader workers."""
+        return functools.partial(type(self).build_view, cfg=dict(self._config))
+
+    def input_names(self) -> list[str]:
+        return list(self.input_shapes(self._config))
+
+    def example_inputs(self, batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Random inputs of the right shapes (images in [0, 1], masks 1)."""
+        g = torch.Generator().manual_seed(seed)
+        out = {}
+        for name, shape in self.input_shapes(self._config).items():
+            out[name] = torch.ones(batch, *shape) if name.endswith("_mask") else torch.rand(batch, *shape, generator=g)
+        return out
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> SpecialistOutput:
+        features = self.backbone(self.backbone_image(inputs))
+        evidence = self.module(inputs)
+        logit, aux_logit = self.fusion(features, evidence)
+        return SpecialistOutput(logit=logit, aux_logit=aux_logit, info=self.output_info(inputs))
