@@ -39,13 +39,14 @@ def select_rows(
     seed: int = 0,
 ) -> list[CacheIndexRow]:
     """Filter cache rows; `max_videos` keeps a class-balanced, seeded subset (reals and fakes alternate)."""
+    chunk_set = None if chunks is None else set(chunks)
     out = [
         r
         for r in rows
         if (split is None or r.split == split)
         and (dataset is None or r.dataset == dataset)
         and (ids is None or r.id in ids)
-        and (chunks is None or r.chunk in set(chunks))
+        and (chunk_set is None or r.chunk in chunk_set)
     ]
     out.sort(key=lambda r: (r.dataset, r.id))
     if max_videos is not None and len(out) > max_videos:
