@@ -71,3 +71,10 @@ def test_bad_uploads_are_reported_not_crashes(client, tmp_path):
     assert c.post("/api/detect", files={"file": ("empty.mp4", b"", "video/mp4")}).status_code == 400
     assert c.get("/reports/..%2F..%2Fetc").status_code == 404
     assert c.get("/reports/0123456789ab").status_code == 404
+
+
+def test_serve_command_refuses_missing_weights_before_listening(tmp_path, capsys):
+    from dfpanel.cli import main
+
+    assert main(["serve", "--weights", str(tmp_path / "nope"), "--port", "0"]) == 2
+    assert "weights folder not found" in capsys.readouterr().err
