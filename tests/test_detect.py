@@ -195,3 +195,16 @@ def test_fitted_panel_is_used_and_stale_panel_warns(clip, tmp_path, fake_weights
     tm = by_name(r)["tm"]
     assert r["panel"]["fitted"] is True and r["panel"]["threshold"] == 0.3 and r["panel"]["margin"] == 0.05
     assert r["panel"]["probability"] == pytest.approx(float(sigmoid(tm["logit"])))
+
+
+def test_clip_specialist_with_shorter_clips_takes_windows(clip, tmp_path):
+    from detect_fakes import FakeSpecialist
+    from dfpanel.detect.runners import TorchRunner
+
+    short = TorchRunner(FakeSpecialist("tm", "clip", 1.0, clip_len=2))
+    long = TorchRunner(FakeSpecialist("av", "clip", 1.0, clip_len=4))
+    det = PanelDetector([short, long], Panel(), DetectConfig(), extract=fake_extract)
+    assert det.clip_len == 4  # extraction serves the longest
+    s = by_name(det.analyse(copy_as(clip, tmp_path / "talk.mp4")).report)
+    assert len(s["av"]["samples"]) == 3 and len(s["tm"]["samples"]) == 6
+    assert [x["position"] for x in s["tm"]["samples"]] == [0, 2, 4, 6, 8, 10]

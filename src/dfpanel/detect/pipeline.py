@@ -190,7 +190,10 @@ class PanelDetector:
             out["reason"] = "no audio track"
             return out
         if r.sample_kind == "clip":
-            groups = [g for g in entry.clips().values() if len(g) == r.clip_len]
+            # Extraction clips are as long as the longest clip specialist needs; a specialist with
+            # shorter clips takes consecutive, non-overlapping windows of its own length.
+            L = r.clip_len
+            groups = [g[i : i + L] for g in entry.clips().values() for i in range(0, len(g) - L + 1, L)]
             if not groups:
                 out["reason"] = f"video too short for a clip of {r.clip_len} frames"
                 return out

@@ -7,6 +7,7 @@ GET /reports/{id}/report.json, GET /healthz. Reports live under `work_dir/<id>/`
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime.
 import json
+import logging
 import re
 import shutil
 import threading
@@ -20,6 +21,7 @@ from dfpanel.detect.pipeline import PanelDetector
 from dfpanel.report.write import write_report
 from dfpanel.serve.page import render_page
 
+log = logging.getLogger(__name__)
 _ID = re.compile(r"^[0-9a-f]{12}$")
 CHUNK = 1 << 20
 
@@ -60,7 +62,11 @@ def create_app(detector: PanelDetector, work_dir: str | Path, max_upload_mb: int
     def analyse(upload: UploadFile) -> dict:
         rid, path = save_upload(upload)
         with lock:
-            outcome = detector.analyse(path)
+            try:
+                outcome = detector.analyse(path)
+            except Exception as exc:  # a bug on one upload must not take the page down; keep the traceback in the log
+                log.exception("detection failed on %s", path)
+                outcome = detector.fail(path, "error", f"internal error: {type(exc).__name__}: {exc}")
         write_report(outcome.report, work / rid, outcome.thumbnails)
         r = outcome.report
         return {
