@@ -180,3 +180,23 @@ def test_channels_last_gives_the_same_output():
         model = model.to(memory_format=torch.channels_last)
         got = model({k: v.contiguous(memory_format=torch.channels_last) for k, v in x.items()}).logit
     torch.testing.assert_close(ref, got, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["av", "tm"])
+def test_mixed_precision_forward_and_backward_stay_finite(name):
+    model = small(name).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(model.example_inputs(2))
+    (out.logit.float().sum() + out.aux_logit.float().sum()).backward()
+    assert torch.isfinite(out.logit.float()).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_compiles_as_one_graph(name):
+    """torch.compile friendly: no data-dependent Python control flow, so dynamo sees one graph."""
+    model = small(name).eval()
+    explained = torch._dynamo.explain(model)(model.example_inputs(2))
+    assert explained.graph_break_count == 0, explained.break_reasons[:2]
+    assert explained.graph_count == 1
