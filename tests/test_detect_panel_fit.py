@@ -101,3 +101,41 @@ def test_panel_fit_usage_errors(setup, tmp_path):
     assert main(base + ["--manifest", str(tmp_path / "nope.jsonl")]) == 2
     assert main(["panel", "fit", "--weights", str(setup.weights), "--manifest", str(setup.manifest)]) == 2  # no cache known
     assert not (setup.weights / "panel.json").exists()
+
+
+def test_panel_fit_with_real_tiny_models_over_a_real_cache(tmp_path, capsys):
+    """Nothing stood in: tiny specialists from safetensors, predict_scores over a cache written with
+    EntryWriter, a manifest from write_manifest."""
+    import torch
+
+    from detect_fakes import fake_track
+    from dfpanel.data.cache import EntryWriter
+    from dfpanel.data.manifest import VideoRecord, write_manifest
+    from dfpanel.models.specialists.base import create_specialist
+    from dfpanel.models.weights import save_weights
+
+    cache, records = tmp_path / "cache", []
+    for i in range(8):
+        vid, label, audio = f"v{i}", i % 2, i < 6
+        meta, crops, samples = fake_track(n_clips=2, clip_len=4, audio=audio, seed=i)
+        meta.video_id = vid
+        w = EntryWriter(cache, "folder", vid)
+        for pos, crop in enumerate(crops):
+            w.add_crop(pos, crop + np.uint8(20 * label))  # fakes a little brighter
+        if audio:
+            w.add_audio(samples)
+        w.commit(meta)
+        append_index_row(cache, CacheIndexRow(id=vid, dataset="folder", dir=f"folder/{vid}", label=label, fake_type="x",
+                                              split="val", group=vid, has_audio=audio, chunk=None, n_frames=8, n_clips=2))
+        records.append(VideoRecord(id=vid, path=f"{vid}.mp4", label=label, fake_type="x", split="val", dataset="folder", group=vid))
+    write_manifest(records, tmp_path / "val.jsonl")
+    torch.manual_seed(0)
+    for name in ("av", "cm"):
+        save_weights(create_specialist(name, backbone="tiny", image_size=64, clip_len=4).eval(), tmp_path / "w" / name, {})
+    code = main(["panel", "fit", "--weights", str(tmp_path / "w"), "--manifest", str(tmp_path / "val.jsonl"),
+                 "--data", str(cache)])
+    assert code == 0, capsys.readouterr().err
+    panel = Panel.load(tmp_path / "w")
+    assert panel.fitted and sorted(panel.specialists) == ["av", "cm"]
+    assert panel.metrics["n_videos"] == 8 and panel.metrics["abstained"] == {"av": 2, "cm": 0}
+    assert 0.0 <= panel.threshold <= 1.0
