@@ -99,7 +99,7 @@ class FakeTraces:
     def frame(self, i: int, composite: np.ndarray, real: np.ndarray, state: FaceState, affine: np.ndarray) -> np.ndarray:
         """The fake frame i (uint8). Only the face region differs from the real frame, so only it is redone.
 
-        composite: the real unlit composite (float32); real: the real finished frame (uint8). Neither is modified.
+        composite: the real unlit composite; real: the real finished frame (both uint8, neither modified).
         """
         scene = self.scene
         h, w = composite.shape[:2]
@@ -119,22 +119,22 @@ class FakeTraces:
                     blend = cv2.erode(blend, np.ones((2 * self.erode + 1,) * 2, np.uint8))
                 blend = cv2.GaussianBlur(blend, (0, 0), self.feather)
                 face = self._match_colour(face, comp, blend)
-            comp = comp * (1 - blend[..., None]) + face * blend[..., None]
-        lit = comp * scene.light[y1:y2, x1:x2]
-        gain = np.ones((y2 - y1, x2 - x1, 3), np.float32)
-        if "relight" in self.names:
-            extent = EYE_DIST * float(np.sqrt(abs(np.linalg.det(affine[:, :2])))) * 1.2
-            centre = affine[:, :2] @ np.array([CANVAS_W / 2, CANVAS_H / 2 + 10]) + affine[:, 2] - (x1, y1)
-            gain *= light_field(x2 - x1, y2 - y1, self.relight_angle, self.relight_strength, self.relight_tint,
-                                self.relight_gain, tuple(centre), extent)
-        if "temporal_jitter" in self.names:
-            gain *= (1 + rng.normal(0, self.flicker)) * (1 + rng.normal(0, self.flicker * 0.5, 3)).astype(np.float32)
+            b = blend[..., None]
+            comp = np.clip(np.rint(comp * (1 - b) + face * b), 0, 255).astype(np.uint8)
+        gain = None
         if "relight" in self.names or "temporal_jitter" in self.names:
+            gain = np.ones((y2 - y1, x2 - x1, 3), np.float32)
+            if "relight" in self.names:
+                extent = EYE_DIST * float(np.sqrt(abs(np.linalg.det(affine[:, :2])))) * 1.2
+                centre = affine[:, :2] @ np.array([CANVAS_W / 2, CANVAS_H / 2 + 10]) + affine[:, 2] - (x1, y1)
+                gain *= light_field(x2 - x1, y2 - y1, self.relight_angle, self.relight_strength, self.relight_tint,
+                                    self.relight_gain, tuple(centre), extent)
+            if "temporal_jitter" in self.names:
+                gain *= (1 + rng.normal(0, self.flicker)) * (1 + rng.normal(0, self.flicker * 0.5, 3)).astype(np.float32)
             m = mask[..., None]
-            lit *= 1 - m + m * gain
-        lit += scene.noise[scene.noise_order[i]][y1:y2, x1:x2]
+            gain = 1 - m + m * gain
         out = real.copy()
-        out[y1:y2, x1:x2] = np.clip(lit, 0, 255).astype(np.uint8)
+        out[y1:y2, x1:x2] = scene.finish(i, comp, roi, gain)
         if "recompress" in self.names:
             self._recompress(out, roi, mask)
         return out
@@ -155,6 +155,7 @@ class FakeTraces:
 
     def _match_colour(self, face: np.ndarray, under: np.ndarray, blend: np.ndarray) -> np.ndarray:
         wsum = blend.sum() + 1e-6
+        under = under.astype(np.float32)
         mf = (face * blend[..., None]).sum((0, 1)) / wsum
         mu = (under * blend[..., None]).sum((0, 1)) / wsum
         return face + self.colour_match * (mu - mf)

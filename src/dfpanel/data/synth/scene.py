@@ -17,6 +17,7 @@ from dfpanel.data.synth.faces import CANVAS_H, CANVAS_W, EYE_DIST, FaceState, Id
 
 FACE_CENTRE = np.array([104.0, 128.0])  # canvas point placed on the head path
 NECK_BOTTOM = np.array([104.0, 232.0])
+LIGHT_ONE = 128.0  # uint8 light value meaning gain 1.0
 MARGIN = 0.12  # background is this much larger than the frame on each side, for camera motion
 
 
@@ -128,15 +129,18 @@ class Scene:
 
     @cached_property
     def light(self) -> np.ndarray:
+        """Scene light as uint8 gain x LIGHT_ONE, for cv2's fast saturating multiply."""
         rng = np.random.default_rng([self.seed, 0x116])
-        return light_field(self.w, self.h, self.light_angle, rng.uniform(0.15, 0.4), 1 + rng.uniform(-0.07, 0.07, 3),
+        gain = light_field(self.w, self.h, self.light_angle, rng.uniform(0.15, 0.4), 1 + rng.uniform(-0.07, 0.07, 3),
                            rng.uniform(0.85, 1.1))
+        return np.clip(np.rint(gain * LIGHT_ONE), 0, 255).astype(np.uint8)
 
     @cached_property
     def noise(self) -> list[np.ndarray]:
         """A few sensor-noise frames, cycled (drawing fresh noise per frame costs more than the rest)."""
         rng = np.random.default_rng([self.seed, 0x0015E])
-        return [rng.standard_normal((self.h, self.w, 3), dtype=np.float32) * self.noise_sigma for _ in range(5)]
+        return [np.rint(rng.standard_normal((self.h, self.w, 3), dtype=np.float32) * self.noise_sigma).astype(np.int16)
+                for _ in range(5)]
 
     @cached_property
     def noise_order(self) -> np.ndarray:
@@ -180,7 +184,7 @@ class Scene:
         return cv2.warpAffine(self.background, m, (self.w, self.h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
     def compose(self, i: int, identity: Identity, state: FaceState, affine: np.ndarray) -> np.ndarray:
-        """Unlit composite (float32): backdrop, body, head."""
+        """Unlit composite (uint8): backdrop, body, head."""
         frame = self.backdrop(i)
         s = float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))
         neck = affine[:, :2] @ NECK_BOTTOM + affine[:, 2]
@@ -190,16 +194,22 @@ class Scene:
         cv2.ellipse(frame, body_c, (int(2.5 * d), int(2.0 * d)), 0, 0, 360, (shade * 0.8).tolist(), -1, cv2.LINE_AA)
         cv2.ellipse(frame, (body_c[0], body_c[1] + int(0.2 * d)), (int(2.2 * d), int(1.7 * d)), 0, 0, 360,
                     shade.tolist(), -1, cv2.LINE_AA)
-        out = frame.astype(np.float32)
         rgb, alpha = identity.render(state)
-        paste_layer(out, rgb, alpha, affine)
-        return out
+        paste_layer(frame, rgb, alpha, affine)
+        return frame
 
-    def finish(self, i: int, composite: np.ndarray) -> np.ndarray:
-        """Scene light and sensor noise on an unlit composite -> the uint8 frame."""
-        lit = composite * self.light
-        lit += self.noise[self.noise_order[i]]
-        return np.clip(lit, 0, 255).astype(np.uint8)
+    def finish(self, i: int, composite: np.ndarray, roi: tuple[int, int, int, int] | None = None,
+               gain: np.ndarray | None = None) -> np.ndarray:
+        """Scene light and sensor noise on an unlit uint8 composite -> the frame (or the `roi` part of it).
+
+        `gain` (float32, roi-sized) is extra light on top of the scene's, for fakes; where it is 1 the
+        result is bit-identical to the real frame's, since the same saturating cv2 operations run.
+        """
+        x1, y1, x2, y2 = roi if roi is not None else (0, 0, self.w, self.h)
+        lit = cv2.multiply(composite, self.light[y1:y2, x1:x2], scale=1.0 / LIGHT_ONE, dtype=cv2.CV_8U)
+        if gain is not None:
+            lit = np.clip(np.rint(lit * gain), 0, 255).astype(np.uint8)
+        return cv2.add(lit, self.noise[self.noise_order[i]][y1:y2, x1:x2], dtype=cv2.CV_8U)
 
 
 def layer_roi(affine: np.ndarray, w: int, h: int, pad: int = 2, box: np.ndarray | None = None) -> tuple[int, int, int, int] | None:
@@ -222,7 +232,7 @@ def warp_to_roi(img: np.ndarray, affine: np.ndarray, roi: tuple[int, int, int, i
 
 
 def paste_layer(frame: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, affine: np.ndarray) -> None:
-    """Alpha-blend a canvas layer into the float32 frame in place."""
+    """Alpha-blend a canvas layer into the uint8 frame in place."""
     h, w = frame.shape[:2]
     roi = layer_roi(affine, w, h)
     if roi is None:
@@ -230,4 +240,4 @@ def paste_layer(frame: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, affine: n
     x1, y1, x2, y2 = roi
     col = warp_to_roi(rgb, affine, roi).astype(np.float32)
     a = warp_to_roi(alpha, affine, roi)[..., None]
-    frame[y1:y2, x1:x2] = frame[y1:y2, x1:x2] * (1 - a) + col * a
+    frame[y1:y2, x1:x2] = np.rint(frame[y1:y2, x1:x2] * (1 - a) + col * a).astype(np.uint8)
