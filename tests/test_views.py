@@ -89,6 +89,15 @@ def test_no_audio_gives_zeros_and_mask_zero():
     assert mel.shape == (1, 80, 16) and float(mask) == 0.0 and not mel.any()
 
 
+def test_clip_beyond_the_end_of_the_audio_track_counts_as_no_audio():
+    audio = np.random.default_rng(0).uniform(-0.5, 0.5, 16000).astype(np.float32)  # 1 s of sound
+    entry, _ = make_entry(n_frames=40, fps=25.0, audio=audio)  # 1.6 s of video
+    inside, mask_inside = views.clip_log_mel(entry, list(range(8)), n_mels=80, per_frame=4)
+    beyond, mask_beyond = views.clip_log_mel(entry, list(range(30, 38)), n_mels=80, per_frame=4)
+    assert float(mask_inside) == 1.0 and inside.abs().sum() > 0
+    assert float(mask_beyond) == 0.0 and not beyond.any()
+
+
 def test_mel_filterbank_puts_a_tone_in_the_right_band():
     t = np.arange(16000) / 16000
     tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 AUDIO_RATE = 16000
+MIN_AUDIO_COVERAGE = 0.5  # a clip whose span the audio covers less than this counts as having none
 BLOCK = 8  # the 8x8 block grid of JPEG / MPEG-family codecs
 
 # --------------------------------------------------------------------------- boxes and crops
@@ -256,7 +257,8 @@ def clip_log_mel(entry, positions: Sequence[int], n_mels: int = 80, per_frame: i
     """Log-mel (1, n_mels, T*per_frame) covering exactly the time span of the clip's T frames
     ([t_first, t_last + frame duration)), per_frame columns per frame; and the audio mask (scalar).
 
-    Without audio: zeros and mask 0 (the model must abstain from audio evidence, not invent it)."""
+    Without audio, or where the audio track covers under half the clip's span: zeros and mask 0 (the
+    model must abstain from audio evidence, not invent it)."""
     n_cols = len(positions) * per_frame
     if entry.meta.audio is None or entry.audio is None or len(entry.audio) == 0:
         return torch.zeros(1, n_mels, n_cols), torch.tensor(0.0)
@@ -269,5 +271,10 @@ def clip_log_mel(entry, positions: Sequence[int], n_mels: int = 80, per_frame: i
     sr = entry.meta.audio.sample_rate
     hop = max(1, int(round(frame_dur * sr / per_frame)))
     first = (times[0] - entry.meta.audio.start_time) * sr
+    # A clip the audio track does not cover (tracks often end early) is a clip without audio:
+    # silence there says nothing about the voice, so it must not count as evidence.
+    covered = min(len(entry.audio), first + n_cols * hop) - max(0.0, first)
+    if covered < MIN_AUDIO_COVERAGE * n_cols * hop:
+        return torch.zeros(1, n_mels, n_cols), torch.tensor(0.0)
     mel = log_mel(entry.audio, first, hop, n_cols, n_mels=n_mels, sample_rate=sr)
     return mel[None], torch.tensor(1.0)
