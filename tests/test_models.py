@@ -172,6 +172,15 @@ def test_backbone_loads_pretrained_weights_from_a_local_file(tmp_path):
         Backbone("tiny", pretrained_path=str(tmp_path / "missing.safetensors"))
 
 
+@pytest.mark.parametrize("backbone,channels", [("test_vit", 64), ("test_convnext", 64), ("test_resnet", 96)])
+def test_other_timm_backbones_by_name(backbone, channels):
+    model = small("cm", backbone=backbone).eval()
+    x = model.example_inputs(2)
+    with torch.no_grad():
+        assert model.backbone(x["face"]).shape == (2, channels, 7, 7)
+        assert model(x).logit.shape == (2,)
+
+
 def test_channels_last_gives_the_same_output():
     model = small("bg").eval()
     x = model.example_inputs(2)

@@ -2,11 +2,13 @@
 
 `Backbone(images in [0, 1])` -> (B, C, 7, 7) feature map (C = 1792 for B4). It normalises with the
 backbone's own pretrained mean/std, so views stay backbone-agnostic. `backbone="tiny"` is timm's
-`test_efficientnet` (~0.1 M parameters) for CPU tests and the demo.
+`test_efficientnet` (~0.1 M parameters) for CPU tests and the demo. CNNs are the design; timm
+transformers (ViT, Swin) work too: their tokens are laid back out as a map before pooling.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -48,7 +50,9 @@ def timm_name(backbone: str) -> str:
 
 
 class Backbone(nn.Module):
-    def __init__(self, name: str = "efficientnet_b4", pretrained: bool = False, pretrained_path: str | None = None, grid: int = GRID):
+    def __init__(
+        self, name: str = "efficientnet_b4", pretrained: bool = False, pretrained_path: str | None = None, grid: int = GRID, image_size: int | None = None
+    ):
         super().__init__()
         import timm
 
@@ -63,6 +67,9 @@ class Backbone(nn.Module):
             kwargs["pretrained"] = bool(pretrained)
         try:
             self.net = timm.create_model(timm_name(name), **kwargs)
+            if image_size and _patch_size(self.net) is not None and _img_size(self.net) != image_size:
+                # transformers fix their token grid at build time: rebuild for our input size
+                self.net = timm.create_model(timm_name(name), img_size=image_size, **kwargs)
         except RuntimeError as exc:
             if "Unknown model" in str(exc) or "Invalid model" in str(exc):
                 raise ConfigError(f"unknown backbone {name!r}; use a timm model name (e.g. efficientnet_b4) or 'tiny'") from None
@@ -74,6 +81,26 @@ class Backbone(nn.Module):
         self.register_buffer("std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1), persistent=False)
         self.pool = GridPool(grid)
 
+        self.prefix_tokens = int(getattr(self.net, "num_prefix_tokens", 0) or 0)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, channels, grid, grid)."""
-        return self.pool(self.net.forward_features((images - self.mean) / self.std))
+        x = self.net.forward_features((images - self.mean) / self.std)
+        # CNNs give (B, C, H, W); these branches depend on shapes only, never on values.
+        if x.dim() == 3:  # ViT-style (B, prefix + H*W, C) tokens
+            x = x[:, self.prefix_tokens :]
+            side = math.isqrt(x.shape[1])
+            x = x.transpose(1, 2).reshape(x.shape[0], self.channels, side, x.shape[1] // side)
+        elif x.shape[1] != self.channels and x.shape[-1] == self.channels:  # channels-last maps (Swin)
+            x = x.permute(0, 3, 1, 2)
+        return self.pool(x)
+
+
+def _patch_size(net):
+    pe = getattr(net, "patch_embed", None)
+    return getattr(pe, "patch_size", None) if pe is not None else None
+
+
+def _img_size(net):
+    size = getattr(getattr(net, "patch_embed", None), "img_size", None)
+    return size[0] if isinstance(size, (tuple, list)) else size

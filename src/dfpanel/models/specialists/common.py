@@ -67,7 +67,7 @@ class PanelSpecialist(Specialist):
                 cfg[key] = cfg["image_size"]
         self._config = cfg
         self.check_config(cfg)
-        self.backbone = Backbone(cfg["backbone"], cfg["pretrained"], cfg["pretrained_path"])
+        self.backbone = Backbone(cfg["backbone"], cfg["pretrained"], cfg["pretrained_path"], image_size=cfg["image_size"])
         self.module = self.build_module(cfg)
         self.fusion = AttentionFusion(self.backbone.channels, self.module_channels, cfg["fusion_dim"], cfg["fusion_heads"], cfg["dropout"])
 
