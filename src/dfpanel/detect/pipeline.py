@@ -84,11 +84,12 @@ def default_extract(cfg: DetectConfig, clip_len: int) -> ExtractFn:
 
 class _TimedDetector:
     def __init__(self, inner):
-        self.inner, self.seconds = inner, 0.0
+        self.inner, self.seconds, self.frames = inner, 0.0, 0
         self.name = getattr(inner, "name", type(inner).__name__)
 
     def detect(self, frames):
         t = time.perf_counter()
+        self.frames += len(frames)
         try:
             return self.inner.detect(frames)
         finally:
