@@ -24,6 +24,21 @@ def _overrides(sets: list[str] | None, extra: list[str], devices: str | None, nu
     return out
 
 
+def _quiet_lightning() -> None:
+    """Lightning resets its loggers to INFO when imported (after the CLI set them) and warns about
+    things the presets choose on purpose (few workers on CPU); keep the terminal for our progress."""
+    import logging
+    import warnings
+
+    import lightning  # noqa: F401 - import first, so our levels win
+
+    if logging.getLogger().level > logging.DEBUG:
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    for message in (r".*does not have many workers.*", r".*isinstance\(treespec, LeafSpec\).*"):
+        warnings.filterwarnings("ignore", message=message)
+
+
 def _print_result(result: dict, title: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -33,7 +48,7 @@ def _print_result(result: dict, title: str) -> None:
     if not is_launcher_rank_zero():
         return
     table = Table(title=title)
-    for col in ("run", "val video AUC", "val frame AUC", "step", "weights"):
+    for col in ("run", "best val AUC (video)", "(frame)", "steps", "weights"):
         table.add_column(col)
     results = result if isinstance(result, list) else [result]
     for r in results:
@@ -72,6 +87,7 @@ def register(app: typer.Typer) -> None:
             overrides.append(f"data.manifest={manifest}")
         cfg = load_stage_config(config, overrides)
         _check_paths(cfg)
+        _quiet_lightning()
         from dfpanel.train.run import train_stage
 
         run_dir = out or Path("runs") / (cfg.name or Path(cfg.source).stem)
@@ -112,6 +128,7 @@ def register(app: typer.Typer) -> None:
                     raise DataError(f"{path}: no manifest for stage {stage} in --manifests; name it {stage}.jsonl")
             if path is not None:
                 found[stage] = str(path)
+        _quiet_lightning()
         from dfpanel.train.curriculum import run_curriculum
 
         results = run_curriculum(

@@ -179,9 +179,7 @@ def build_trainer(cfg: StageConfig, out_dir: Path, callbacks: list, progress: bo
     if t.early_stopping_patience > 0:
         callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=t.early_stopping_patience, check_finite=False))
     if progress:
-        from lightning.pytorch.callbacks import RichProgressBar
-
-        callbacks.append(RichProgressBar())
+        callbacks.append(_progress_bar())
     return L.Trainer(
         default_root_dir=out_dir,
         accelerator=t.accelerator if t.accelerator != "auto" else ("gpu" if on_gpu else "cpu"),
@@ -205,6 +203,18 @@ def build_trainer(cfg: StageConfig, out_dir: Path, callbacks: list, progress: bo
         logger=loggers,
         callbacks=callbacks,
     )
+
+
+def _progress_bar():
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    class ProgressBar(RichProgressBar):
+        def get_metrics(self, trainer, pl_module):
+            metrics = super().get_metrics(trainer, pl_module)
+            metrics.pop("v_num", None)  # the logger's version folder says nothing useful here
+            return metrics
+
+    return ProgressBar()
 
 
 def _save_atomic(trainer: L.Trainer, path: Path) -> None:
