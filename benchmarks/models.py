@@ -1,7 +1,7 @@
 """Forward cost of each specialist against its bare timm backbone, measured in the same run.
 
-    python benchmarks/models.py                                   # B4, batch 32, 224x224 (a GPU's job)
-    python benchmarks/models.py --batch 2 --repeats 3             # B4 at a small batch on CPU
+    python benchmarks/models.py                                   # B4, 224x224, batch 32 on a GPU (4 on CPU)
+    python benchmarks/models.py --batch 2 --repeats 3 --threads 1 # B4 at a small batch on a shared CPU
     python benchmarks/models.py --backbone tiny --size 112 --batch 8
 
 For each specialist: samples/s of the whole forward (view tensors in, logits out; the backbone sees
@@ -62,7 +62,7 @@ def main(argv=None) -> dict:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backbone", default="efficientnet_b4")
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch", type=int, default=None, help="default 32 on a GPU, 4 on CPU")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--clip-len", type=int, default=8)
     p.add_argument("--repeats", type=int, default=5)
@@ -75,6 +75,8 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.batch is None:  # B4 at batch 32 takes many minutes on a laptop CPU; `make bench` runs this
+        args.batch = 32 if device.type == "cuda" else 4
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     torch.manual_seed(0)
 
