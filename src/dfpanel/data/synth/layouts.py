@@ -149,7 +149,7 @@ def plan_celebdf(videos, seconds, size, fps, seed, compressions, parts) -> Plan:
     rng = np.random.default_rng([seed, 0xCE1])
     n_youtube = videos // 3
     n_celeb = videos - n_youtube
-    n_ids = max(2, -(-n_celeb // 2))
+    n_ids = min(n_celeb, max(3, -(-n_celeb // 2)))  # about two clips each; three or more so fakes vary
     celeb_clips = [(k % n_ids, k // n_ids) for k in range(n_celeb)]  # (identity, clip number)
     people = {i: seeds("celeb", i) for i in range(n_ids)}
     test_ids = set(rng.permutation(n_ids)[: max(1, round(n_ids / 3))].tolist()) if n_ids >= 3 else {n_ids - 1}

@@ -65,7 +65,7 @@ class FakeTraces:
                                          "colour_match": round(self.colour_match, 3)}
         if "relight" in self.names:
             self.relight_angle = scene.light_angle + np.pi + rng.uniform(-np.pi / 3, np.pi / 3)
-            self.relight_strength = float(rng.uniform(0.2, 0.35))
+            self.relight_strength = float(rng.uniform(0.12, 0.22))
             tint = rng.uniform(0.03, 0.07, 3) * rng.choice([-1, 1], 3)
             self.relight_tint = 1 + tint
             self.relight_gain = float(rng.uniform(0.9, 1.1))

@@ -191,9 +191,13 @@ class Scene:
         d = EYE_DIST * s
         body_c = (int(neck[0]), int(neck[1] + 1.5 * d))
         shade = np.array(identity.clothing, np.float32)
-        cv2.ellipse(frame, body_c, (int(2.5 * d), int(2.0 * d)), 0, 0, 360, (shade * 0.8).tolist(), -1, cv2.LINE_AA)
-        cv2.ellipse(frame, (body_c[0], body_c[1] + int(0.2 * d)), (int(2.2 * d), int(1.7 * d)), 0, 0, 360,
+        # Shoulders: a wide rounded torso, a little darker at the sides, and a collar under the neck.
+        cv2.ellipse(frame, body_c, (int(2.6 * d), int(2.0 * d)), 0, 0, 360, (shade * 0.85).tolist(), -1, cv2.LINE_AA)
+        cv2.ellipse(frame, (body_c[0], body_c[1] + int(0.3 * d)), (int(1.9 * d), int(1.9 * d)), 0, 0, 360,
                     shade.tolist(), -1, cv2.LINE_AA)
+        collar = np.array([[neck[0] - 0.55 * d, neck[1] - 0.5 * d], [neck[0] + 0.55 * d, neck[1] - 0.5 * d],
+                           [neck[0], neck[1] + 0.6 * d]], np.int32)
+        cv2.fillConvexPoly(frame, collar, (shade * 0.6).tolist(), cv2.LINE_AA)
         rgb, alpha = identity.render(state)
         paste_layer(frame, rgb, alpha, affine)
         return frame
