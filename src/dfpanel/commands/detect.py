@@ -104,9 +104,11 @@ def register(app: typer.Typer) -> None:
         only: str = typer.Option(None, "--only", help="Comma-separated specialists to run (default: all in --weights)."),
         batch_size: int = typer.Option(32, "--batch-size", help="Samples per forward pass."),
     ) -> None:
-        """Detect deepfakes: each specialist scores the video, the panel gives the verdict; writes
-        OUT/<video>/report.json + report.html (and OUT/summary.csv + .html for a folder). Exit code 0
-        when every video was analysed, 1 when some could not be (each named with its reason)."""
+        """Detect deepfakes in videos: specialist scores, panel verdict, report.json + report.html.
+
+        Writes OUT/<video>/report.json and report.html (and OUT/summary.csv + summary.html for a folder).
+        Exit code 0 when every video was analysed, 1 when some could not be (each named with its reason).
+        """
         from rich.console import Console
 
         from dfpanel.cli import err_console

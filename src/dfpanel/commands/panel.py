@@ -42,8 +42,11 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("cpu", "--device"),
         batch_size: int = typer.Option(16, "--batch-size"),
     ) -> None:
-        """Fit the combiner (logistic regression over specialist logits, abstentions masked) and its
-        threshold on validation videos; writes WEIGHTS/panel.json."""
+        """Fit the panel's weights and threshold on validation videos; writes WEIGHTS/panel.json.
+
+        Logistic regression over the specialists' video-level logits, abstentions (AV without audio)
+        masked; threshold at the equal error rate or a target false-positive rate.
+        """
         from rich.console import Console
 
         from dfpanel.detect.panel_fit import fit_from_folder

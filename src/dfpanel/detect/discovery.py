@@ -103,7 +103,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
 
 
 def _short(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    # FFmpeg errors carry "[Errno N] message: 'path'"; the message alone says it (the path is named already).
+    text = (getattr(exc, "strerror", None) or str(exc)).strip() or type(exc).__name__
     return text.split("\n")[0][:160]
 
 
