@@ -196,7 +196,7 @@ class PanelDetector:
             L = r.clip_len
             groups = [g[i : i + L] for g in entry.clips().values() for i in range(0, len(g) - L + 1, L)]
             if not groups:
-                out["reason"] = f"video too short for a clip of {r.clip_len} frames"
+                out["reason"] = f"no {L} consecutive frames were sampled (video too short, or --frames below {L})"
                 return out
         else:
             groups = [[p] for p in range(len(entry))]
