@@ -45,11 +45,19 @@ def onnx_sidecar_path(path: str | os.PathLike) -> Path:
 def export_onnx(model, path: str | os.PathLike, batch: int = 2, verify: bool = True) -> Path:
     """Export `model` (eval mode, CPU) to ONNX with a dynamic batch axis; with `verify`, check that
     onnxruntime matches PyTorch within 1e-4 on a different batch size and raise if it does not."""
-    import onnx
-
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model = model.to("cpu").eval()
+    device, training = next(model.parameters()).device, model.training
+    try:
+        model.to("cpu").eval()
+        return _export(model, out, batch, verify)
+    finally:
+        model.to(device).train(training)  # hand the caller's model back as it came
+
+
+def _export(model, out: Path, batch: int, verify: bool) -> Path:
+    import onnx
+
     names = model.input_names()
     example = model.example_inputs(batch)
     dynamic = {n: {0: "batch"} for n in [*names, *OUTPUT_NAMES]}
