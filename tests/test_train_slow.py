@@ -1,4 +1,5 @@
-"""Longer training checks: a 3-stage curriculum, the CLI commands, and a 2-process DDP run on CPU."""
+"""Longer training checks: a 3-stage curriculum and a 2-process DDP run on CPU (slow), and the CLI
+commands end to end (a few seconds)."""
 
 from __future__ import annotations
 
@@ -51,7 +52,6 @@ def test_curriculum_chains_three_stages_and_skips_finished_ones(three_dataset_ca
     assert (ffpp / "best.safetensors").stat().st_mtime_ns == mtime  # finished stages are not redone
 
 
-@pytest.mark.slow
 def test_cli_train_and_curriculum(three_dataset_cache, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "--config", "cm/tiny_ffpp", "--data", str(three_dataset_cache), "--out", str(out),

@@ -32,9 +32,13 @@ RUN_FILE = "run.json"
 MONITOR = "val_auc"
 
 
+RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+
+
 def is_launcher_rank_zero() -> bool:
-    """True in the process the user started (DDP children get LOCAL_RANK / NODE_RANK set)."""
-    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", 0))) == 0
+    """True in the global rank-0 process, also before DDP starts: Lightning's launcher, torchrun and
+    SLURM give every other process a non-zero rank in one of these variables."""
+    return all(int(os.environ.get(var, 0) or 0) == 0 for var in RANK_VARS)
 
 
 def view_of(model):
