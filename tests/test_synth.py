@@ -223,6 +223,7 @@ def test_rerun_skips_finished_videos_redoes_missing_ones_and_refuses_other_param
     "kwargs, message",
     [
         (dict(size=(321, 240)), "even width"),
+        (dict(size=(96, 64)), "from 128x120"),
         (dict(layout="youtube"), "unknown layout"),
         (dict(layout="ffpp", videos=1), "too few"),
         (dict(compressions=("c99",)), "c99"),

@@ -36,8 +36,9 @@ def _check(layout, videos, seconds, size, fps, compressions, parts) -> None:
     if not 0 < seconds <= 600:
         raise DfpanelError(f"--seconds {seconds} is out of range; give a duration between 0 and 600 seconds")
     w, h = size
-    if w < 64 or h < 64 or w > 7680 or h > 4320 or w % 2 or h % 2:
-        raise DfpanelError(f"--size {w}x{h} is not usable; give even width and height between 64 and 7680x4320, e.g. 320x240")
+    # Below 120 lines the face gets smaller than the 40 px a face detector is usually asked to find.
+    if w < 128 or h < 120 or w > 7680 or h > 4320 or w % 2 or h % 2:
+        raise DfpanelError(f"--size {w}x{h} is not usable; give even width and height from 128x120 to 7680x4320, e.g. 320x240")
     if not 1 <= fps <= 120:
         raise DfpanelError(f"--fps {fps} is out of range; give a frame rate between 1 and 120")
     bad = [c for c in compressions if c not in COMPRESSION_CRF]
