@@ -84,6 +84,28 @@ def test_sparse_sample_decodes_far_fewer_frames_than_the_video(videos, monkeypat
     assert decoded < 40  # each clip costs at most a GOP (10) plus decoder lookahead, not 100 frames
 
 
+def test_skipping_unreferenced_frames_on_the_way_changes_no_pixels(videos, monkeypatch):
+    idx = [i for c in plan_clips(100, 16, 4) for i in c]
+    results, decoded = {}, {}
+    for skip in (False, True):
+        with VideoReader(videos["long"]) as r:
+            r.skip_nonref = skip
+            original, n = r._decode_stream, [0]
+
+            def counting(original=original, n=n):
+                for frame in original():
+                    n[0] += 1
+                    yield frame
+
+            monkeypatch.setattr(r, "_decode_stream", counting)
+            results[skip] = r.frames(idx)
+            decoded[skip] = n[0]
+    assert [f.index for f in results[True]] == idx
+    for a, b in zip(results[True], results[False]):
+        np.testing.assert_array_equal(a.rgb, b.rgb)
+    assert decoded[True] < decoded[False]  # B-frames before each target were never decoded
+
+
 def test_vfr_times_come_from_pts_not_frame_counts(videos):
     spec = VideoSpec(seconds=1.2, vfr=True)
     expected = frame_times(spec)

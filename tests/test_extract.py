@@ -255,7 +255,6 @@ def test_cli_strict_exit_codes_and_user_errors(dataset, tmp_path, capsys):
     assert main(args + ["--detector", "nope"]) == 2
 
 
-@pytest.mark.slow
 def test_worker_pool_gives_the_same_cache_as_one_process(dataset, cache, tmp_path):
     _, manifest, _ = dataset
     single_out, _ = cache

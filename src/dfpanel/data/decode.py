@@ -83,6 +83,8 @@ def _rotation_of(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> i
 class VideoReader:
     """One open video. Use as a context manager; raises VideoError for anything unreadable."""
 
+    skip_nonref = True  # drop unreferenced frames while decoding up to a wanted one
+
     def __init__(self, path: str | Path, threads: int = 0):
         self.path = Path(path)
         if not self.path.is_file():
@@ -108,6 +110,7 @@ class VideoReader:
         if self.tb is None:
             raise VideoError(f"{self.path}: video stream has no time base")
         self.truncated = False
+        self._skip_below: int | None = None  # see _decode_stream
         self.pts, self.key_pts = self._index_packets()
         if not self.pts:
             raise VideoError(f"{self.path}: no video frames found; the file is empty or truncated")
@@ -177,10 +180,20 @@ class VideoReader:
             return
 
     def _decode_stream(self) -> Iterator[av.VideoFrame]:
+        """Decode packets in order. Packets before the next wanted frame (`_skip_below`) are decoded
+        with skip_frame=NONREF: frames nothing else references are dropped unseen, which saves about
+        half the work of decoding up to a target in an H.264 stream with B-frames."""
+        ctx = self.stream.codec_context
+        mode = None
         try:
-            for frame in self.container.decode(self.stream):
-                if frame.pts is not None:
-                    yield frame
+            for packet in self.container.demux(self.stream):
+                below = self._skip_below
+                want = "NONREF" if self.skip_nonref and below is not None and packet.pts is not None and packet.pts < below else "DEFAULT"
+                if want != mode:
+                    ctx.skip_frame = mode = want
+                for frame in packet.decode():
+                    if frame.pts is not None:
+                        yield frame
         except av.error.FFmpegError as exc:
             log.warning("%s: decoding stopped (%s)", self.path, _reason(exc))
             self.truncated = True
@@ -200,23 +213,30 @@ class VideoReader:
         frames_iter: Iterator[av.VideoFrame] | None = None
         last_pts: int | None = None
         j = 0
-        while j < len(wanted):
-            target = self.pts[wanted[j]]
-            if frames_iter is None or last_pts is None or last_pts >= target or self._keyframe_between(last_pts, target):
-                frames_iter = self._decode_from(target)
-            for frame in frames_iter:
-                last_pts = frame.pts
-                if frame.pts < target:
-                    continue
-                while j < len(wanted) and self.pts[wanted[j]] < frame.pts:
-                    j += 1  # a wanted frame the decoder never produced
-                if j < len(wanted) and frame.pts == self.pts[wanted[j]]:
-                    out.append(DecodedFrame(wanted[j], float(frame.pts * self.tb), self._to_rgb(frame)))
-                    j += 1
-                if j >= len(wanted) or self._keyframe_between(frame.pts, self.pts[wanted[j]]):
-                    break
-            else:
-                break  # decoder ran dry: whatever is still wanted cannot be decoded
+        try:
+            while j < len(wanted):
+                target = self.pts[wanted[j]]
+                self._skip_below = target
+                if frames_iter is None or last_pts is None or last_pts >= target or self._keyframe_between(last_pts, target):
+                    frames_iter = self._decode_from(target)
+                for frame in frames_iter:
+                    last_pts = frame.pts
+                    if frame.pts < target:
+                        continue
+                    while j < len(wanted) and self.pts[wanted[j]] < frame.pts:
+                        j += 1  # a wanted frame the decoder never produced
+                    if j < len(wanted) and frame.pts == self.pts[wanted[j]]:
+                        out.append(DecodedFrame(wanted[j], float(frame.pts * self.tb), self._to_rgb(frame)))
+                        j += 1
+                    if j >= len(wanted):
+                        break
+                    target = self._skip_below = self.pts[wanted[j]]
+                    if self._keyframe_between(frame.pts, target):
+                        break
+                else:
+                    break  # decoder ran dry: whatever is still wanted cannot be decoded
+        finally:
+            self._skip_below = None
         return out
 
     def _keyframe_between(self, after_pts: int, upto_pts: int) -> bool:

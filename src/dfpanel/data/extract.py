@@ -92,10 +92,11 @@ def sparse_positions(clip_positions: list[int], every: int) -> list[int]:
     return picked
 
 
-def _unsteady(dets_by_pos: list[list[Detection]]) -> bool:
+def _unsteady(dets_by_pos: list[list[Detection]], main_only: bool) -> bool:
     """Should this clip get dense detection? Yes when the detected frames disagree on how many
-    faces there are, or the largest face jumps (IoU < 0.3: more than about half its width) between them."""
-    counts = {len(d) for d in dets_by_pos}
+    faces there are (only whether there is one, when keeping the main face), or the largest face
+    jumps (IoU < 0.3: more than about half its width) between them."""
+    counts = {min(len(d), 1) if main_only else len(d) for d in dets_by_pos}
     if len(counts) > 1:
         return True
     if counts == {0}:
@@ -109,6 +110,62 @@ def _detect(detector: FaceDetector, frames: list[np.ndarray], positions: list[in
         return {}
     found = detector.detect([frames[p] for p in positions])
     return {p: [d for d in ds if d.score >= min_score] for p, ds in zip(positions, found)}
+
+
+ROI_SCALE = 2.5  # region searched around a known face, x its box
+ROI_FACE_PX = 80  # the region is downscaled so the known face is about this big (2x min_face_size)
+
+
+def _detect_roi(
+    detector: FaceDetector, frames: list[np.ndarray], positions: list[int], anchor: Detection, cfg: ExtractConfig
+) -> dict[int, list[Detection]]:
+    """Detect only in a region around a face found a few frames earlier, downscaled so that face is
+    ~ROI_FACE_PX: a fraction of a full-frame pass. Boxes come back in frame pixels."""
+    import cv2
+
+    if not positions:
+        return {}
+    h, w = frames[positions[0]].shape[:2]
+    x0, y0, x1, y1 = context_box(anchor.box, w, h, scale=ROI_SCALE)
+    face = max(anchor.box[2] - anchor.box[0], anchor.box[3] - anchor.box[1], 1.0)
+    s = min(1.0, max(ROI_FACE_PX, 2 * cfg.min_face_size) / face)
+    size = (max(1, round((x1 - x0) * s)), max(1, round((y1 - y0) * s)))
+    crops = [frames[p][y0:y1, x0:x1] for p in positions]
+    if s < 1.0:
+        crops = [cv2.resize(c, size, interpolation=cv2.INTER_AREA) for c in crops]
+    sx, sy = (x1 - x0) / crops[0].shape[1], (y1 - y0) / crops[0].shape[0]
+    out = {}
+    for p, ds in zip(positions, detector.detect(crops)):
+        out[p] = [
+            Detection(d.box * [sx, sy, sx, sy] + [x0, y0, x0, y0], d.landmarks * [sx, sy] + [x0, y0], d.score)
+            for d in ds
+            if d.score >= cfg.min_score
+        ]
+    return out
+
+
+def detect_clips(detector: FaceDetector, frames: list[np.ndarray], clip_positions: list[list[int]], cfg: ExtractConfig) -> tuple[dict[int, list[Detection]], int]:
+    """Detections on a subset of positions: per clip its first, every k-th and last frame; every
+    frame of a clip where those disagree. Keeping only the main face, the first frame of each clip
+    is searched whole and the others only around the largest face found there. Returns
+    (position -> detections, number of dense positions)."""
+    sparse = [sparse_positions(ps, cfg.detect_every) for ps in clip_positions]
+    main_only = not cfg.all_faces
+    if main_only:
+        dets = _detect(detector, frames, [sp[0] for sp in sparse], cfg.min_score)
+        full = []
+        for sp in sparse:
+            if dets[sp[0]]:
+                anchor = max(dets[sp[0]], key=lambda d: d.area)
+                dets.update(_detect_roi(detector, frames, sp[1:], anchor, cfg))
+            else:
+                full.extend(sp[1:])
+        dets.update(_detect(detector, frames, full, cfg.min_score))
+    else:
+        dets = _detect(detector, frames, [p for sp in sparse for p in sp], cfg.min_score)
+    dense = [p for ps, sp in zip(clip_positions, sparse) if _unsteady([dets[q] for q in sp], main_only) for p in ps if p not in dets]
+    dets.update(_detect(detector, frames, dense, cfg.min_score))
+    return dets, len(dense)
 
 
 def extract_video(
@@ -138,11 +195,7 @@ def extract_video(
     frames = [f.rgb for f in sampled]
     clip_positions = [[p for p, k in enumerate(clip_of) if k == c] for c in range(len(clips))]
 
-    # Sparse pass, then dense detection where a clip's sparse detections do not agree.
-    sparse = [sparse_positions(ps, cfg.detect_every) for ps in clip_positions]
-    dets = _detect(detector, frames, [p for ps in sparse for p in ps], cfg.min_score)
-    dense = [p for ps, sp in zip(clip_positions, sparse) if _unsteady([dets[q] for q in sp]) for p in ps if p not in dets]
-    dets.update(_detect(detector, frames, dense, cfg.min_score))
+    dets, n_dense = detect_clips(detector, frames, clip_positions, cfg)
 
     tracks = track_faces(clip_of, dets)
     if not tracks:
@@ -157,7 +210,7 @@ def extract_video(
     out = []
     for k, track in enumerate(tracks):
         meta, crops = _track_output(track, sampled, clip_of, info, cfg, audio_info, video_id, dataset, k, detector.name)
-        meta.extra.update(detected_frames=len(dets), dense_frames=len(dense), n_tracks=len(tracks), truncated=truncated)
+        meta.extra.update(detected_frames=len(dets), dense_frames=n_dense, n_tracks=len(tracks), truncated=truncated)
         out.append((meta, crops, audio[0] if audio is not None else None))
     return out
 
@@ -396,14 +449,16 @@ def run_extraction(
         if time.monotonic() - last_save > 30:
             save()
 
+    pools = _WorkerPool(cfg, workers) if workers > 1 and len(todo) > 1 else None
+    pool = pools.start() if pools else None
     try:
         with _progress(progress, len(todo)) as advance:
-            if workers <= 1 or len(todo) <= 1:
+            if pools is None:
                 for record in todo:
                     on_result(process_record(record, out, cfg))
                     advance(summary["failed"])
             else:
-                _run_pool(todo, out, cfg, workers, on_result, lambda: advance(summary["failed"]))
+                _run_pool(todo, out, pools, pool, on_result, lambda: advance(summary["failed"]))
     finally:
         elapsed = time.perf_counter() - t0
         summary["seconds"] = round(elapsed, 3)
@@ -415,25 +470,53 @@ def run_extraction(
     return summary
 
 
-def _run_pool(todo, out, cfg, workers, on_result, advance) -> None:
-    """Process pool with a bounded queue; a crashed worker (segfault in a codec, OOM kill) fails
-    only the videos it had in flight, and the pool is rebuilt."""
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+class _WorkerPool:
+    """Makes process pools for extraction. Workers come from a fork server that imported torch,
+    the detector and PyAV once (and never computed, so no OpenMP/CUDA state is inherited): a
+    worker is ready in well under a second instead of re-importing torch (seconds). Plain fork is
+    not safe once this process has run torch ops. Windows spawns. Each worker sets torch to one
+    thread and loads its own detector once."""
+
+    def __init__(self, cfg: ExtractConfig, workers: int):
+        import multiprocessing as mp
+
+        self.cfg, self.workers = replace(cfg, decode_threads=1), workers
+        if "forkserver" in mp.get_all_start_methods():
+            self.ctx = mp.get_context("forkserver")
+            self.ctx.set_forkserver_preload(["torch", "facenet_pytorch", "cv2", "av", "dfpanel.data.extract"])
+        else:
+            self.ctx = mp.get_context("spawn")
+
+    def start(self):
+        """A pool whose workers are up (started here, before any progress-bar thread exists)."""
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=self.ctx, initializer=_init_worker,
+            initargs=(self.cfg, logging.getLogger().level),
+        )
+        pool.submit(_ready).result()
+        return pool
+
+
+def _ready() -> bool:
+    return True
+
+
+def _run_pool(todo, out, pools: _WorkerPool, pool, on_result, advance) -> None:
+    """Run `todo` on the pool with a bounded queue; a crashed worker (segfault in a codec, OOM kill)
+    fails only the videos it had in flight, and the pool is rebuilt."""
+    from concurrent.futures import FIRST_COMPLETED, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    # spawn: torch and CUDA do not survive fork; each worker loads its own detector once.
-    ctx = mp.get_context("spawn")
-    wcfg = replace(cfg, decode_threads=1)
     queue = list(reversed(todo))
-    level = logging.getLogger().level
     while queue:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(wcfg, level))
+        pool = pool or pools.start()
         inflight: dict = {}
         broken = False
         try:
             while queue or inflight:
-                while queue and len(inflight) < workers * 2 and not broken:
+                while queue and len(inflight) < pools.workers * 2 and not broken:
                     rec = queue.pop()
                     inflight[pool.submit(_work, rec, str(out))] = rec
                 if not inflight:
@@ -455,6 +538,7 @@ def _run_pool(todo, out, cfg, workers, on_result, advance) -> None:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
+        pool = None
 
 
 def _check_device(device: str) -> None:
