@@ -208,3 +208,13 @@ def test_clip_specialist_with_shorter_clips_takes_windows(clip, tmp_path):
     s = by_name(det.analyse(copy_as(clip, tmp_path / "talk.mp4")).report)
     assert len(s["av"]["samples"]) == 3 and len(s["tm"]["samples"]) == 6
     assert [x["position"] for x in s["tm"]["samples"]] == [0, 2, 4, 6, 8, 10]
+
+
+def test_faceless_video_through_real_extraction_is_a_no_face_outcome(tmp_path):
+    """Real decoding and MTCNN (no stand-in extraction) on a video with no face in it."""
+    video = make_video(tmp_path / "empty_room.mp4", VideoSpec(seconds=0.6, size=(160, 120), face=False))
+    det = PanelDetector(fake_runners(), Panel(), DetectConfig(frames=8, clip_len=4))
+    out = det.analyse(video)
+    assert not out.ok and out.report["error"]["kind"] == "no_face"
+    assert out.report["error"]["message"].startswith("no face found") and "manifest" not in out.report["error"]["message"]
+    assert out.report["timings"]["faces"] > 0 and out.report["video"]["width"] == 160

@@ -334,11 +334,14 @@ def _video_id(path: Path) -> str:
 
 
 def _strip_name(message: str, path: Path) -> str:
-    """Errors from extraction start with the file's path; the report names the file already."""
+    """Errors from extraction start with the file's path (the report names the file already) and may
+    end with advice for `dfpanel extract` (manifests), which does not apply to detection."""
     for prefix in (f"{path}: ", f"{path.name}: "):
         if message.startswith(prefix):
-            return message[len(prefix):]
-    return message
+            message = message[len(prefix):]
+            break
+    head, sep, advice = message.partition("; ")
+    return head if sep and "manifest" in advice else message
 
 
 def _strongest(specialists: list[dict], verdict: str | None) -> str | None:
