@@ -55,8 +55,6 @@ def run_detect(
 ) -> DetectRun:
     """Analyse every video under `paths`; a report folder per video under `out`. `summary` None:
     written when a folder was given or there is more than one video."""
-    import time
-
     out = Path(out)
     found = discover_videos(paths, exclude=[out])
     run = DetectRun(skipped=found.skipped)
@@ -66,13 +64,7 @@ def run_detect(
 
     def handle(outcome: VideoOutcome) -> None:
         folder = _unique_dir(out, outcome.path, used)
-        t = time.perf_counter()
         write_report(outcome.report, folder, outcome.thumbnails)
-        outcome.report["timings"]["report"] = time.perf_counter() - t
-        # report.json is rewritten so it carries its own writing time too (cheap: no HTML re-render)
-        import json
-
-        (folder / "report.json").write_text(json.dumps(outcome.report, indent=1, allow_nan=False), encoding="utf-8")
         run.outcomes.append(outcome)
         run.report_dirs.append(folder)
         if on_outcome:
