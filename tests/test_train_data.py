@@ -130,3 +130,11 @@ def test_predict_scores_one_row_per_sample(cache):
     assert np.allclose(df["prob"], 1 / (1 + np.exp(-df["logit"])))
     assert df.groupby("video_id")["label"].nunique().max() == 1
     assert model.training  # left as it was found
+
+
+def test_predict_scores_of_an_empty_selection_is_an_empty_table(cache):
+    # A manifest with no video of the split (synthetic DFDC had no test split) must not crash scoring.
+    from dfpanel.train.predict import COLUMNS, predict_scores
+
+    df = predict_scores(FakeClipSpecialist(), cache, manifest=[], progress=False)
+    assert list(df.columns) == COLUMNS and len(df) == 0

@@ -73,7 +73,7 @@ def predict_scores(
             bar[0].stop()
         model.train(was_training)
     frame = pd.DataFrame.from_records(records, columns=COLUMNS[:-1])
-    frame["prob"] = torch.sigmoid(torch.tensor(frame["logit"].to_numpy(), dtype=torch.float64)).numpy()
+    frame["prob"] = torch.sigmoid(torch.tensor(frame["logit"].to_numpy(dtype="float64"))).numpy()
     return frame[COLUMNS]
 
 
