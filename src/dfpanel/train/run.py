@@ -26,6 +26,11 @@ from dfpanel.errors import ConfigError
 from dfpanel.train.fetch import WEIGHTS_FILE, resolve_init, sha256_of
 
 log = logging.getLogger(__name__)
+# Lightning announces hardware and tips at INFO through its own handler; our progress bars and tables say
+# what matters, so keep its warnings only (and no second copy through the root handler).
+for _name in ("lightning.pytorch", "lightning.fabric"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+    logging.getLogger(_name).propagate = False
 
 RESULT_FILE = "result.json"
 RUN_FILE = "run.json"
