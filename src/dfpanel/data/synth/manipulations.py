@@ -65,7 +65,7 @@ class FakeTraces:
                                          "colour_match": round(self.colour_match, 3)}
         if "relight" in self.names:
             self.relight_angle = scene.light_angle + np.pi + rng.uniform(-np.pi / 3, np.pi / 3)
-            self.relight_strength = float(rng.uniform(0.12, 0.22))
+            self.relight_strength = float(rng.uniform(0.15, 0.28))
             tint = rng.uniform(0.03, 0.07, 3) * rng.choice([-1, 1], 3)
             self.relight_tint = 1 + tint
             self.relight_gain = float(rng.uniform(0.9, 1.1))
@@ -73,7 +73,7 @@ class FakeTraces:
                                        "strength": round(self.relight_strength, 3),
                                        "tint": [round(float(t), 3) for t in self.relight_tint]}
         if "recompress" in self.names:
-            self.quality = int(rng.integers(30, 61))
+            self.quality = int(rng.integers(12, 31))  # low enough for the blocks to outlast H.264 at crf 23
             self.grid = (int(rng.integers(1, 8)), int(rng.integers(1, 8)))
             self.details["recompress"] = {"jpeg_quality": self.quality, "grid_offset": list(self.grid), "region": region}
         if "temporal_jitter" in self.names:
