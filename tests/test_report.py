@@ -85,7 +85,10 @@ def test_html_is_self_contained_and_shows_the_report(outcomes, tmp_path):
     assert "abstained: no audio track" in page
     assert o.report["verdict"] in page
     # one marker per suspicious moment on the timeline
-    assert page.count('fill="#c62828"/>') == len(o.report["timeline"]["moments"])
+    assert page.count('class="moment"') == len(o.report["timeline"]["moments"])
+    # the panel's bar comes first, at the panel's probability
+    assert re.search(r'>Panel</text><rect x="230" y="11" width="([\d.]+)"', page).group(1) == \
+        f"{700 * o.report['panel']['probability']:.1f}"
     for line in o.report["explanation"]:
         assert html.escape(line) in page
 

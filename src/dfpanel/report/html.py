@@ -44,7 +44,8 @@ def bars_svg(report: dict, width: int = 1000) -> str:
     """One horizontal bar per specialist (probability of fake), threshold line, abstentions greyed."""
     specs = report["specialists"]
     row, left, right = 34, 230, 70
-    h = row * len(specs) + 34
+    panel_p = report["panel"]["probability"]
+    h = row * (len(specs) + 1) + 34
     plot = width - left - right
     thr = report["panel"]["threshold"]
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {h}" width="100%" role="img" '
@@ -53,8 +54,14 @@ def bars_svg(report: dict, width: int = 1000) -> str:
         x = left + plot * k / 10
         parts.append(f'<line x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="{h - 24}" stroke="#eceff1"/>')
         parts.append(f'<text x="{x:.1f}" y="{h - 8}" font-size="11" text-anchor="middle" fill="#5f6368">{k * 10}%</text>')
+    # The panel's own bar first: the threshold line belongs to it.
+    parts.append(f'<text x="{left - 10}" y="{8 + 17}" font-size="13" font-weight="700" text-anchor="end">Panel</text>')
+    if panel_p is not None:
+        color = VERDICT_COLORS.get(report["verdict"], "#616161")
+        parts.append(f'<rect x="{left}" y="{8 + 3}" width="{plot * panel_p:.1f}" height="20" rx="3" fill="{color}"/>')
+        parts.append(f'<text x="{left + plot * panel_p + 6:.1f}" y="{8 + 18}" font-size="12" font-weight="700">{_pct(panel_p)}</text>')
     for i, s in enumerate(specs):
-        y = 8 + i * row
+        y = 8 + (i + 1) * row
         label = f"{escape(s['title'])} ({escape(s['name'].upper())})"
         parts.append(f'<text x="{left - 10}" y="{y + 17}" font-size="13" text-anchor="end">{label}</text>')
         if s["status"] == "scored":
@@ -66,7 +73,7 @@ def bars_svg(report: dict, width: int = 1000) -> str:
             parts.append(f'<text x="{left + 10}" y="{y + 18}" font-size="12" fill="#5f6368">abstained: {escape(s["reason"] or "")}</text>')
     x = left + plot * thr
     parts.append(f'<line x1="{x:.1f}" y1="2" x2="{x:.1f}" y2="{h - 24}" stroke="#1d1f23" stroke-width="1.5" stroke-dasharray="5 3"/>')
-    parts.append(f'<text x="{x + 4:.1f}" y="{h - 26}" font-size="11" fill="#1d1f23">threshold {_pct(thr)}</text>')
+    parts.append(f'<text x="{x + 4:.1f}" y="{h - 26}" font-size="11" fill="#1d1f23">panel threshold {_pct(thr)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -105,7 +112,7 @@ def timeline_svg(report: dict, width: int = 1000, height: int = 300) -> str:
     for m in tl["moments"]:
         x = X(m["time"])
         parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + ph}" stroke="#c62828" stroke-width="1" stroke-opacity=".5"/>')
-        parts.append(f'<path d="M{x - 6:.1f},{top - 2} L{x + 6:.1f},{top - 2} L{x:.1f},{top + 8} Z" fill="#c62828"/>')
+        parts.append(f'<path class="moment" d="M{x - 6:.1f},{top - 2} L{x + 6:.1f},{top - 2} L{x:.1f},{top + 8} Z" fill="#c62828"/>')
     for i, s in enumerate(report["specialists"]):
         if s["status"] != "scored":
             continue
