@@ -12,6 +12,7 @@ import pytest
 
 from dfpanel.cli import main
 from dfpanel.data.cache import CacheIndexRow, append_index_row
+from dfpanel.data.manifest import VideoRecord, write_manifest
 from dfpanel.detect import panel_fit
 from dfpanel.detect.panel_fit import video_logit_table
 from dfpanel.models.panel import Panel, video_logit
@@ -52,7 +53,8 @@ def setup(tmp_path, monkeypatch):
         append_index_row(cache, CacheIndexRow(id=vid, dataset="folder", dir=f"folder/{vid}", label=label, fake_type="x",
                                               split="val", group=vid, has_audio=audio, chunk=None, n_frames=4, n_clips=1))
     manifest = tmp_path / "val.jsonl"
-    manifest.write_text("")
+    write_manifest([VideoRecord(id=v, path=f"{v}.mp4", label=y, fake_type="x", split="val", dataset="folder", group=v)
+                    for v, y, _ in videos()], manifest)
     calls = []
     monkeypatch.setattr(panel_fit, "_load_specialist", lambda path, device: SimpleNamespace(name=path.stem.split("_")[0]))
 
@@ -83,12 +85,13 @@ def test_panel_fit_command_writes_a_panel_that_beats_equal_weights(setup, capsys
                  "--data", str(setup.cache), "--threshold", "fpr", "--target-fpr", "0.1", "--margin", "0.05"])
     assert code == 0, capsys.readouterr().err
     assert sorted(c[0] for c in setup.calls) == ["av", "bg", "cm"]
-    assert all(c[1] == setup.manifest for c in setup.calls)
+    assert all([r.id for r in c[1]] == [v for v, _, _ in videos()] for c in setup.calls)  # the manifest's records
     panel = Panel.load(setup.weights)
     assert panel.fitted and panel.threshold_method == "fpr" and panel.target_fpr == 0.1 and panel.margin == 0.05
     assert panel.weights["bg"] > 0.3 and panel.weights["av"] > 0.3 and abs(panel.weights["cm"]) < 0.15
     assert panel.metrics["abstained"]["av"] == sum(not a for _, _, a in videos())
     assert panel.metrics["auc"] > panel.metrics["equal_weights_auc"]
+    assert panel.metrics["specialist_auc"]["av"] > 0.8 and abs(panel.metrics["specialist_auc"]["cm"] - 0.5) < 0.15
     assert panel.weights_ids == {"bg": "sha0", "av": "sha1", "cm": "sha2"}
     assert "wrote" in capsys.readouterr().out
     # detection picks it up from the same folder
@@ -99,6 +102,8 @@ def test_panel_fit_usage_errors(setup, tmp_path):
     base = ["panel", "fit", "--weights", str(setup.weights), "--data", str(setup.cache)]
     assert main(base + ["--manifest", str(setup.manifest), "--threshold", "fpr"]) == 2
     assert main(base + ["--manifest", str(tmp_path / "nope.jsonl")]) == 2
+    (tmp_path / "empty.jsonl").write_text("")
+    assert main(base + ["--manifest", str(tmp_path / "empty.jsonl")]) == 2
     assert main(["panel", "fit", "--weights", str(setup.weights), "--manifest", str(setup.manifest)]) == 2  # no cache known
     assert not (setup.weights / "panel.json").exists()
 
@@ -110,7 +115,6 @@ def test_panel_fit_with_real_tiny_models_over_a_real_cache(tmp_path, capsys):
 
     from detect_fakes import fake_track
     from dfpanel.data.cache import EntryWriter
-    from dfpanel.data.manifest import VideoRecord, write_manifest
     from dfpanel.models.specialists.base import create_specialist
     from dfpanel.models.weights import save_weights
 
@@ -128,12 +132,13 @@ def test_panel_fit_with_real_tiny_models_over_a_real_cache(tmp_path, capsys):
         append_index_row(cache, CacheIndexRow(id=vid, dataset="folder", dir=f"folder/{vid}", label=label, fake_type="x",
                                               split="val", group=vid, has_audio=audio, chunk=None, n_frames=8, n_clips=2))
         records.append(VideoRecord(id=vid, path=f"{vid}.mp4", label=label, fake_type="x", split="val", dataset="folder", group=vid))
-    write_manifest(records, tmp_path / "val.jsonl")
+    write_manifest(records[:5], tmp_path / "val.jsonl")  # two manifests, as FF++ + DFDC would be
+    write_manifest(records[5:], tmp_path / "val2.jsonl")
     torch.manual_seed(0)
     for name in ("av", "cm"):
         save_weights(create_specialist(name, backbone="tiny", image_size=64, clip_len=4).eval(), tmp_path / "w" / name, {})
     code = main(["panel", "fit", "--weights", str(tmp_path / "w"), "--manifest", str(tmp_path / "val.jsonl"),
-                 "--data", str(cache)])
+                 "--manifest", str(tmp_path / "val2.jsonl"), "--data", str(cache)])
     assert code == 0, capsys.readouterr().err
     panel = Panel.load(tmp_path / "w")
     assert panel.fitted and sorted(panel.specialists) == ["av", "cm"]

@@ -17,15 +17,22 @@ class ThresholdMethod(str, Enum):
     fpr = "fpr"
 
 
-def _table(panel) -> "object":
+def _table(panel, auc: dict | None = None) -> "object":
     from rich.table import Table
 
     t = Table(title=f"panel ({'fitted' if panel.fitted else 'equal weights, not fitted'})")
     t.add_column("specialist")
     t.add_column("weight", justify="right")
     t.add_column("when abstaining", justify="right")
+    if auc:
+        t.add_column("its own AUC", justify="right")
+    abstained = panel.metrics.get("abstained", {})
     for name in panel.specialists:
-        t.add_row(name.upper(), f"{panel.weights.get(name, 0.0):+.3f}", f"{panel.absent.get(name, 0.0):+.3f}")
+        row = [name.upper(), f"{panel.weights.get(name, 0.0):+.3f}", f"{panel.absent.get(name, 0.0):+.3f}"]
+        if auc:
+            a = auc.get(name)
+            row.append("—" if a is None else f"{a:.3f}" + (f" ({abstained[name]} abstained)" if abstained.get(name) else ""))
+        t.add_row(*row)
     return t
 
 
@@ -33,7 +40,7 @@ def register(app: typer.Typer) -> None:
     @panel_app.command("fit")
     def fit(
         weights: Path = typer.Option(..., "--weights", "-w", help="Folder with one .safetensors + .json per specialist; panel.json is written here."),
-        manifest: Path = typer.Option(..., "--manifest", "-m", help="Validation manifest (its videos must be in the cache)."),
+        manifest: list[Path] = typer.Option(..., "--manifest", "-m", help="Validation manifest (its videos must be in the cache); repeat to combine several."),
         data: Path = typer.Option(None, "--data", help="Face-track cache; default: the one named in the weights' sidecars."),
         split: str = typer.Option(None, "--split", help="Only this split of the manifest (default: every video in it)."),
         threshold: ThresholdMethod = typer.Option(ThresholdMethod.eer, "--threshold", help="eer, or fpr (with --target-fpr)."),
@@ -59,7 +66,7 @@ def register(app: typer.Typer) -> None:
                                        target_fpr=target_fpr, margin=margin, device=device, batch_size=batch_size)
         path = panel.save(weights)
         con = Console(highlight=False)
-        con.print(_table(panel))
+        con.print(_table(panel, panel.metrics.get("specialist_auc")))
         m = panel.metrics
         con.print(f"{m['n_videos']} validation videos ({m['n_fake']} fake): AUC {m['auc']:.3f} "
                   f"(equal weights {m['equal_weights_auc']:.3f}), log-loss {m['log_loss']:.3f} "

@@ -41,7 +41,7 @@ def video_logit_table(scores: Mapping[str, "object"], has_audio: Mapping[tuple[s
 
 def fit_from_folder(
     weights: str | os.PathLike,
-    manifest: str | os.PathLike,
+    manifest: str | os.PathLike | list[str | os.PathLike],
     data: str | os.PathLike | None = None,
     *,
     split: str | None = None,
@@ -52,13 +52,21 @@ def fit_from_folder(
     batch_size: int = 16,
     progress: bool = True,
 ) -> tuple[Panel, "object"]:
-    """Fit the panel on the validation videos of `manifest`; returns it (not yet saved) and the table."""
+    """Fit the panel on the validation videos of `manifest` (one or several, e.g. FF++ and DFDC so
+    that AV sees videos with audio); returns it (not yet saved) and the per-video table."""
     from dfpanel.data.cache import FaceTrackCache
     from dfpanel.detect.weights import find_weights
 
     files = find_weights(weights, "torch")
-    if not Path(manifest).is_file():
-        raise DataError(f"{manifest}: manifest not found; write one with `dfpanel index`")
+    from dfpanel.data.manifest import read_manifest
+
+    manifests = [Path(m) for m in (manifest if isinstance(manifest, (list, tuple)) else [manifest])]
+    for m in manifests:
+        if not m.is_file():
+            raise DataError(f"{m}: manifest not found; write one with `dfpanel index`")
+    records = [r for m in manifests for r in read_manifest(m)]
+    if not records:
+        raise DataError(f"{', '.join(map(str, manifests))}: no videos listed; give the validation manifest from `dfpanel index`")
     if data is None:
         data = next((f.sidecar.get("config", {}).get("data", {}).get("cache") for f in files
                      if isinstance(f.sidecar.get("config"), dict) and f.sidecar["config"].get("data", {}).get("cache")), None)
@@ -71,15 +79,28 @@ def fit_from_folder(
         model = _load_specialist(f.path, device)
         if getattr(model, "needs_audio", f.specialist == "av"):
             needs_audio.add(f.specialist)
-        scores[f.specialist] = _predict_scores(model, data, manifest=manifest, split=split, batch_size=batch_size,
+        scores[f.specialist] = _predict_scores(model, data, manifest=records, split=split, batch_size=batch_size,
                                                device=device, progress=progress)
     table = video_logit_table(scores, has_audio, needs_audio)
     names = [c for c in table.columns if c != "label"]
     panel = fit_panel(table[names].to_numpy(dtype=np.float64), table["label"].to_numpy(), names,
                       threshold=threshold, target_fpr=target_fpr, margin=margin)
     panel.weights_ids = {f.specialist: f.sidecar.get("sha256") or "" for f in files}
-    panel.metrics["manifest"] = str(Path(manifest).resolve())
+    panel.metrics["manifests"] = [str(m.resolve()) for m in manifests]
+    panel.metrics["specialist_auc"] = _specialist_auc(table, names)
     return panel, table
+
+
+def _specialist_auc(table, names: list[str]) -> dict[str, float | None]:
+    """Each specialist's own video-level AUC on the videos it voted on (None: one class only)."""
+    from sklearn.metrics import roc_auc_score
+
+    out = {}
+    for n in names:
+        voted = table[n].notna()
+        y = table.loc[voted, "label"].to_numpy()
+        out[n] = float(roc_auc_score(y, table.loc[voted, n].to_numpy())) if len(set(y)) == 2 else None
+    return out
 
 
 # Indirections so tests can stand in for the trained models.
