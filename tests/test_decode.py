@@ -125,8 +125,11 @@ def test_display_matrix_rotation_is_applied(videos):
         assert (r.info.width, r.info.height) == (240, 320)
         f = r.frames([5])[0]
     assert f.rgb.shape == (320, 240, 3)
-    # Rotated 90 deg counterclockwise: turning it back clockwise restores the stamp corner.
-    assert read_stamp(np.rot90(f.rgb, -1)) == 5
+    # Stored turned clockwise, shown upright: the stamp is back in the top-left corner.
+    assert read_stamp(f.rgb) == 5
+    with VideoReader(videos["rot"]) as r:
+        r.rotation = 0  # what ignoring the display matrix would give
+        assert read_stamp(r.frames([5])[0].rgb) != 5
 
 
 def test_rotate_tag_is_used_when_there_is_no_display_matrix():
@@ -165,6 +168,20 @@ def test_unreadable_files_raise_video_error(tmp_path, videos):
         with pytest.raises(VideoError, match=words) as info:
             VideoReader(path)
         assert path.name in str(info.value) and "\n" not in str(info.value)
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    import av
+
+    path = tmp_path / "voice.m4a"
+    with av.open(str(path), "w") as out:
+        st = out.add_stream("aac", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        for p in list(st.encode(frame)) + list(st.encode()):
+            out.mux(p)
+    with pytest.raises(VideoError, match="voice.m4a: has no video stream"):
+        VideoReader(path)
 
 
 def test_truncated_tail_of_a_streamable_file_keeps_the_frames_before_it(videos, tmp_path):

@@ -106,6 +106,19 @@ def test_interpolated_boxes_match_detection_on_every_frame(dataset):
         np.testing.assert_allclose(a.box, b.box, atol=3.0)  # within 3 px of running the detector
 
 
+def test_rotated_video_is_extracted_upright(dataset):
+    root, _, _ = dataset
+    path = make_video(root.parent / "rot.mp4", VideoSpec(seconds=0.8, rotation=90, size=(320, 240)))
+    ((meta, crops, _),) = extract_video(path, ExtractConfig(frames=8, clip_len=8))
+    assert meta.rotation == 90 and meta.source_size == [240, 320]
+    for f in meta.frames:
+        x0, y0, x1, y1 = f.crop_box
+        assert x1 <= 240 and y1 <= 320
+        # Upright face: eyes above the nose above the mouth.
+        lm = np.array(f.landmarks)
+        assert lm[:2, 1].max() < lm[2, 1] < lm[3:, 1].min()
+
+
 def test_extract_video_raises_for_no_face_and_bad_files(dataset):
     root, _, _ = dataset
     with pytest.raises(NoFaceError, match="noface.mp4: no face"):
@@ -164,6 +177,14 @@ def test_rerun_skips_finished_videos_and_resumes_a_killed_one(dataset, tmp_path)
     assert (again["skipped"], again["ok"]) == (2, 0)
     assert det.calls == calls  # nothing decoded or detected
     assert {p: p.stat().st_mtime_ns for p in out.glob("folder/*/meta.json")} == mtimes
+    # A killed run's half-written entry folders: old ones are cleared, a young one (maybe another
+    # run's, in progress) is left alone.
+    stale, young = out / "folder" / ".tmp-x-1", out / "folder" / ".tmp-y-2"
+    for d in (stale, young):
+        (d / "crops").mkdir(parents=True)
+    os.utime(stale, (0, 0))
+    run_extraction(good, out, CFG, progress=False)
+    assert not stale.exists() and young.exists()
     # Killed after fake_b's entry was committed but before its index row: it is redone, once.
     lines = (out / INDEX_FILE).read_text().splitlines(True)
     (out / INDEX_FILE).write_text("".join(l for l in lines if '"fake_b"' not in l))

@@ -4,7 +4,7 @@ or rotation metadata. Pixel content is deterministic, so tests can check what wa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -24,7 +24,8 @@ class VideoSpec:
     click_at: float | None = None  # seconds; adds an AAC track with a click there
     audio_start: float = 0.0  # the audio track starts this late (seconds, on the video's clock)
     vfr: bool = False  # frame durations alternate 1/fps*0.6 and 1/fps*1.4
-    rotation: int = 0  # display-matrix rotation (degrees counterclockwise), written as side data
+    rotation: int = 0  # display-matrix rotation (degrees counterclockwise), written as side data;
+    # the picture is stored turned the other way, as a phone does, so it displays upright
     gop: int = 12
     codec: str = "libx264"
     container_ext: str = ".mp4"
@@ -82,8 +83,10 @@ def make_video(path: str | Path, spec: VideoSpec | None = None) -> Path:
     path = Path(path)
     rng = np.random.default_rng(spec.seed)
     w, h = spec.size
-    yy, xx = np.mgrid[0:h, 0:w]
-    background = np.stack([(xx * 255 // w), (yy * 255 // h), np.full_like(xx, 90)], -1).astype(np.uint8)
+    k = (spec.rotation // 90) % 4
+    shown = replace(spec, size=(h, w) if k % 2 else (w, h))  # what a player displays
+    yy, xx = np.mgrid[0 : shown.size[1], 0 : shown.size[0]]
+    background = np.stack([(xx * 255 // shown.size[0]), (yy * 255 // shown.size[1]), np.full_like(xx, 90)], -1).astype(np.uint8)
     background = np.clip(background + rng.integers(-12, 12, background.shape), 0, 255).astype(np.uint8)
     patch = face_patch(spec.face_height) if spec.face else None
     times = frame_times(spec)
@@ -104,7 +107,9 @@ def make_video(path: str | Path, spec: VideoSpec | None = None) -> Path:
         if spec.click_at is not None:
             aus = out.add_stream("aac", rate=AUDIO_SOURCE_RATE, layout="mono")
         for i, t in enumerate(times):
-            frame = av.VideoFrame.from_ndarray(render_frame(i, len(times), spec, background, patch), format="rgb24")
+            upright = render_frame(i, len(times), shown, background, patch)
+            stored = np.ascontiguousarray(np.rot90(upright, -k)) if k else upright
+            frame = av.VideoFrame.from_ndarray(stored, format="rgb24")
             frame.pts = int(round(t / tb))
             frame.time_base = tb
             for p in vs.encode(frame):

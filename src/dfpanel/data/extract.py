@@ -356,6 +356,22 @@ def done_ids(out: Path) -> set[tuple[str, str]]:
     return done
 
 
+def remove_stale_temp(out: Path, older_than_s: float = 3600.0) -> int:
+    """Delete entry temp folders left by killed runs. Only old ones: another run sharing the cache
+    may be writing a young one right now (an entry takes seconds to write)."""
+    import shutil
+
+    now, n = time.time(), 0
+    for tmp in out.glob("*/.tmp-*"):
+        try:
+            if tmp.is_dir() and now - tmp.stat().st_mtime > older_than_s:
+                shutil.rmtree(tmp, ignore_errors=True)
+                n += 1
+        except OSError:
+            continue
+    return n
+
+
 def select_records(
     manifest_path: str | os.PathLike, shard: tuple[int, int] = (1, 1), splits: Sequence[str] | None = None
 ) -> list[VideoRecord]:
@@ -404,8 +420,11 @@ def run_extraction(
     out = Path(out)
     records = select_records(manifest_path, shard, splits)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp(out)
     done = done_ids(out)
     todo = [r for r in records if (r.dataset, r.id) not in done]
+    log.info("extract: %d video(s) selected (shard %d/%d), %d already in %s, %d to do with %d worker(s)",
+             len(records), shard[0], shard[1], len(records) - len(todo), out, len(todo), workers)
     summary = {
         "manifest": str(manifest_path),
         "shard": f"{shard[0]}/{shard[1]}",
