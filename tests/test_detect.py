@@ -85,7 +85,7 @@ def test_verdict_and_strongest_follow_the_evidence(clip, tmp_path):
     assert real["verdict"] == "real" and real["strongest"] == "bg"
     # a fitted panel that trusts only TM follows TM, even against the others
     panel = Panel(specialists=["bg", "cm", "av", "tm"], weights={"bg": 0.0, "cm": 0.0, "av": 0.0, "tm": 1.0},
-                  absent={}, fitted=True, threshold=0.5)
+                  fitted=True, threshold=0.5)
     r = detector(panel, bg=-6.0, cm=-6.0, av=-6.0, tm=5.0).analyse(video).report
     assert r["verdict"] == "fake" and r["strongest"] == "tm"
 
@@ -184,7 +184,7 @@ def test_usage_errors_exit_2(tmp_path, capsys):
 
 def test_fitted_panel_is_used_and_stale_panel_warns(clip, tmp_path, fake_weights, capsys):
     panel = Panel(specialists=["bg", "cm", "av", "tm"], weights={"bg": 0.0, "cm": 0.0, "av": 0.0, "tm": 1.0},
-                  absent={}, bias=0.0, fitted=True, threshold=0.3, margin=0.05,
+                  bias=0.0, fitted=True, threshold=0.3, margin=0.05,
                   weights_ids={"bg": "sha-bg", "cm": "sha-OTHER", "av": "sha-av", "tm": "sha-tm"})
     panel.save(fake_weights)
     video = copy_as(clip, tmp_path / "talk.mp4")

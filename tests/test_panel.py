@@ -46,15 +46,26 @@ def test_verdict_margin_around_threshold():
     assert panel.verdict(0.29) == "real"
 
 
-def test_fitted_panel_masks_abstaining_specialist_with_its_absent_offset():
-    panel = Panel(specialists=["bg", "av"], weights={"bg": 2.0, "av": 3.0}, absent={"bg": 0.0, "av": -0.7},
-                  bias=0.25, fitted=True)
+def test_fitted_panel_drops_the_term_of_an_abstaining_specialist():
+    panel = Panel(specialists=["bg", "av"], weights={"bg": 2.0, "av": 3.0}, bias=0.25, fitted=True)
     assert panel.decision({"bg": 1.0, "av": 1.0}) == pytest.approx(0.25 + 2.0 + 3.0)
-    # AV abstains: its term is replaced by the absent offset, whatever value it would have had.
-    assert panel.decision({"bg": 1.0, "av": None}) == pytest.approx(0.25 + 2.0 - 0.7)
-    assert panel.decision({"bg": 1.0}) == pytest.approx(0.25 + 2.0 - 0.7)
+    # AV abstains: no term at all, whatever value it would have had.
+    assert panel.decision({"bg": 1.0, "av": None}) == pytest.approx(0.25 + 2.0)
+    assert panel.decision({"bg": 1.0}) == pytest.approx(0.25 + 2.0)
     # A specialist the panel never saw cannot vote.
-    assert panel.decision({"bg": 1.0, "av": None, "tm": 50.0}) == pytest.approx(0.25 + 2.0 - 0.7)
+    assert panel.decision({"bg": 1.0, "av": None, "tm": 50.0}) == pytest.approx(0.25 + 2.0)
+
+
+def test_abstaining_is_not_learned_as_evidence():
+    """Where AV abstains on mostly-fake videos (FF++: no audio), 'no audio' must not become 'fake'."""
+    rng = np.random.default_rng(5)
+    n = 600
+    y = rng.integers(0, 2, n)
+    bg = (2 * y - 1) * 1.0 + rng.normal(0, 1.0, n)
+    av = (2 * y - 1) * 1.0 + rng.normal(0, 1.0, n)
+    av[(y == 1) & (rng.random(n) < 0.8)] = np.nan  # fakes mostly lack audio
+    panel = fit_panel(np.stack([bg, av], 1), y, ["bg", "av"])
+    assert panel.decision({"bg": 0.0, "av": None}) == pytest.approx(panel.decision({"bg": 0.0, "av": 0.0}))
 
 
 def test_fit_recovers_informative_weights_and_beats_equal_weights():

@@ -110,6 +110,7 @@ def register(app: typer.Typer) -> None:
         Exit code 0 when every video was analysed, 1 when some could not be (each named with its reason).
         """
         from rich.console import Console
+        from rich.markup import escape
 
         from dfpanel.cli import err_console
         from dfpanel.detect.run import run_detect
@@ -125,7 +126,7 @@ def register(app: typer.Typer) -> None:
         )
         out_console = err_console if as_json else Console(highlight=False)
         run = run_detect(paths, detector, out, progress=True,
-                         on_outcome=lambda o, d: out_console.print(outcome_line(o), highlight=False))
+                         on_outcome=lambda o, d: out_console.print(outcome_line(o), highlight=False, soft_wrap=True))
         if not run.outcomes:
             raise DfpanelError(f"no videos found in {', '.join(str(p) for p in paths)}; give video files or folders holding them")
         if as_json:
@@ -133,10 +134,13 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=1))
         n_bad = len(run.failed)
         tail = f"; summary: {run.summary[1]}" if run.summary else ""
+        # soft_wrap: paths stay whole (copyable, greppable) instead of being cut at the terminal width
         err_console.print(
-            f"{len(run.outcomes) - n_bad}/{len(run.outcomes)} video(s) analysed; reports in {out}{tail}", highlight=False
+            f"{len(run.outcomes) - n_bad}/{len(run.outcomes)} video(s) analysed; reports in {out}{tail}",
+            highlight=False, soft_wrap=True,
         )
         if n_bad:
             for o in run.failed:
-                err_console.print(f"[red]not analysed[/]: {o.path}: {o.reason}", highlight=False)
+                err_console.print(f"[red]not analysed[/]: {escape(str(o.path))}: {escape(o.reason or '')}",
+                                  highlight=False, soft_wrap=True)
             raise typer.Exit(1)

@@ -23,12 +23,11 @@ def _table(panel, auc: dict | None = None) -> "object":
     t = Table(title=f"panel ({'fitted' if panel.fitted else 'equal weights, not fitted'})")
     t.add_column("specialist")
     t.add_column("weight", justify="right")
-    t.add_column("when abstaining", justify="right")
     if auc:
         t.add_column("its own AUC", justify="right")
     abstained = panel.metrics.get("abstained", {})
     for name in panel.specialists:
-        row = [name.upper(), f"{panel.weights.get(name, 0.0):+.3f}", f"{panel.absent.get(name, 0.0):+.3f}"]
+        row = [name.upper(), f"{panel.weights.get(name, 0.0):+.3f}"]
         if auc:
             a = auc.get(name)
             row.append("—" if a is None else f"{a:.3f}" + (f" ({abstained[name]} abstained)" if abstained.get(name) else ""))

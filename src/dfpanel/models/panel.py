@@ -1,10 +1,11 @@
 """The panel: combines the specialists' video-level logits into one verdict.
 
 A logistic regression over the specialists' logits in which an abstaining specialist (AV on a video
-without audio, a specialist whose weights were not given) is *masked*: its logit term is dropped and a
-learned per-specialist "absent" offset takes its place, so a missing vote is neither a vote for real
-nor a made-up score. Until fitted, the panel averages the logits of the specialists that voted
-(equal weights) and uses threshold 0.5.
+without audio, a specialist whose weights were not given) is *masked*: its term is dropped, so a
+missing vote is neither a vote for real nor a made-up score. Deliberately no learned "absent" offset:
+it would learn dataset make-up instead of evidence (FF++ has no audio and is mostly fake, so "no
+audio" would come to mean "fake"). Until fitted, the panel averages the logits of the specialists
+that voted (equal weights) and uses threshold 0.5.
 
 The verdict is "fake" or "real" when the probability is at least `margin` away from the threshold,
 otherwise "uncertain". panel.json (next to the weights) stores weights, threshold and margin.
@@ -60,7 +61,6 @@ def video_logit(sample_logits: Sequence[float], how: str = "mean") -> float:
 class Panel:
     specialists: list[str] = field(default_factory=list)  # order of the combiner's inputs
     weights: dict[str, float] = field(default_factory=dict)  # logit coefficient per specialist
-    absent: dict[str, float] = field(default_factory=dict)  # offset added when that specialist abstains
     bias: float = 0.0
     threshold: float = 0.5
     margin: float = DEFAULT_MARGIN
@@ -80,14 +80,9 @@ class Panel:
             return None
         if not self.fitted:
             return float(np.mean(list(voted.values())))
-        z = self.bias
-        for name in self.specialists:
-            if name in voted:
-                z += self.weights.get(name, 0.0) * voted[name]
-            else:
-                z += self.absent.get(name, 0.0)
-        # A specialist the panel was not fitted with has no weight: it is shown in the report but cannot vote.
-        return float(z)
+        # Abstainers add nothing; a specialist the panel was not fitted with has no weight: it is
+        # shown in the report but cannot vote.
+        return float(self.bias + sum(self.weights.get(n, 0.0) * z for n, z in voted.items()))
 
     def probability(self, logits: Mapping[str, float | None]) -> float | None:
         z = self.decision(logits)
@@ -158,9 +153,8 @@ class Panel:
 
 # ---- fitting --------------------------------------------------------------------------------------
 def design_matrix(logits: np.ndarray) -> np.ndarray:
-    """(N, K) logits with NaN = abstained -> (N, 2K) features [masked logits, absent indicators]."""
-    absent = np.isnan(logits)
-    return np.concatenate([np.where(absent, 0.0, logits), absent.astype(np.float64)], axis=1)
+    """(N, K) logits with NaN = abstained -> (N, K) features with abstentions masked to 0 (no term)."""
+    return np.where(np.isnan(logits), 0.0, logits)
 
 
 def choose_threshold(probs: np.ndarray, labels: np.ndarray, method: str = "eer", target_fpr: float | None = None) -> float:
@@ -209,12 +203,10 @@ def fit_panel(
     x = design_matrix(logits)
     lr = LogisticRegression(C=C, max_iter=1000)
     lr.fit(x, labels)
-    k = len(specialists)
     coef = lr.coef_[0]
     panel = Panel(
         specialists=list(specialists),
         weights={s: float(coef[i]) for i, s in enumerate(specialists)},
-        absent={s: float(coef[k + i]) for i, s in enumerate(specialists)},
         bias=float(lr.intercept_[0]),
         margin=margin,
         fitted=True,
