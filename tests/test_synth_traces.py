@@ -10,7 +10,7 @@ import pytest
 from dfpanel.data.synth.audio import make_speech, shift_audio
 from dfpanel.data.synth.faces import FaceState, make_identity
 from dfpanel.data.synth.manipulations import FakeTraces
-from dfpanel.data.synth.render import Clip, Output, clip_scene, clip_speech, identity, render_clip
+from dfpanel.data.synth.render import Clip, Output, clip_scene, identity, render_clip
 from dfpanel.data.synth.scene import Scene, layer_roi
 
 SIZE = (320, 240)

@@ -148,7 +148,6 @@ class Identity:
     inner: np.ndarray  # float32 feathered mask of the inner face (brows to chin), where swaps blend
     clothing: tuple[int, int, int]
     voice_f0: float  # Hz, for the speech this person speaks
-    skin: tuple[int, int, int] = (0, 0, 0)
     _jaw: np.ndarray = field(default=None, repr=False)  # per-pixel weight of the jaw drop
     _grid: tuple = field(default=None, repr=False)
 
@@ -294,7 +293,6 @@ def make_identity(seed: int, name: str | None = None) -> Identity:
         CANVAS_H, CANVAS_W, ((lm[0, 0] + lm[1, 0]) / 2, (top + bottom) / 2), (0.98 * EYE_DIST, (bottom - top) / 2)
     )
     inner = cv2.GaussianBlur(inner, (0, 0), 2.5)
-    skin = tuple(int(v) for v in np.median(rgb[int(mouth[1]) - 22 : int(mouth[1]) - 14, int(mouth[0]) - 30 : int(mouth[0]) - 20].reshape(-1, 3), axis=0))
     clothing = CLOTHING[int(rng.integers(len(CLOTHING)))]
     clothing = tuple(int(np.clip(c * rng.uniform(0.8, 1.2), 0, 255)) for c in clothing)
     return Identity(
@@ -306,5 +304,4 @@ def make_identity(seed: int, name: str | None = None) -> Identity:
         inner=inner.astype(np.float32),
         clothing=clothing,
         voice_f0=float(rng.uniform(95, 230)),
-        skin=skin,
     )

@@ -84,7 +84,8 @@ def describe(clip: Clip, out: Output) -> dict:
         details.update(FakeTraces(out.manipulations, out.trace_seed, scene, identity(clip.identity), src,
                                   fine_blend=out.fine_blend, region=out.region).details)
     if out.audio and any(m in out.manipulations for m in ("audio_shift", "audio_replace")):
-        _, audio_details = fake_audio(out.manipulations, out.trace_seed, np.zeros(8, np.float32), 0.0, 100.0, SAMPLE_RATE)
+        f0 = identity(clip.identity).voice_f0  # what the details record must match what render_clip uses
+        _, audio_details = fake_audio(out.manipulations, out.trace_seed, np.zeros(8, np.float32), 0.0, f0, SAMPLE_RATE)
         details.update(audio_details)
     return details
 
