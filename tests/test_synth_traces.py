@@ -219,3 +219,19 @@ def test_speech_envelope_is_speech_like():
     onsets = np.sum(talking[1:] & ~talking[:-1])
     assert 8 <= onsets <= 30  # syllables at a few per second, with pauses
     assert 0.2 < talking.mean() < 0.9
+
+
+def test_decoded_audio_shift_matches_what_the_sidecar_records(talking):
+    from dfpanel.data.synth.render import describe
+
+    clip, videos = talking
+    _, real, sr = videos["real.mp4"]
+    _, shifted, _ = videos["shift.mp4"]
+    recorded = describe(clip, Output("shift.mp4", 1, "audio_shift", ("audio_shift",), audio=True, trace_seed=1))
+    seconds = recorded["audio_shift"]["seconds"]
+    assert 0.2 <= abs(seconds) <= 0.6
+    n = min(len(real), len(shifted))
+    env_a, env_b = np.abs(real[:n]), np.abs(shifted[:n])
+    lags = np.arange(-int(0.7 * sr), int(0.7 * sr) + 1, sr // 200)
+    scores = [np.dot(env_a[max(0, -k) : n - max(0, k)], env_b[max(0, k) : n - max(0, -k)]) for k in lags]
+    assert abs(lags[int(np.argmax(scores))] / sr - seconds) < 0.02
