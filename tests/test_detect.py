@@ -110,13 +110,13 @@ def test_discovery_probes_contents_not_extensions(clip, tmp_path):
     copy_as(clip, tmp_path / "a" / ".hidden" / "x.mp4")
     found = discover_videos([tmp_path / "a"])
     assert sorted(v.path.name for v in found.videos) == ["one.mp4", "renamed.bin"]
-    assert [p.name for p, _ in found.failures] == ["broken.mp4"]
+    assert [(u.path.name, u.corrupt) for u in found.failures] == [("broken.mp4", True)]
     assert found.skipped == 2  # notes.txt, still.png
     v = next(v for v in found.videos if v.path.name == "one.mp4")
     assert (v.width, v.height, v.has_audio) == (160, 120, False) and v.duration == pytest.approx(0.6, abs=0.05)
     # a file named explicitly that is not a video is reported, not skipped
     explicit = discover_videos([tmp_path / "a" / "notes.txt"])
-    assert explicit.videos == [] and len(explicit.failures) == 1
+    assert explicit.videos == [] and [u.corrupt for u in explicit.failures] == [False]
 
 
 # ---- the command ----------------------------------------------------------------------------------

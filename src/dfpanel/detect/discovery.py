@@ -109,9 +109,18 @@ def _short(exc: Exception) -> str:
 
 
 @dataclass
+class Unreadable:
+    """A path that should have been a video but is not readable as one."""
+
+    path: Path
+    reason: str
+    corrupt: bool  # named like a video but does not open as one (else: simply not a video)
+
+
+@dataclass
 class Discovery:
     videos: list[VideoInfo]
-    failures: list[tuple[Path, str]]  # (path, reason): things that should have been videos but are not readable
+    failures: list[Unreadable]
     skipped: int  # files in folders that were not videos
 
 
@@ -129,7 +138,7 @@ def discover_videos(paths: list[str | os.PathLike], exclude: list[str | os.PathL
     """Resolve PATH arguments into probed videos; a path that does not exist is a usage error."""
     excl = {Path(p).resolve() for p in exclude}
     videos: list[VideoInfo] = []
-    failures: list[tuple[Path, str]] = []
+    failures: list[Unreadable] = []
     skipped = 0
     seen: set[Path] = set()
     for raw in paths:
@@ -145,8 +154,9 @@ def discover_videos(paths: list[str | os.PathLike], exclude: list[str | os.PathL
             try:
                 videos.append(probe_video(f))
             except NotAVideo as exc:
-                if explicit or (exc.corrupt and f.suffix.lower() in VIDEO_EXTENSIONS):
-                    failures.append((f, str(exc)))
+                looks_like_video = exc.corrupt and f.suffix.lower() in VIDEO_EXTENSIONS
+                if explicit or looks_like_video:
+                    failures.append(Unreadable(f, str(exc), looks_like_video))
                 else:
                     skipped += 1
     return Discovery(videos=videos, failures=failures, skipped=skipped)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dfpanel.detect.discovery import discover_videos
+from dfpanel.detect.discovery import Unreadable, VideoInfo, discover_videos
 from dfpanel.detect.pipeline import PanelDetector, VideoOutcome
 from dfpanel.report.summary import summary_row, write_summary
 from dfpanel.report.write import write_report
@@ -59,8 +59,7 @@ def run_detect(
     found = discover_videos(paths, exclude=[out])
     run = DetectRun(skipped=found.skipped)
     used: set[str] = set()
-    jobs: list = [("video", v) for v in found.videos] + [("failure", f) for f in found.failures]
-    jobs.sort(key=lambda j: str(j[1].path if j[0] == "video" else j[1][0]))
+    jobs: list = sorted([*found.videos, *found.failures], key=lambda j: str(j.path))
 
     def handle(outcome: VideoOutcome) -> None:
         folder = _unique_dir(out, outcome.path, used)
@@ -70,17 +69,14 @@ def run_detect(
         if on_outcome:
             on_outcome(outcome, folder)
 
-    def analyse(job) -> VideoOutcome:
-        kind, item = job
-        if kind == "failure":
-            path, reason = item
-            kind = "not_video" if reason.startswith(("no video", "a still image", "cannot read")) else "corrupt"
-            return detector.fail(path, kind, reason)
+    def analyse(job: VideoInfo | Unreadable) -> VideoOutcome:
+        if isinstance(job, Unreadable):
+            return detector.fail(job.path, "corrupt" if job.corrupt else "not_video", job.reason)
         try:
-            return detector.analyse(item)
+            return detector.analyse(job)
         except Exception as exc:  # a bug on one video must not lose the others; keep its traceback in the log
-            log.exception("detection failed on %s", item.path)
-            return detector.fail(item.path, "error", f"internal error: {type(exc).__name__}: {exc}")
+            log.exception("detection failed on %s", job.path)
+            return detector.fail(job.path, "error", f"internal error: {type(exc).__name__}: {exc}")
 
     if progress and jobs:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -91,8 +87,7 @@ def run_detect(
                       TimeRemainingColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
             task = bar.add_task("", total=len(jobs))
             for job in jobs:
-                name = job[1].path.name if job[0] == "video" else Path(job[1][0]).name
-                bar.update(task, description=name)
+                bar.update(task, description=job.path.name)
                 handle(analyse(job))
                 bar.advance(task)
     else:
