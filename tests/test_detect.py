@@ -12,7 +12,6 @@ import pytest
 
 from detect_fakes import fake_extract, fake_runners
 from dfpanel.cli import main
-from dfpanel.detect import pipeline as pipeline_mod
 from dfpanel.detect import weights as weights_mod
 from dfpanel.detect.discovery import discover_videos
 from dfpanel.detect.pipeline import DetectConfig, PanelDetector
