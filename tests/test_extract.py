@@ -309,3 +309,39 @@ def test_extraction_works_on_synthetic_datasets_of_every_layout(layout, tmp_path
         meta = cache.entry(row).meta
         assert len(meta.frames) == 8 and all(f.score > 0.9 for f in meta.frames)
         assert (meta.audio is not None) == bool(rec.has_audio) or rec.has_audio is None
+
+
+def test_a_crashed_worker_fails_only_its_video_and_the_pool_is_rebuilt(tmp_path):
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from dfpanel.data.extract import _run_pool
+
+    class FakePool:
+        def submit(self, fn, rec, out):
+            fut = Future()
+            if rec.id == "v3" and starts[0] == 1:
+                fut.set_exception(BrokenProcessPool("worker died"))
+            else:
+                fut.set_result({"id": rec.id, "dataset": rec.dataset, "path": "", "ok": True, "rows": []})
+            return fut
+
+        def shutdown(self, wait=True, cancel_futures=False):
+            pass
+
+    class FakePools:
+        workers = 2
+
+        def start(self):
+            starts[0] += 1
+            return FakePool()
+
+    starts = [0]
+    todo = [VideoRecord(id=f"v{i}", path=f"v{i}.mp4", label=0, fake_type="real", split="train", dataset="folder",
+                        group="g") for i in range(8)]
+    results = []
+    _run_pool(todo, tmp_path, FakePools(), None, results.append, lambda: None)
+    assert sorted(r["id"] for r in results) == sorted(r.id for r in todo)  # every video answered once
+    crashed = [r for r in results if not r["ok"]]
+    assert [r["id"] for r in crashed] == ["v3"] and crashed[0]["error"] == "WorkerCrash"
+    assert "v3.mp4" in crashed[0]["reason"] and starts[0] == 2  # a fresh pool took the rest

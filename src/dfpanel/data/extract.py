@@ -387,8 +387,14 @@ _worker_cfg: ExtractConfig | None = None
 
 def _init_worker(cfg: ExtractConfig, log_level: int) -> None:
     global _worker_cfg
+    import signal
+
     import cv2
     import torch
+
+    # Ctrl-C is the parent's to handle: it stops handing out videos and records what finished;
+    # a worker finishes (or its EntryWriter leaves no trace of) the video it holds.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
