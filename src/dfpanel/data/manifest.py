@@ -7,7 +7,6 @@ anywhere and a moved dataset needs only `root` rewritten.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -17,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from dfpanel.errors import DataError
+from dfpanel.hashing import file_sha256
 
 SPLITS = ("train", "val", "test")
 REAL, FAKE = 0, 1
@@ -110,11 +110,7 @@ def read_manifest(path: str | os.PathLike, split: str | None = None) -> list[Vid
 
 def manifest_hash(path: str | os.PathLike) -> str:
     """sha256 of the manifest file, recorded in weight sidecars to say what data trained them."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def summarize(records: Iterable[VideoRecord]) -> dict[str, Counter]:

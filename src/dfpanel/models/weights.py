@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -15,16 +14,9 @@ from pathlib import Path
 import torch
 
 from dfpanel.errors import WeightsError
+from dfpanel.hashing import file_sha256  # noqa: F401  (re-exported: part of this module's API)
 
 SUFFIX = ".safetensors"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _weights_path(path: str | os.PathLike) -> Path:
