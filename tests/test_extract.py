@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from dfpanel.data.cache import INDEX_FILE, REPORT_FILE, FaceTrackCache, read_wav
 from dfpanel.data.cache_merge import merge_caches
 from dfpanel.data.decode import VideoReader
 from dfpanel.data.extract import ExtractConfig, extract_video, get_detector, run_extraction, select_records, shard_of
-from dfpanel.data.faces import DETECTORS, Detection, FaceDetector, register_detector
+from dfpanel.data.faces import DETECTORS, Detection, FaceDetector, register_detector, track_faces
 from dfpanel.data.manifest import VideoRecord, write_manifest
 from dfpanel.errors import NoFaceError, VideoError
 from video_factory import VideoSpec, face_patch, face_position, make_video, truncate
@@ -84,8 +85,13 @@ def test_extract_video_gives_clips_of_native_lossless_crops_and_aligned_audio(da
         cx, cy = (f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2
         assert fx < cx < fx + patch_w and fy < cy < fy + patch_h
         assert 1.8 < (x1 - x0) / max(f.box[2] - f.box[0], f.box[3] - f.box[1]) < 2.2
-    # The face crosses the frame in 1.2 s (7 px/frame): sparse boxes jump, so every frame was detected.
-    assert meta.extra["dense_frames"] > 0 and all(f.detected for f in meta.frames)
+    # Each clip's first frame searched whole, the face followed through the other 7 by refinement.
+    assert meta.extra["detection"] == {"full": 2, "roi": 0, "refined": 14, "dense": 0}
+    assert all(f.detected for f in meta.frames)
+    # Interpolating instead: the face crosses the frame in 1.2 s (7 px/frame), sparse boxes jump,
+    # so every frame gets detected.
+    ((inter, _, _),) = extract_video(root / "real_a.mp4", replace(CFG, track="interpolate"))
+    assert inter.extra["detection"]["dense"] > 0 and all(f.detected for f in inter.frames)
     sizes = {(c.shape, f.clip) for c, f in zip(crops, meta.frames)}
     assert len(sizes) == 2  # one crop size per clip
     assert meta.audio is not None and meta.audio.sample_rate == 16000 and meta.audio.n_samples == len(audio)
@@ -96,14 +102,24 @@ def test_extract_video_gives_clips_of_native_lossless_crops_and_aligned_audio(da
 def test_interpolated_boxes_match_detection_on_every_frame(dataset):
     root, _, _ = dataset
     slow = make_video(root.parent / "slow.mp4", VideoSpec(seconds=6.0, seed=3))  # ~1.3 px/frame
-    ((sparse, _, _),) = extract_video(slow, CFG)
-    ((dense, _, _),) = extract_video(slow, ExtractConfig(frames=16, clip_len=8, detect_every=1))
-    assert sparse.extra["detected_frames"] == 6 and dense.extra["detected_frames"] == 16
+    ((sparse, _, _),) = extract_video(slow, replace(CFG, track="interpolate"))
+    # Reference: the full-frame detector on every frame (all_faces turns off the region search).
+    ((dense, _, _),) = extract_video(slow, ExtractConfig(frames=16, clip_len=8, detect_every=1, track="interpolate", all_faces=True))
+    ((refined, _, _),) = extract_video(slow, CFG)
+    assert sparse.extra["detection"] == {"full": 2, "roi": 4, "refined": 0, "dense": 0}
+    assert dense.extra["detection"]["full"] == 16
     assert [f.index for f in sparse.frames] == [f.index for f in dense.frames]
     tracked = [(a, b) for a, b in zip(sparse.frames, dense.frames) if not a.detected]
     assert len(tracked) == 10
     for a, b in tracked:
         np.testing.assert_allclose(a.box, b.box, atol=3.0)  # within 3 px of running the detector
+    # Refined frames: real landmarks on every frame, as close to a full detection's as those are
+    # to each other (an MTCNN box moves a few px with the proposal it was refined from).
+    assert refined.extra["detection"]["refined"] == 14 and all(f.detected for f in refined.frames)
+    for a, b in zip(refined.frames, dense.frames):
+        assert a.index == b.index
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=4.0)
+        np.testing.assert_allclose(a.box, b.box, atol=6.0)
 
 
 def test_rotated_video_is_extracted_upright(dataset):
@@ -117,6 +133,41 @@ def test_rotated_video_is_extracted_upright(dataset):
         # Upright face: eyes above the nose above the mouth.
         lm = np.array(f.landmarks)
         assert lm[:2, 1].max() < lm[2, 1] < lm[3:, 1].min()
+
+
+def test_a_face_lost_by_refinement_is_detected_in_full_in_that_clip():
+    from dfpanel.data.extract import detect_clips
+
+    class Flaky(FaceDetector):
+        name = "flaky"
+
+        def __init__(self):
+            self.full = []
+
+        def detect(self, frames):
+            self.full.extend(f[0, 0, 0] for f in frames)
+            return [[Detection(np.array([10.0, 10, 50, 50]), np.full((5, 2), 30.0), 0.99)] for _ in frames]
+
+        def refine(self, frames, boxes):
+            # Frames of clip 1 (marked 1 in pixel [0,0]) lose the face from their third frame on.
+            return [Detection(b.copy(), np.full((5, 2), 30.0), 0.2 if f[0, 0, 1] else 0.99) for f, b in zip(frames, boxes)]
+
+    frames = []
+    for clip in range(2):
+        for k in range(8):
+            f = np.zeros((64, 64, 3), np.uint8)
+            f[0, 0, 0], f[0, 0, 1] = clip, clip == 1 and k >= 2
+            frames.append(f)
+    det = Flaky()
+    dets, stats = detect_clips(det, frames, [list(range(8)), list(range(8, 16))], ExtractConfig(frames=16, clip_len=8))
+    assert stats["refined"] == 7 + 2  # clip 0 all the way, clip 1 until the face was lost
+    # Clip 1 went the full-frame way: its sparse frames (every 4th and the last) were detected, its
+    # refined ones dropped, and the tracker interpolates the rest.
+    assert sorted(dets) == list(range(8)) + [8, 12, 15]
+    assert stats["full"] == 2 + 2 and stats["dense"] == 0 and det.full.count(1) == 3
+    clip_of = [0] * 8 + [1] * 8
+    (track,) = track_faces(clip_of, dets)
+    assert [p.pos for p in track.points] == list(range(16))
 
 
 def test_extract_video_raises_for_no_face_and_bad_files(dataset):

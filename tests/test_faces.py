@@ -64,6 +64,19 @@ def test_large_frames_are_downscaled_for_detection_and_boxes_mapped_back(mtcnn):
     np.testing.assert_allclose(big_det.landmarks, small_det.landmarks * 4, atol=10)
 
 
+def test_refine_relocates_a_face_from_a_nearby_box(mtcnn):
+    frame, _, _ = _frame(5)
+    (truth,) = mtcnn.detect([frame])[0]
+    w = truth.box[2] - truth.box[0]
+    (moved,) = mtcnn.refine([frame], [truth.box + [0.15 * w, -0.1 * w, 0.15 * w, -0.1 * w]])
+    assert moved.score > 0.95
+    np.testing.assert_allclose(moved.landmarks, truth.landmarks, atol=0.06 * w)
+    assert iou(moved.box, truth.box) > 0.8
+    (nothing,) = mtcnn.refine([np.full_like(frame, 128)], [truth.box])
+    assert nothing.score < 0.5
+    assert mtcnn.refine([], []) == [] and FaceDetector.refine(mtcnn, [], []) is None
+
+
 def test_frames_of_different_sizes_in_one_call(mtcnn):
     a, _, _ = _frame(3)
     b, _, _ = _frame(3, size=(400, 300))

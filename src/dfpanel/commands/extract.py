@@ -30,8 +30,13 @@ def register(app: typer.Typer) -> None:
         strict: bool = typer.Option(False, "--strict", help="Exit 1 if any video failed."),
         split: Optional[str] = typer.Option(None, "--split", help="Only these splits, comma-separated (train,val,test)."),
         min_face_size: int = typer.Option(40, "--min-face-size", help="Smallest face to detect, in source pixels."),
+        track: str = typer.Option(
+            "refine", "--track",
+            help="refine: follow faces frame to frame with the detector's last stage (real landmarks on every "
+                 "frame); interpolate: detect every --detect-every frames and interpolate.",
+        ),
         detect_every: int = typer.Option(
-            4, "--detect-every", help="Run the detector on every k-th frame of a clip and track between (1 = all)."
+            4, "--detect-every", help="With --track interpolate: detector on every k-th frame of a clip (1 = all)."
         ),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     ) -> None:
@@ -46,7 +51,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--split {split!r}: unknown split(s) {', '.join(bad)}; use {','.join(SPLITS)}")
         cfg = ExtractConfig(
             frames=frames, clip_len=clip_len, detector=detector, device=device, all_faces=all_faces,
-            min_face_size=min_face_size, detect_every=detect_every,
+            min_face_size=min_face_size, track=track, detect_every=detect_every,
         )
         summary = run_extraction(
             manifest, out, cfg, workers=max(1, workers), shard=parse_shard(shard), strict=strict,

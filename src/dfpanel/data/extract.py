@@ -6,8 +6,10 @@ committed entry and an index row is skipped), `--shard i/n` by a stable hash of 
 per-video failures recorded with their reason instead of stopping the run.
 
 Per video: decode only the sampled frames (clips of consecutive frames spread over the video, by
-seeking), run the detector on a few frames per clip (first, every `detect_every`-th, last), and on
-every frame of a clip where the face moved or detections disagree; link and interpolate into tracks;
+seeking); search each clip's first frame for faces and follow them through the clip with the
+detector's refine step (MTCNN's O-Net on the previous frame's box: real boxes and landmarks on every
+frame for ~2% of a full detection each); where a face is lost, or with `track="interpolate"`, detect
+on every k-th frame (every frame where those disagree) and interpolate between; link into tracks;
 cut square context crops (2x the face box) at native resolution; keep the audio (16 kHz mono).
 """
 
@@ -51,7 +53,9 @@ class ExtractConfig:
     device: str = "cpu"
     all_faces: bool = False  # keep every track, not only the main one
     min_face_size: int = 40  # source pixels
-    detect_every: int = 4  # detector on every k-th frame of a clip (plus its last); 1 = every frame
+    track: str = "refine"  # "refine": follow faces frame to frame with the detector's refine step
+    # (MTCNN O-Net: real boxes and landmarks on every frame); "interpolate": detect every k-th frame
+    detect_every: int = 4  # for "interpolate": detector on every k-th frame of a clip (plus its last)
     max_side: int = 640  # frames larger than this are downscaled for detection
     min_score: float = 0.9  # detections below this are ignored
     context_scale: float = 2.0  # crop side / face box side
@@ -64,6 +68,8 @@ class ExtractConfig:
 
         if self.detector not in DETECTORS:
             raise ConfigError(f"unknown face detector {self.detector!r}; choose one of: {', '.join(sorted(DETECTORS))}")
+        if self.track not in ("refine", "interpolate"):
+            raise ConfigError(f"--track {self.track!r}: choose refine or interpolate")
         if self.detect_every < 1:
             raise ConfigError(f"detect_every must be at least 1, got {self.detect_every}")
         return self
@@ -144,28 +150,83 @@ def _detect_roi(
     return out
 
 
-def detect_clips(detector: FaceDetector, frames: list[np.ndarray], clip_positions: list[list[int]], cfg: ExtractConfig) -> tuple[dict[int, list[Detection]], int]:
-    """Detections on a subset of positions: per clip its first, every k-th and last frame; every
-    frame of a clip where those disagree. Keeping only the main face, the first frame of each clip
-    is searched whole and the others only around the largest face found there. Returns
-    (position -> detections, number of dense positions)."""
+def detect_clips(
+    detector: FaceDetector, frames: list[np.ndarray], clip_positions: list[list[int]], cfg: ExtractConfig
+) -> tuple[dict[int, list[Detection]], int]:
+    """Detections for the sampled frames: position -> detections, and how many positions needed a
+    full-frame pass beyond the plan. With `track="refine"` (and a detector that can), each clip's
+    first frame is searched whole and its faces followed frame to frame by the detector's refine
+    step; otherwise detection runs on every k-th frame and tracking interpolates between."""
+    stats = {"full": 0, "roi": 0, "refined": 0, "dense": 0}
+    if cfg.track == "refine" and detector.refine([], []) is not None:
+        dets = _detect_refine(detector, frames, clip_positions, cfg, stats)
+    else:
+        dets = _detect_sparse(detector, frames, clip_positions, cfg, {}, stats)
+    return dets, stats
+
+
+def _detect_refine(detector, frames, clip_positions, cfg, stats):
+    dets = _detect(detector, frames, [cp[0] for cp in clip_positions], cfg.min_score)
+    stats["full"] += len(clip_positions)
+    chains: dict[int, list[Detection]] = {}
+    for c, cp in enumerate(clip_positions):
+        found = dets[cp[0]]
+        chains[c] = found if cfg.all_faces else sorted(found, key=lambda d: -d.area)[:1]
+    lost: set[int] = set()
+    for k in range(1, max(len(cp) for cp in clip_positions)):
+        batch = [(c, cp[k], d) for c, cp in enumerate(clip_positions) if c not in lost and k < len(cp) for d in chains[c]]
+        if not batch:
+            break
+        refined = detector.refine([frames[p] for _, p, _ in batch], [d.box for _, _, d in batch])
+        stats["refined"] += len(batch)
+        new: dict[int, list[Detection]] = {}
+        for (c, p, _), r in zip(batch, refined):
+            dets.setdefault(p, [])
+            if r.score >= cfg.min_score:
+                new.setdefault(c, []).append(r)
+                dets[p].append(r)
+            else:
+                lost.add(c)  # the face slipped away mid-clip: detect this clip in full instead
+        chains.update(new)
+    # Clips with no face on their first frame, or a face lost: the full-frame way.
+    redo = [c for c, cp in enumerate(clip_positions) if c in lost or not dets[cp[0]]]
+    for c in redo:
+        for p in clip_positions[c][1:]:
+            dets.pop(p, None)
+    return _detect_sparse(detector, frames, [clip_positions[c] for c in redo], replace(cfg, all_faces=True), dets, stats)
+
+
+def _detect_sparse(detector, frames, clip_positions, cfg, known, stats):
+    """Per clip its first, every k-th and last frame; every frame of a clip where those disagree.
+    Keeping only the main face, the first frame of each clip is searched whole and the others
+    only around the largest face found there. Positions in `known` are not detected again."""
+    dets = dict(known)
     sparse = [sparse_positions(ps, cfg.detect_every) for ps in clip_positions]
     main_only = not cfg.all_faces
+
+    def run(positions):
+        todo = [p for p in positions if p not in dets]
+        stats["full"] += len(todo)
+        dets.update(_detect(detector, frames, todo, cfg.min_score))
+
     if main_only:
-        dets = _detect(detector, frames, [sp[0] for sp in sparse], cfg.min_score)
+        run([sp[0] for sp in sparse])
         full = []
         for sp in sparse:
             if dets[sp[0]]:
                 anchor = max(dets[sp[0]], key=lambda d: d.area)
-                dets.update(_detect_roi(detector, frames, sp[1:], anchor, cfg))
+                todo = [p for p in sp[1:] if p not in dets]
+                stats["roi"] += len(todo)
+                dets.update(_detect_roi(detector, frames, todo, anchor, cfg))
             else:
                 full.extend(sp[1:])
-        dets.update(_detect(detector, frames, full, cfg.min_score))
+        run(full)
     else:
-        dets = _detect(detector, frames, [p for sp in sparse for p in sp], cfg.min_score)
+        run([p for sp in sparse for p in sp])
     dense = [p for ps, sp in zip(clip_positions, sparse) if _unsteady([dets[q] for q in sp], main_only) for p in ps if p not in dets]
-    dets.update(_detect(detector, frames, dense, cfg.min_score))
-    return dets, len(dense)
+    run(dense)
+    stats["dense"] += len(dense)
+    return dets
 
 
 def extract_video(
@@ -195,7 +256,7 @@ def extract_video(
     frames = [f.rgb for f in sampled]
     clip_positions = [[p for p, k in enumerate(clip_of) if k == c] for c in range(len(clips))]
 
-    dets, n_dense = detect_clips(detector, frames, clip_positions, cfg)
+    dets, stats = detect_clips(detector, frames, clip_positions, cfg)
 
     tracks = track_faces(clip_of, dets)
     if not tracks:
@@ -210,7 +271,7 @@ def extract_video(
     out = []
     for k, track in enumerate(tracks):
         meta, crops = _track_output(track, sampled, clip_of, info, cfg, audio_info, video_id, dataset, k, detector.name)
-        meta.extra.update(detected_frames=len(dets), dense_frames=n_dense, n_tracks=len(tracks), truncated=truncated)
+        meta.extra.update(detection=stats, track=cfg.track, n_tracks=len(tracks), truncated=truncated)
         out.append((meta, crops, audio[0] if audio is not None else None))
     return out
 

@@ -37,6 +37,11 @@ class FaceDetector(ABC):
     def detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
         """RGB uint8 H x W x 3 frames -> per frame, its detections (best first)."""
 
+    def refine(self, frames: list[np.ndarray], boxes: list[np.ndarray]) -> list[Detection] | None:
+        """Optional: re-locate a face near a known box in each frame (a face tracked from the
+        previous frame). None when the detector cannot; extraction then interpolates instead."""
+        return None
+
 
 DETECTORS: dict[str, Callable[..., FaceDetector]] = {}
 
@@ -111,6 +116,44 @@ class MTCNNDetector(FaceDetector):
                 self.calls += len(chunk)
                 for i, b, p, lm in zip(chunk, boxes, probs, points):
                     out[i] = _to_detections(b, p, lm, 1.0 / scale)
+        return out
+
+
+    def refine(self, frames: list[np.ndarray], boxes: list[np.ndarray]) -> list[Detection]:
+        """MTCNN's last stage (O-Net) on the square around each given box: the refined box, the
+        5 landmarks and a face probability, for ~1/100 of a full detection's cost. Mirrors
+        facenet-pytorch's third stage (rerec, pad, 48x48 area resize, bbreg)."""
+        import torch
+        import torch.nn.functional as F
+
+        if not frames:
+            return []
+        net = self._net(max(12, int(self.min_face_size)))
+        squares, crops = [], []
+        for img, box in zip(frames, boxes):
+            h, w = img.shape[:2]
+            x0, y0, x1, y1 = (float(v) for v in box)
+            side = max(x1 - x0, y1 - y0, 1.0)
+            x0, y0 = x0 + (x1 - x0) / 2 - side / 2, y0 + (y1 - y0) / 2 - side / 2
+            x1, y1 = x0 + side, y0 + side
+            squares.append((x0, y0, x1, y1))
+            # facenet-pytorch's pad(): truncate, keep 1-based x >= 1, crop [x-1, ex).
+            cx0, cy0 = max(int(x0), 1) - 1, max(int(y0), 1) - 1
+            cx1, cy1 = min(int(x1), w), min(int(y1), h)
+            if cx1 <= cx0 or cy1 <= cy0:
+                cx0, cy0, cx1, cy1 = 0, 0, 1, 1
+            crop = torch.as_tensor(np.ascontiguousarray(img[cy0:cy1, cx0:cx1]), device=self.device)
+            crops.append(F.interpolate(crop.permute(2, 0, 1)[None].float(), size=(48, 48), mode="area"))
+        with torch.no_grad():
+            reg, points, prob = net.onet((torch.cat(crops) - 127.5) * 0.0078125)
+        reg, points, prob = reg.cpu().numpy(), points.cpu().numpy(), prob.cpu().numpy()
+        self.refines = getattr(self, "refines", 0) + len(frames)
+        out = []
+        for k, (x0, y0, x1, y1) in enumerate(squares):
+            bw, bh = x1 - x0 + 1, y1 - y0 + 1
+            lm = np.stack([bw * points[k, :5] + x0 - 1, bh * points[k, 5:] + y0 - 1], axis=1)
+            box = np.array([x0 + reg[k, 0] * bw, y0 + reg[k, 1] * bh, x1 + reg[k, 2] * bw, y1 + reg[k, 3] * bh])
+            out.append(Detection(box.astype(np.float64), lm.astype(np.float64), float(prob[k, 1])))
         return out
 
 
