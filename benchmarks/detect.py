@@ -5,8 +5,8 @@ naive pipeline that decodes and analyses every frame, measured in the same run.
     python benchmarks/detect.py --seconds 2 --size 640x360 --naive-frames 50   # quick
 
 Tiny random-init weights (the timing does not depend on what the weights learned). The naive
-pipeline is the same code with every frame decoded, the face detector run on every frame, and every
-frame (and every clip) scored. `--naive-frames N` caps its frames and scales its time to the whole
+pipeline decodes every frame in order, runs full face detection on every frame, and scores every
+frame (and every clip) with the same views and models; its time is the sum of those steps. `--naive-frames N` caps its frames and scales its time to the whole
 video (marked "extrapolated" in the JSON). Writes benchmarks/results/detect.json.
 """
 
@@ -108,6 +108,37 @@ def timed_extract(frames: int, clip_len: int, detect_every: int | None):
     return run
 
 
+def naive_extract(frames: int, clip_len: int):
+    """The naive baseline: decode every frame in order and run full face detection on each (no
+    seeking, no tracking between detections). Views and models then get every frame through the
+    same extraction code, whose own time is not counted (only the naive decode and detection are)."""
+    import av
+
+    from dfpanel.data.extract import ExtractConfig, extract_video, get_detector
+
+    cfg = ExtractConfig(frames=frames, clip_len=clip_len, detect_every=1)
+
+    def run(path, video_id, timings):
+        t = time.perf_counter()
+        rgb = []
+        with av.open(str(path)) as c:
+            for f in c.decode(video=0):
+                rgb.append(f.to_ndarray(format="rgb24"))
+                if len(rgb) == frames:
+                    break
+        timings["decode"] = time.perf_counter() - t
+        det = get_detector(cfg)
+        t = time.perf_counter()
+        for i in range(0, len(rgb), 8):
+            det.detect(rgb[i : i + 8])
+        timings["faces"] = time.perf_counter() - t
+        counts["detector_frames"] = len(rgb)
+        del rgb
+        return extract_video(path, cfg, video_id=video_id, dataset="bench")
+
+    return run
+
+
 def run_once(detector, video: Path, out: Path) -> dict:
     from dfpanel.report.write import write_report
 
@@ -167,10 +198,10 @@ def main(argv: list[str] | None = None) -> dict:
         naive_n = min(args.naive_frames or n_video_frames, n_video_frames)
         naive_n -= naive_n % args.clip_len or 0
         naive_cfg = DetectConfig(frames=naive_n, clip_len=args.clip_len, thumbnails=6)
-        naive_det = PanelDetector(runners, panel, naive_cfg, extract=timed_extract(naive_n, args.clip_len, 1))
+        naive_det = PanelDetector(runners, panel, naive_cfg, extract=naive_extract(naive_n, args.clip_len))
         naive = run_once(naive_det, video, tmp / "naive")
         scale = n_video_frames / max(naive["n_frames"], 1)
-        naive_total = naive["total"] * scale
+        naive_total = sum(naive.get(k, 0.0) for k in STEPS) * scale
 
     result = {
         "benchmark": "detect",
@@ -181,7 +212,10 @@ def main(argv: list[str] | None = None) -> dict:
         "detect": {"frames": best["n_frames"], "detector_frames": best["detector_frames"], "total_s": round(best["total"], 3),
                    "steps_s": {k: round(best.get(k, 0.0), 3) for k in STEPS},
                    "models_s": {k[6:]: round(v, 3) for k, v in best.items() if k.startswith("model_")},
-                   "all_runs_s": [round(r["total"], 3) for r in runs]},
+                   "all_runs_s": [round(r["total"], 3) for r in runs],
+                   # the first run pays one-time costs (detector weights, first forward passes): what a
+                   # one-video `dfpanel detect` pays; a folder run pays it once
+                   "first_run_steps_s": {k: round(runs[0].get(k, 0.0), 3) for k in STEPS}},
         "naive": {"frames_measured": naive["n_frames"], "detector_frames": naive["detector_frames"], "extrapolated": scale > 1.0, "total_s": round(naive_total, 3),
                   "steps_s": {k: round(naive.get(k, 0.0) * scale, 3) for k in STEPS}},
         "speedup_vs_naive": round(naive_total / best["total"], 2),
@@ -200,7 +234,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{k:<12}{a:>10.3f}{b:>10.3f}{ratio:>14}")
     print(f"{'total':<12}{best['total']:>10.3f}{naive_total:>10.3f}{result['speedup_vs_naive']:>13.1f}x"
           f"{'  (naive extrapolated from ' + str(naive['n_frames']) + ' frames)' if scale > 1 else ''}")
-    print(f"goal <= 10 s: {'met' if result['meets_goal'] else 'NOT met'} ({best['total']:.2f} s); wrote {args.out}")
+    print(f"first (cold) run {runs[0]['total']:.2f} s: " + ", ".join(f"{k} {runs[0].get(k, 0.0):.2f}" for k in STEPS))
+    print(f"goal <= 10 s: {'met' if result['meets_goal'] else 'NOT met'} ({best['total']:.2f} s best of "
+          f"{len(runs)}); wrote {args.out}")
     return result
 
 
