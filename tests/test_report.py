@@ -112,3 +112,10 @@ def test_summary_csv_and_html(outcomes, tmp_path):
     assert got[1]["status"] == "failed" and "no face" in got[1]["reason"] and got[1]["verdict"] == ""
     page = html_path.read_text()
     assert 'href="silent/report.html"' in page and "not analysed" in page and "&lt;i&gt;" in page
+
+
+def test_summary_columns_follow_the_design_order(outcomes, tmp_path):
+    rows = [summary_row(outcomes["silent.mp4"].report, "silent")]
+    csv_path, _ = write_summary(rows, tmp_path)
+    header = open(csv_path).readline().strip().split(",")
+    assert header[header.index("strongest") + 1 : header.index("strongest") + 5] == ["bg", "av", "cm", "tm"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dfpanel.errors import WeightsError
 from dfpanel.models.panel import Panel
+from dfpanel.report.explain import specialist_order
 
 ONNX_SIDECAR_SUFFIX = ".onnx.json"
 
@@ -74,13 +75,6 @@ def find_weights(folder: str | os.PathLike, backend: str = "torch") -> list[Weig
         raise WeightsError(f"{folder}: no {ext} weights found; {hint}")
     return [found[k] for k in sorted(found, key=specialist_order)]
 
-
-# The order of DESIGN.md's table, used wherever specialists are listed (reports, tables).
-ORDER = ("bg", "av", "cm", "rr", "tm")
-
-
-def specialist_order(name: str) -> tuple[int, str]:
-    return (ORDER.index(name) if name in ORDER else len(ORDER), name)
 
 
 def load_runners(folder: str | os.PathLike, backend: str = "torch", device: str = "cpu", only: list[str] | None = None):

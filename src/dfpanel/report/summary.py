@@ -8,6 +8,7 @@ import os
 from html import escape
 from pathlib import Path
 
+from dfpanel.report.explain import specialist_order
 from dfpanel.report.html import CSS, VERDICT_COLORS
 
 BASE_COLUMNS = ["video", "path", "status", "verdict", "probability", "threshold", "strongest", "faces", "reason", "report"]
@@ -34,7 +35,7 @@ def summary_row(report: dict, report_dir: str | None = None) -> dict:
 def write_summary(rows: list[dict], out_dir: str | os.PathLike) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    spec_cols = sorted({k for r in rows for k in r if k not in BASE_COLUMNS})
+    spec_cols = sorted({k for r in rows for k in r if k not in BASE_COLUMNS}, key=specialist_order)
     cols = BASE_COLUMNS[:7] + spec_cols + BASE_COLUMNS[7:]
     csv_path = out_dir / "summary.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as fh:
@@ -62,6 +63,8 @@ def render_summary_html(rows: list[dict], cols: list[str]) -> str:
             val = r.get(c, "")
             if c == "video" and r.get("report"):
                 cells.append(f'<td><a href="{escape(r["report"])}">{escape(str(val))}</a></td>')
+            elif c == "strongest":
+                cells.append(f"<td>{escape(str(val).upper())}</td>")
             elif c == "verdict":
                 color = VERDICT_COLORS.get(val or None, "#616161")
                 cells.append(f'<td><b style="color:{color}">{escape(str(val or "not analysed"))}</b></td>')
