@@ -1,10 +1,13 @@
 """Face detection behind a small interface, and tracking of detections into face tracks.
 
 A `FaceDetector` turns RGB frames into `Detection`s (box, 5 landmarks, score); detectors register by
-name so another one can be plugged in (`@register_detector("name")`). `track_faces` links the
-detections of the sampled frames into tracks, fills frames that were not run through the detector
-by interpolation (inside a clip of consecutive frames a face moves smoothly), and smooths boxes so
-crops do not jitter. Landmarks are left as detected (the TM specialist looks at their jitter).
+name so another one can be plugged in (`@register_detector("name")`). A detector may also `refine`:
+re-locate a face near a known box (MTCNN runs only its last stage, O-Net), which is how extraction
+follows a face through a clip cheaply; such frames count as detected (their landmarks are measured).
+`track_faces` links the detections of the sampled frames into tracks, fills frames that were not
+run through the detector by interpolation (inside a clip of consecutive frames a face moves
+smoothly; FrameRecord.detected=False there), and smooths boxes so crops do not jitter. Landmarks are
+left as detected (the TM specialist looks at their jitter).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class Detection:
 
 
 class FaceDetector(ABC):
+    """Constructed as `cls(device=..., min_face_size=..., max_side=...)` (accept **kwargs for the rest)."""
+
     name: str = ""
 
     @abstractmethod
