@@ -12,6 +12,7 @@ from dfpanel.data.synth import synthesize
 # videos per layout: about the fewest that give fakes and more than one split
 SIZES = {"ffpp": 4, "celebdf": 6, "dfdc": 2, "fakeavceleb": 3, "folder": 4}
 OFFICIAL_SPLITS = {"ffpp", "celebdf"}  # the others have none: index draws its own, by group
+OFFICIAL_TEST = {"ffpp", "celebdf", "dfdc"}  # DFDC: the public test set, test/labels.csv
 FAKE_TYPE_FROM_TREE = {"ffpp", "celebdf", "fakeavceleb"}  # DFDC and folder trees do not say the method
 
 
@@ -19,7 +20,7 @@ FAKE_TYPE_FROM_TREE = {"ffpp", "celebdf", "fakeavceleb"}  # DFDC and folder tree
 def synth_set(request, tmp_path_factory):
     layout = request.param
     root = tmp_path_factory.mktemp("synth") / layout
-    sidecar = synthesize(layout, root, videos=SIZES[layout], seconds=0.4, size=(64, 64), fps=10, parts=2,
+    sidecar = synthesize(layout, root, videos=SIZES[layout], seconds=0.4, size=(128, 120), fps=10, parts=2,
                          progress=False)
     return layout, root, sidecar["videos"]
 
@@ -45,6 +46,12 @@ def test_synth_round_trip(synth_set):
             assert r.split == facts["split"] or (facts["split"], r.split) == ("train", "val"), path
     if layout != "ffpp":  # ffpp's 2 pairs fill train and test only
         assert {"train", "val"} <= {r.split for r in recs}
+    if layout in OFFICIAL_TEST:  # the dataset's own test videos, with their labels, and nothing else
+        test = {path for path, facts in truth.items() if facts["split"] == "test"}
+        assert test and {r.path for r in recs if r.split == "test"} == test
+        assert {rows[path].label for path in test} == {0, 1}
+    if layout == "dfdc":  # test_videos defaults to videos: as many real (and fake) test videos
+        assert sorted(rows[path].label for path in test) == [0] * SIZES["dfdc"] + [1] * SIZES["dfdc"]
 
     if layout not in OFFICIAL_SPLITS:
         splits_of = defaultdict(set)

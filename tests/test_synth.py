@@ -14,6 +14,7 @@ import pytest
 
 from dfpanel.cli import main
 from dfpanel.data.synth import LAYOUTS, SIDECAR, plan, synthesize
+from dfpanel.data.synth.layouts import celebdf_test_size, ffpp_split_counts
 from dfpanel.data.synth.render import face_boxes
 from dfpanel.errors import DataError, DfpanelError
 
@@ -49,7 +50,7 @@ def datasets(tmp_path_factory):
 
 def test_every_sidecar_video_is_a_real_h264_mp4_with_audio_exactly_where_the_dataset_has_it(datasets):
     for layout, (root, sidecar) in datasets.items():
-        assert sidecar["layout"] == layout and sidecar["version"] == 1
+        assert sidecar["layout"] == layout and sidecar["version"] == 2
         on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*.mp4")}
         assert on_disk == set(sidecar["videos"]), layout
         labels = {e["label"] for e in sidecar["videos"].values()}
@@ -99,6 +100,49 @@ def test_ffpp_with_six_videos_has_real_and_fake_in_every_split():
         assert labels == {0, 1}, s
 
 
+@pytest.mark.parametrize("n", range(2, 31))
+def test_ffpp_splits_are_72_14_14_in_whole_swap_pairs(n):
+    """val = test = max(2, round(0.14 n)) originals from n = 6 (a held-out split needs one swapped pair);
+    n = 4-5: train + a test pair; n = 2-3: train only. Every fake's face donor is in its split."""
+    held = max(2, round(0.14 * n))
+    expected = (n - 2 * held, held, held) if n >= 6 else (n - 2, 0, 2) if n >= 4 else (n, 0, 0)
+    assert ffpp_split_counts(n) == expected
+    p = plan("ffpp", videos=n, seed=n)
+    split_of = {o.path.rsplit("/", 1)[1][:3]: o.split for o in p.outputs if o.label == 0}
+    assert tuple(sum(s == x for s in split_of.values()) for x in ("train", "val", "test")) == expected
+    for s in ("train", "val", "test"):
+        pairs = json.loads(p.files[f"splits/{s}.json"])
+        assert {v for pair in pairs for v in pair} == {v for v, x in split_of.items() if x == s}, s
+    for o in p.outputs:
+        if o.label:
+            target, source = o.path.rsplit("/", 1)[1][:-4].split("_")
+            assert split_of[target] == split_of[source] == o.split, o.path
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 6, 8, 12, 20, 60, 300])
+def test_celebdf_test_list_is_about_8_percent_a_third_real_and_keeps_fakes_with_their_clip(n):
+    p = plan("celebdf", videos=n, seed=n)
+    total = len(p.outputs)
+    lines = p.files["List_of_testing_videos.txt"].split()
+    listed = dict(zip(lines[1::2], lines[0::2]))
+    test = {o.path: o for o in p.outputs if o.split == "test"}
+    assert set(listed) == set(test)
+    reals = sum(o.label == 0 for o in test.values())
+    assert reals >= 1 and len(test) - reals >= 1
+    clip = len(p.clips[0][1])  # a Celeb-real clip and its fakes: the smallest unit with both labels
+    assert celebdf_test_size(total, clip)[1] == max(clip, total // 4)
+    assert len(test) <= max(clip, total // 4)
+    if total >= 13:
+        assert len(test) <= total / 4
+    if total >= 100:
+        assert 0.06 <= len(test) / total <= 0.11
+        assert 0.25 <= reals / len(test) <= 0.45
+    for path, o in test.items():
+        if o.label:  # a test fake's original clip is in the list too
+            ident, _, num = path.rsplit("/", 1)[1][:-4].split("_")
+            assert f"Celeb-real/{ident}_{num}.mp4" in test
+
+
 def test_celebdf_test_list_uses_its_own_label_convention(datasets):
     root, sidecar = datasets["celebdf"]
     lines = (root / "List_of_testing_videos.txt").read_text().splitlines()
@@ -117,7 +161,7 @@ def test_celebdf_test_list_uses_its_own_label_convention(datasets):
 
 def test_dfdc_parts_have_metadata_in_the_dfdc_format_and_audio_only_fakes():
     p = plan("dfdc", videos=8, parts=3, seed=2)
-    assert sorted({o.path.split("/")[0] for o in p.outputs}) == [f"dfdc_train_part_{k}" for k in range(3)]
+    assert sorted({o.path.split("/")[0] for o in p.outputs}) == [f"dfdc_train_part_{k}" for k in range(3)] + ["test"]
     audio_only = 0
     for k in range(3):
         meta = json.loads(p.files[f"dfdc_train_part_{k}/metadata.json"])
@@ -130,9 +174,38 @@ def test_dfdc_parts_have_metadata_in_the_dfdc_format_and_audio_only_fakes():
             else:
                 assert m["label"] == "FAKE" and meta[m["original"]]["label"] == "REAL"
     for o in p.outputs:
-        if o.label and set(o.manipulations) <= {"audio_shift", "audio_replace"}:
+        if o.label and o.split == "train" and set(o.manipulations) <= {"audio_shift", "audio_replace"}:
             audio_only += 1
     assert audio_only >= 3
+
+
+def test_dfdc_test_set_has_labels_csv_its_own_people_and_the_same_mix_of_fakes():
+    p = plan("dfdc", videos=8, parts=3, seed=2)
+    rows = list(csv.reader(p.files["test/labels.csv"].splitlines()))
+    assert rows[0] == ["filename", "label"]
+    labels = {name: int(label) for name, label in rows[1:]}
+    assert [name for name, _ in rows[1:]] == sorted(labels)  # row order does not give the label away
+    test = {o.path: o for o in p.outputs if o.split == "test"}
+    assert set(test) == {f"test/{name}" for name in labels} and len(test) == 16
+    assert all(re.fullmatch(r"[a-z]{10}\.mp4", name) for name in labels)
+    assert all(labels[path[5:]] == o.label and o.audio for path, o in test.items())
+    assert sum(labels.values()) == 8
+    train = [o for o in p.outputs if o.split == "train"]
+    def people(outs):
+        return {o.identity_name for o in outs} | {o.source_name for o in outs if o.source_name}
+
+    assert not people(test.values()) & people(train)
+    train_names = {o.path.rsplit("/", 1)[1] for o in train}
+    assert not train_names & set(labels)
+    kinds = {tuple(o.manipulations) for o in test.values() if o.label}
+    assert len(kinds) == 8  # 8 fakes cycle through all 8 recipes, audio-only ones included
+    # the train parts do not change with the test set
+    no_test = plan("dfdc", videos=8, parts=3, seed=2, test_videos=0)
+    assert "test/labels.csv" not in no_test.files and {o.split for o in no_test.outputs} == {"train"}
+    assert [o.path for o in no_test.outputs] == [o.path for o in train]
+    two = [o for o in plan("dfdc", videos=8, parts=1, seed=5, test_videos=2).outputs if o.split == "test" and o.label]
+    assert len(two) == 2 and any(set(o.manipulations) <= {"audio_shift", "audio_replace"} for o in two)
+    assert any(not set(o.manipulations) <= {"audio_shift", "audio_replace"} for o in two)
 
 
 def test_fakeavceleb_csv_has_the_release_header_and_points_at_the_files(datasets):
@@ -219,6 +292,32 @@ def test_rerun_skips_finished_videos_redoes_missing_ones_and_refuses_other_param
         synthesize("folder", tmp_path, **{**kw, "seed": 2})
 
 
+def test_folder_from_the_previous_synth_version_is_refused_not_mixed(tmp_path):
+    """Version 1 wrote other FF++ pairs, Celeb-DF test lists and no DFDC test set: never resume into it."""
+    kw = dict(videos=1, parts=1, test_videos=0, seconds=0.2, size=(128, 120), progress=False)
+    sidecar = synthesize("dfdc", tmp_path, **kw)
+    assert sidecar["params"]["test_videos"] == 0
+    path = tmp_path / SIDECAR
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    with pytest.raises(DataError, match="other parameters"):  # same folder, now asking for a test set
+        synthesize("dfdc", tmp_path, **{**kw, "test_videos": None})
+    old = json.loads(path.read_text())
+    old["version"] = 1
+    del old["params"]["test_videos"]  # as version 1 wrote it
+    path.write_text(json.dumps(old))
+    for test_videos in (0, None):
+        with pytest.raises(DataError, match="version 1") as err:
+            synthesize("dfdc", tmp_path, **{**kw, "test_videos": test_videos})
+        assert "\n" not in str(err.value)
+    old["version"] = 2  # the right version with version 1's params is refused too
+    path.write_text(json.dumps(old))
+    with pytest.raises(DataError, match="other parameters"):
+        synthesize("dfdc", tmp_path, **kw)
+    assert not (tmp_path / "test").exists()
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p != path} == {
+        p: t for p, t in before.items() if p != path}
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -227,6 +326,7 @@ def test_rerun_skips_finished_videos_redoes_missing_ones_and_refuses_other_param
         (dict(layout="youtube"), "unknown layout"),
         (dict(layout="ffpp", videos=1), "too few"),
         (dict(compressions=("c99",)), "c99"),
+        (dict(test_videos=-1), "--test-videos -1"),
     ],
 )
 def test_bad_parameters_are_one_line_user_errors(tmp_path, kwargs, message):
@@ -255,6 +355,21 @@ def test_cli_writes_a_dataset_and_reports_bad_size_without_traceback(tmp_path, c
     code = main(["synth", "--layout", "folder", "--out", str(tmp_path / "e"), "--size", "big"])
     err = capsys.readouterr().err
     assert code == 2 and "WIDTHxHEIGHT" in err and "Traceback" not in err
+
+
+def test_cli_test_videos_flag_sizes_the_dfdc_test_set(tmp_path, capsys):
+    out = tmp_path / "dfdc"
+    code = main(["synth", "--layout", "dfdc", "--out", str(out), "--videos", "1", "--parts", "1", "--test-videos", "2",
+                 "--seconds", "0.2", "--size", "128x120"])
+    assert code == 0
+    sidecar = json.loads((out / SIDECAR).read_text())
+    assert sidecar["params"]["test_videos"] == 2
+    rows = (out / "test" / "labels.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4 and all((out / "test" / r.split(",")[0]).is_file() for r in rows[1:])
+    assert sorted(e["split"] for e in sidecar["videos"].values()) == ["test"] * 4 + ["train"] * 2
+    code = main(["synth", "--layout", "dfdc", "--out", str(tmp_path / "e"), "--test-videos", "-2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--test-videos -2" in err and "Traceback" not in err
 
 
 def test_layouts_constant_lists_every_layout():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -41,6 +42,10 @@ def register(app: typer.Typer) -> None:
             help="ffpp only, repeatable: c0 (near-lossless, crf 1), c23 (crf 23), c40 (crf 40).",
         ),
         parts: int = typer.Option(2, "--parts", help="dfdc only: number of dfdc_train_part_K folders."),
+        test_videos: Optional[int] = typer.Option(
+            None, "--test-videos", show_default="same as --videos",
+            help="dfdc only: real videos in the public test set test/labels.csv, each with one fake; 0 = none.",
+        ),
         preview: bool = typer.Option(
             False, "--preview", help="Also save DIR/preview_real.png and DIR/preview_fake.png (one frame each)."
         ),
@@ -54,7 +59,8 @@ def register(app: typer.Typer) -> None:
         if layout not in LAYOUT_CHOICES:
             raise DfpanelError(f"--layout {layout!r} is unknown; choose one of {', '.join(LAYOUT_CHOICES)}")
         sidecar = synthesize(layout, out, videos=videos, seconds=seconds, size=parse_size(size), fps=fps, seed=seed,
-                             compressions=tuple(compression), parts=parts, progress=True)
+                             compressions=tuple(compression), parts=parts, test_videos=test_videos,
+                             progress=True)
         entries = sidecar["videos"].values()
         n_fake = sum(e["label"] for e in entries)
         Console().print(f"{layout}: {len(sidecar['videos'])} videos ({len(sidecar['videos']) - n_fake} real, "

@@ -25,10 +25,12 @@ from dfpanel.errors import DataError, DfpanelError
 __all__ = ["synthesize", "plan", "LAYOUTS", "MANIPULATIONS", "SIDECAR", "COMPRESSION_CRF"]
 
 SIDECAR = "dfpanel_synth.json"
-SIDECAR_VERSION = 1
+# 2: FF++ pairs inside 72/14/14 splits, Celeb-DF test list ~8%, DFDC test set. A folder written by
+# another version is refused (its files and index files would not match this plan).
+SIDECAR_VERSION = 2
 
 
-def _check(layout, videos, seconds, size, fps, compressions, parts) -> None:
+def _check(layout, videos, seconds, size, fps, compressions, parts, test_videos) -> None:
     if layout not in LAYOUTS:
         raise DfpanelError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if videos < MIN_VIDEOS[layout]:
@@ -46,23 +48,33 @@ def _check(layout, videos, seconds, size, fps, compressions, parts) -> None:
         raise DfpanelError(f"--compression {', '.join(bad) or '(none)'} is not one of {', '.join(COMPRESSION_CRF)}")
     if parts < 1:
         raise DfpanelError(f"--parts {parts} must be at least 1")
+    if test_videos < 0:
+        raise DfpanelError(f"--test-videos {test_videos} must be 0 (no test set) or more")
 
 
 def plan(layout: str, *, videos: int = 4, seconds: float = 2.0, size: tuple[int, int] = (320, 240),
-         fps: float = 25.0, seed: int = 0, compressions: tuple[str, ...] = ("c23",), parts: int = 2) -> Plan:
+         fps: float = 25.0, seed: int = 0, compressions: tuple[str, ...] = ("c23",), parts: int = 2,
+         test_videos: int | None = None) -> Plan:
     """What `synthesize` would write, without writing it."""
     compressions = tuple(dict.fromkeys(compressions))
     size = (int(size[0]), int(size[1]))
-    _check(layout, videos, seconds, size, fps, compressions, parts)
-    return PLANNERS[layout](videos, float(seconds), size, float(fps), seed, compressions, parts)
+    test_videos = _test_videos(videos, test_videos)
+    _check(layout, videos, seconds, size, fps, compressions, parts, test_videos)
+    return PLANNERS[layout](videos, float(seconds), size, float(fps), seed, compressions, parts, test_videos)
 
 
-def _params(layout, videos, seconds, size, fps, compressions, parts) -> dict:
+def _test_videos(videos: int, test_videos: int | None) -> int:
+    """dfdc's public test set: as many real videos as one train part unless told."""
+    return videos if test_videos is None else int(test_videos)
+
+
+def _params(layout, videos, seconds, size, fps, compressions, parts, test_videos) -> dict:
     params = {"videos": videos, "seconds": float(seconds), "size": [int(size[0]), int(size[1])], "fps": float(fps)}
     if layout == "ffpp":
         params["compressions"] = list(dict.fromkeys(compressions))
     if layout == "dfdc":
         params["parts"] = parts
+        params["test_videos"] = test_videos
     return params
 
 
@@ -95,28 +107,34 @@ def _write_text(path: Path, text: str) -> None:
 
 def synthesize(layout: str, out: str | Path, *, videos: int = 4, seconds: float = 2.0,
                size: tuple[int, int] = (320, 240), fps: float = 25.0, seed: int = 0,
-               compressions: tuple[str, ...] = ("c23",), parts: int = 2, progress: bool = True) -> dict:
+               compressions: tuple[str, ...] = ("c23",), parts: int = 2, test_videos: int | None = None,
+               progress: bool = True) -> dict:
     """Write a synthetic dataset in `layout`'s on-disk layout under `out`; returns the sidecar dict.
 
-    Re-running into a folder made with the same parameters skips videos already there (resumable);
-    a folder made with other parameters is refused rather than mixed.
+    `test_videos` (dfdc only): real videos in the public test set test/labels.csv, each with one fake;
+    None = `videos`, 0 = no test set. Re-running into a folder made with the same parameters (and the
+    same version of this generator) skips videos already there (resumable); any other folder is
+    refused rather than mixed.
     """
     from dfpanel.data.synth.render import render_clip
 
     the_plan = plan(layout, videos=videos, seconds=seconds, size=size, fps=fps, seed=seed,
-                    compressions=compressions, parts=parts)
+                    compressions=compressions, parts=parts, test_videos=test_videos)
     root = Path(out)
-    params = _params(layout, videos, seconds, size, fps, compressions, parts)
+    params = _params(layout, videos, seconds, size, fps, compressions, parts, _test_videos(videos, test_videos))
     sidecar_path = root / SIDECAR
     if sidecar_path.is_file():
         try:
             old = json.loads(sidecar_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             raise DataError(f"{sidecar_path}: unreadable synth sidecar; delete the folder or choose another --out") from None
-        if (old.get("layout"), old.get("seed"), old.get("params")) != (layout, seed, params):
+        if (old.get("version"), old.get("layout"), old.get("seed"), old.get("params")) != (
+                SIDECAR_VERSION, layout, seed, params):
             raise DataError(
-                f"{sidecar_path}: this folder holds a {old.get('layout')} synth set made with other parameters "
-                f"(seed {old.get('seed')}, {old.get('params')}); choose another --out or delete it"
+                f"{sidecar_path}: this folder holds a {old.get('layout')} synth set made with other parameters or by "
+                f"another dfpanel synth "
+                f"(version {old.get('version')}, seed {old.get('seed')}, {old.get('params')}); "
+                f"choose another --out or delete it"
             )
     try:
         root.mkdir(parents=True, exist_ok=True)
