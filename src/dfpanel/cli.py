@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "panel",
     "export",
     "serve",
+    "weights",
 )
 
 err_console = Console(stderr=True)
