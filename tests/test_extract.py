@@ -170,6 +170,13 @@ def test_a_face_lost_by_refinement_is_detected_in_full_in_that_clip():
     assert [p.pos for p in track.points] == list(range(16))
 
 
+def test_a_video_shorter_than_a_clip_gives_one_short_clip(dataset):
+    root, _, _ = dataset
+    path = make_video(root.parent / "short.mp4", VideoSpec(seconds=0.2, sweep=0.1))  # 5 frames
+    ((meta, crops, _),) = extract_video(path, CFG)
+    assert [f.index for f in meta.frames] == [0, 1, 2, 3, 4] and meta.clip_len == 5 and len(crops) == 5
+
+
 def test_extract_video_raises_for_no_face_and_bad_files(dataset):
     root, _, _ = dataset
     with pytest.raises(NoFaceError, match="noface.mp4: no face"):

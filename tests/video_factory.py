@@ -30,6 +30,7 @@ class VideoSpec:
     codec: str = "libx264"
     container_ext: str = ".mp4"
     seed: int = 0
+    sweep: float = 1.0  # how much of the frame width the face travels over the video
     stamp: bool = True  # paint the frame number as a bar pattern in the top-left corner
 
 
@@ -57,7 +58,7 @@ def face_position(i: int, n: int, spec: VideoSpec, patch: np.ndarray) -> tuple[i
     """Top-left corner of the face in frame i: a slow left-to-right sweep with a small bob."""
     w, h = spec.size
     ph, pw = patch.shape[:2]
-    x = int(round(10 + (w - pw - 20) * i / max(n - 1, 1)))
+    x = int(round(10 + (w - pw - 20) * spec.sweep * i / max(n - 1, 1)))
     y = int(round((h - ph) / 2 + 6 * np.sin(i / 4.0)))
     return x, y
 

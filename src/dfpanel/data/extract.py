@@ -276,6 +276,13 @@ def extract_video(
     return out
 
 
+def _clip_sizes(records: list[FrameRecord]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for f in records:
+        out.setdefault(f.clip, []).append(f.index)
+    return out
+
+
 def track_video_id(video_id: str, k: int) -> str:
     return video_id if k == 0 else f"{video_id}__t{k}"
 
@@ -316,7 +323,7 @@ def _track_output(track: FaceTrack, sampled, clip_of, info, cfg, audio_info, vid
         duration=info.duration,
         codec=info.codec,
         rotation=info.rotation,
-        clip_len=cfg.clip_len,
+        clip_len=max(len(v) for v in _clip_sizes(records).values()),  # shorter than asked for a short video
         frames=records,
         audio=audio_info,
         track_id=k,
