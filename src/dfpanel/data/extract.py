@@ -261,6 +261,7 @@ def extract_video(
     tracks = track_faces(clip_of, dets)
     if not tracks:
         raise NoFaceError(f"{path}: no face found in {len(dets)} frames checked; remove it from the manifest or lower --min-face-size")
+    n_found = len(tracks)
     if not cfg.all_faces:
         tracks = tracks[:1]
 
@@ -271,7 +272,7 @@ def extract_video(
     out = []
     for k, track in enumerate(tracks):
         meta, crops = _track_output(track, sampled, clip_of, info, cfg, audio_info, video_id, dataset, k, detector.name)
-        meta.extra.update(detection=stats, track=cfg.track, n_tracks=len(tracks), truncated=truncated)
+        meta.extra.update(detection=stats, track=cfg.track, n_tracks=n_found, truncated=truncated)
         out.append((meta, crops, audio[0] if audio is not None else None))
     return out
 
