@@ -403,3 +403,31 @@ def test_a_crashed_worker_fails_only_its_video_and_the_pool_is_rebuilt(tmp_path)
     crashed = [r for r in results if not r["ok"]]
     assert [r["id"] for r in crashed] == ["v3"] and crashed[0]["error"] == "WorkerCrash"
     assert "v3.mp4" in crashed[0]["reason"] and starts[0] == 2  # a fresh pool took the rest
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_where_it_stopped(dataset, tmp_path):
+    import signal
+    import time
+
+    root, _, _ = dataset
+    rows = [VideoRecord(id=f"v{i}", path="real_a.mp4" if i % 2 else "fake_b.mp4", label=0, fake_type="real",
+                        split="train", dataset="folder", group=f"g{i}", root=str(root)) for i in range(8)]
+    write_manifest(rows, tmp_path / "m.jsonl")
+    out = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "dfpanel", "extract", str(tmp_path / "m.jsonl"), "--out", str(out), "--frames", "16",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (out / INDEX_FILE).is_file() and (out / INDEX_FILE).read_text().count("\n") >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = len((out / INDEX_FILE).read_text().splitlines())
+    summary = run_extraction(tmp_path / "m.jsonl", out, CFG, progress=False)
+    assert summary["skipped"] == before and summary["ok"] == 8 - before and summary["failed"] == 0
+    ids = [json.loads(l)["id"] for l in (out / INDEX_FILE).read_text().splitlines()]
+    assert sorted(ids) == sorted(r.id for r in rows)  # each video once
+    assert all((out / "folder" / r.id / "meta.json").is_file() for r in rows)
