@@ -38,7 +38,11 @@ def small(name, **kw):
 
 
 def test_registry_lists_the_five():
-    assert list_specialists() == NAMES
+    # Other tests register stand-in specialists; the package itself must bring exactly these five.
+    from dfpanel.models.specialists.base import specialist_class
+
+    builtin = [n for n in list_specialists() if specialist_class(n).__module__.startswith("dfpanel.models.specialists.")]
+    assert builtin == NAMES
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -28,7 +28,7 @@ STAGES = ("ffpp", "celebdf", "dfdc")
 class DemoPlan:
     out: Path
     specialists: Sequence[str] = SPECIALISTS
-    videos: dict[str, int] = field(default_factory=lambda: {"ffpp": 6, "celebdf": 6, "dfdc": 4})
+    videos: dict[str, int] = field(default_factory=lambda: {"ffpp": 10, "celebdf": 6, "dfdc": 4})
     seconds: float = 2.0
     size: str = "320x240"
     frames: int = 16
