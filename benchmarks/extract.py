@@ -137,12 +137,15 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"warning: {summary['failed']} failed: {summary['failures']}", file=sys.stderr)
         runs[workers] = {"seconds": secs, "videos_per_s": summary["ok"] / secs, "frames_per_s": summary["frames"] / secs,
                          "ok": summary["ok"], "frames": summary["frames"],
-                         "cpu_per_video_s": summary["video_cpu_seconds"] / max(summary["ok"] + summary["failed"], 1)}
+                         "cpu_per_video_s": summary["video_cpu_seconds"] / max(summary["ok"] + summary["failed"], 1),
+                         "stage_seconds_per_video": {k: v / max(summary["ok"], 1) for k, v in summary["stage_seconds"].items()}}
         if workers == 1:  # in-process: its CPU time is the whole cost
             runs[1].update(cpu_seconds=cpu, videos_per_cpu_s=summary["ok"] / cpu)
         print(f"extract --workers {workers}: {secs:.1f} s, {runs[workers]['videos_per_s']:.3f} videos/s, "
               f"{runs[workers]['frames_per_s']:.1f} output frames/s, "
               f"{runs[workers]['cpu_per_video_s']:.2f} CPU s per video inside the workers")
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in runs[workers]["stage_seconds_per_video"].items())
+        print(f"  per video (s): {stages}")
 
     one = runs[1]
     result = {

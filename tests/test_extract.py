@@ -190,6 +190,7 @@ def test_run_writes_entries_and_index_rows_from_the_manifest(dataset, cache):
     _, _, rows = dataset
     out, summary = cache
     assert (summary["selected"], summary["ok"], summary["failed"], summary["skipped"]) == (6, 2, 4, 0)
+    assert set(summary["stage_seconds"]) >= {"decode", "audio", "faces", "crops", "write"}
     by_id = {r.id: r for r in rows}
     index = FaceTrackCache(out).rows()
     assert sorted(r.id for r in index) == sorted(GOOD)

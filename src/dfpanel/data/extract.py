@@ -235,12 +235,16 @@ def extract_video(
     video_id: str = "video",
     dataset: str = "folder",
     detector: FaceDetector | None = None,
+    timings: dict | None = None,
 ) -> list[tuple[TrackMeta, list[np.ndarray], np.ndarray | None]]:
     """Face tracks of one video, main track first: (meta, RGB crops in meta.frames order, audio
-    float32 16 kHz mono or None). Raises VideoError (unreadable) or NoFaceError."""
+    float32 16 kHz mono or None). Raises VideoError (unreadable) or NoFaceError. `timings`, if
+    given, receives seconds spent per stage (decode, audio, faces, crops)."""
     cfg = (cfg or ExtractConfig()).validate()
     detector = detector or get_detector(cfg)
     path = Path(path)
+    timings = {} if timings is None else timings
+    t = time.perf_counter()
     with VideoReader(path, threads=cfg.decode_threads) as reader:
         info = reader.info
         planned = plan_clips(info.n_frames, cfg.frames, cfg.clip_len)
@@ -248,8 +252,12 @@ def extract_video(
         clips = [c for c in planned if all(i in decoded for i in c)]  # only whole clips
         if not clips:
             raise VideoError(f"{path}: none of the sampled frames could be decoded; the file is corrupt or truncated")
+        timings["decode"] = time.perf_counter() - t
+        t = time.perf_counter()
         audio = reader.audio(AUDIO_RATE) if info.has_audio else None
         truncated = reader.truncated
+        timings["audio"] = time.perf_counter() - t
+    t = time.perf_counter()
 
     sampled = [decoded[i] for c in clips for i in c]
     clip_of = [k for k, c in enumerate(clips) for _ in c]
@@ -262,6 +270,8 @@ def extract_video(
     if not tracks:
         raise NoFaceError(f"{path}: no face found in {len(dets)} frames checked; remove it from the manifest or lower --min-face-size")
     n_found = len(tracks)
+    timings["faces"] = time.perf_counter() - t
+    t = time.perf_counter()
     if not cfg.all_faces:
         tracks = tracks[:1]
 
@@ -274,6 +284,7 @@ def extract_video(
         meta, crops = _track_output(track, sampled, clip_of, info, cfg, audio_info, video_id, dataset, k, detector.name)
         meta.extra.update(detection=stats, track=cfg.track, n_tracks=n_found, truncated=truncated)
         out.append((meta, crops, audio[0] if audio is not None else None))
+    timings["crops"] = time.perf_counter() - t
     return out
 
 
@@ -375,8 +386,12 @@ def process_record(record: VideoRecord, out: Path, cfg: ExtractConfig, detector:
     t0, c0 = time.perf_counter(), time.process_time()
     result = {"id": record.id, "dataset": record.dataset, "path": str(record.abspath), "ok": False, "rows": []}
     try:
-        tracks = extract_video(record.abspath, cfg, video_id=record.id, dataset=record.dataset, detector=detector)
+        timings: dict = {}
+        result["timings"] = timings
+        tracks = extract_video(record.abspath, cfg, video_id=record.id, dataset=record.dataset, detector=detector, timings=timings)
+        t = time.perf_counter()
         rows = write_tracks(out, tracks, record)
+        timings["write"] = time.perf_counter() - t
         result.update(ok=True, rows=[asdict(r) for r in rows], frames=sum(len(m.frames) for m, _, _ in tracks))
     except DfpanelError as exc:
         result.update(error=type(exc).__name__, reason=str(exc))
@@ -511,6 +526,7 @@ def run_extraction(
         "tracks": 0,
         "frames": 0,
         "video_cpu_seconds": 0.0,  # CPU spent on the videos, summed over workers
+        "stage_seconds": {},  # wall seconds per stage (decode, audio, faces, crops, write), summed
         "failures": [],
     }
     run_key = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
@@ -530,6 +546,8 @@ def run_extraction(
     def on_result(res: dict) -> None:
         key = failure_key(res["dataset"], res["id"])
         summary["video_cpu_seconds"] += res.get("cpu_seconds", 0.0)
+        for stage, secs in res.get("timings", {}).items():
+            summary["stage_seconds"][stage] = summary["stage_seconds"].get(stage, 0.0) + secs
         if res["ok"]:
             rows = res["rows"]
             for row in rows[1:] + rows[:1]:  # main track last: its row marks the video done
