@@ -11,26 +11,17 @@ import torch
 from torch.utils.data import default_collate
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_views_support import make_entry  # noqa: E402
+from test_views_support import SMALL, make_entry  # noqa: E402
 
 from dfpanel.errors import ConfigError, WeightsError  # noqa: E402
 from dfpanel.models.backbone import Backbone, GridPool  # noqa: E402
 from dfpanel.models.specialists import create_specialist, list_specialists  # noqa: E402
 
-SMALL = {"backbone": "tiny", "image_size": 64, "clip_len": 4, "fusion_dim": 32, "fusion_heads": 4}
 AV_SMALL = {"mouth_size": 32}
 MODULE_CHANNELS = {"bg": 32, "av": 48, "cm": 40, "rr": 32, "tm": 32}
 NAMES = sorted(MODULE_CHANNELS)
 
 
-@pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    # One intra-op thread: on a shared 2-core box, oversubscribed OpenMP threads spin and run 10-20x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def small(name, **kw):

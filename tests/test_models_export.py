@@ -12,16 +12,9 @@ from dfpanel.errors import DataError, WeightsError
 from dfpanel.models.export import OnnxSpecialist, export_onnx
 from dfpanel.models.specialists import create_specialist
 
-SMALL = {"backbone": "tiny", "image_size": 64, "clip_len": 4, "fusion_dim": 32, "fusion_heads": 4}
+from test_views_support import SMALL  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _check(name, tmp_path, **kw):

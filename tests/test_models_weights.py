@@ -11,16 +11,9 @@ from dfpanel.errors import WeightsError
 from dfpanel.models.specialists import create_specialist
 from dfpanel.models.weights import file_sha256, load_specialist, load_weights, save_weights
 
-SMALL = {"backbone": "tiny", "image_size": 64, "clip_len": 4, "fusion_dim": 32, "fusion_heads": 4}
+from test_views_support import SMALL  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

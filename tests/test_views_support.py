@@ -6,6 +6,9 @@ import numpy as np
 
 from dfpanel.data.cache import AudioInfo, FaceTrackEntry, FrameRecord, TrackMeta
 
+# Specialist options small enough for fast CPU tests (timm's test_efficientnet backbone).
+SMALL = {"backbone": "tiny", "image_size": 64, "clip_len": 4, "fusion_dim": 32, "fusion_heads": 4}
+
 
 def make_frames(n: int, size=(320, 240), seed: int = 0) -> list[np.ndarray]:
     """n random RGB source frames, height x width x 3 uint8."""
