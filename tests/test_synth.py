@@ -72,7 +72,9 @@ def test_ffpp_layout_names_and_splits_follow_the_release():
     paths = [o.path for o in p.outputs]
     assert "original_sequences/youtube/c40/videos/006.mp4" in paths
     fakes = [x for x in paths if x.startswith("manipulated_sequences/")]
-    assert len(fakes) == 7 * 5 * 3
+    listed_pairs = sum(len(json.loads(p.files[f"splits/{s}.json"])) for s in ("train", "val", "test"))
+    # FF++ swaps both ways within each listed pair: 2 fakes per pair, per method, per compression.
+    assert len(fakes) == listed_pairs * 2 * 5 * 3
     for f in fakes:
         assert re.fullmatch(r"manipulated_sequences/(Deepfakes|Face2Face|FaceSwap|NeuralTextures|FaceShifter)/"
                             r"c(0|23|40)/videos/\d{3}_\d{3}\.mp4", f), f
@@ -110,9 +112,12 @@ def test_ffpp_splits_are_72_14_14_in_whole_swap_pairs(n):
     p = plan("ffpp", videos=n, seed=n)
     split_of = {o.path.rsplit("/", 1)[1][:3]: o.split for o in p.outputs if o.label == 0}
     assert tuple(sum(s == x for s in split_of.values()) for x in ("train", "val", "test")) == expected
+    fakes = {o.path.rsplit("/", 1)[1][:-4] for o in p.outputs if o.label}
     for s in ("train", "val", "test"):
         pairs = json.loads(p.files[f"splits/{s}.json"])
         assert {v for pair in pairs for v in pair} == {v for v, x in split_of.items() if x == s}, s
+        for a, b in pairs:  # the indexer expects both directions of every listed pair, as in the release
+            assert {f"{a}_{b}", f"{b}_{a}"} <= fakes, (s, a, b)
     for o in p.outputs:
         if o.label:
             target, source = o.path.rsplit("/", 1)[1][:-4].split("_")

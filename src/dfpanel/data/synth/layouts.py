@@ -146,26 +146,29 @@ def plan_ffpp(videos, seconds, size, fps, seed, compressions, parts, test_videos
     split_of = {v: ("train" if k < n_train else "val" if k < n_train + n_val else "test") for k, v in enumerate(order)}
     # Pairs form inside a split, so every fake's target and face donor sit in the same split.
     pairs_of = {s: _pairs(sorted(v for v in names if split_of[v] == s)) for s in ("train", "val", "test")}
-    source_of: dict[str, str] = {}
+    # FF++ swaps both ways within a listed pair (a_b and b_a), so every pair a split file lists has both
+    # fakes; in an odd split's triple the middle member is the target of two swaps.
+    sources_of: dict[str, list[str]] = {}
     for a, b in (pair for pairs in pairs_of.values() for pair in pairs):
-        source_of.setdefault(a, b)
-        source_of.setdefault(b, a)
+        for target, src in ((a, b), (b, a)):
+            if src not in sources_of.setdefault(target, []):
+                sources_of[target].append(src)
     plan = Plan()
     for name in names:
         clip = _clip(seeds, f"ffpp/{name}", people[name], seconds, size, fps)
-        src = source_of[name]
         outs = []
         for comp in compressions:
             crf = COMPRESSION_CRF[comp]
             outs.append(Output(f"original_sequences/youtube/{comp}/videos/{name}.mp4", 0, "real", crf=crf,
                                identity_name=f"ffpp-{name}", split=split_of[name]))
-            for method, spec in FFPP_METHODS.items():
-                outs.append(Output(
-                    f"manipulated_sequences/{method}/{comp}/videos/{name}_{src}.mp4", 1, method,
-                    manipulations=spec["manipulations"], crf=crf, source=people[src],
-                    trace_seed=seeds("trace", method, name), fine_blend=spec.get("fine_blend", False),
-                    region=spec.get("region", "face"), identity_name=f"ffpp-{name}", source_name=f"ffpp-{src}",
-                    split=split_of[name]))
+            for k, src in enumerate(sources_of.get(name, [])):
+                for method, spec in FFPP_METHODS.items():
+                    outs.append(Output(
+                        f"manipulated_sequences/{method}/{comp}/videos/{name}_{src}.mp4", 1, method,
+                        manipulations=spec["manipulations"], crf=crf, source=people[src],
+                        trace_seed=seeds("trace", method, name, *([src] if k else [])), fine_blend=spec.get("fine_blend", False),
+                        region=spec.get("region", "face"), identity_name=f"ffpp-{name}", source_name=f"ffpp-{src}",
+                        split=split_of[name]))
         plan.clips.append((clip, outs))
     for split, pairs in pairs_of.items():
         plan.files[f"splits/{split}.json"] = json.dumps([[a, b] for a, b in pairs]) + "\n"
