@@ -34,6 +34,9 @@ class DemoPlan:
     frames: int = 16
     workers: int = 2
     seed: int = 0
+    # The tiny presets as they ship train for 2 short epochs (enough to show the pipeline in tests);
+    # the demo trains longer on every sampled frame so each specialist learns its trace.
+    train_overrides: Sequence[str] = ("trainer.max_epochs=4", "data.max_videos=null", "data.frames_per_video=8")
 
     def data(self, layout: str) -> Path:
         return self.out / "data" / layout
@@ -124,8 +127,11 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict:
 
     def train() -> None:
         for spec in plan.specialists:
-            _run(console, ["curriculum", "--specialist", spec, "--preset", "tiny", "--data", str(plan.cache),
-                           "--out", str(plan.runs), "--manifests", str(plan.out / "manifests")])
+            argv = ["curriculum", "--specialist", spec, "--preset", "tiny", "--data", str(plan.cache),
+                    "--out", str(plan.runs), "--manifests", str(plan.out / "manifests")]
+            for override in plan.train_overrides:
+                argv += ["--set", override]
+            _run(console, argv)
         collect_weights(plan, console)
 
     def evaluate() -> None:
