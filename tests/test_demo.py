@@ -46,7 +46,8 @@ def test_unknown_specialist_is_a_usage_error(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_runs_every_step_and_reuses_finished_work(tmp_path):
-    plan = DemoPlan(out=tmp_path / "demo", specialists=("cm", "av"), videos={"ffpp": 6, "celebdf": 5, "dfdc": 2},
+    # The tiny curriculum of all five real specialists, end to end, on real synthetic videos.
+    plan = DemoPlan(out=tmp_path / "demo", videos={"ffpp": 6, "celebdf": 5, "dfdc": 2},
                     seconds=1.0, frames=8, workers=1, train_overrides=("trainer.max_epochs=1",))
     summary = run_demo(plan)
     assert len(summary["reports"]) == 6
@@ -54,6 +55,9 @@ def test_demo_runs_every_step_and_reuses_finished_work(tmp_path):
         data = json.loads((tmp_path / "demo" / "reports" / report.split("/")[-2] / "report.json").read_text())
         assert data["verdict"] in ("real", "fake", "uncertain")
     assert (plan.weights / "panel.json").is_file() and (plan.out / "eval" / "metrics.json").is_file()
+    for spec in ("bg", "av", "cm", "rr", "tm"):
+        side = json.loads((plan.weights / f"{spec}.json").read_text())
+        assert side["specialist"] == spec and side["stage"] == "dfdc" and side["parent_sha256"]
     stamp = (plan.runs / "cm" / "dfdc" / "best.safetensors").stat().st_mtime
     again = run_demo(plan)  # a re-run reuses synth, extract and training
     assert (plan.runs / "cm" / "dfdc" / "best.safetensors").stat().st_mtime == stamp
