@@ -141,3 +141,13 @@ def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "unknown key 'optim.lrr'" in err and "Traceback" not in err
+
+
+def test_tiny_presets_step_the_learning_rate_down_per_stage_like_the_full_ones():
+    # A later stage refines the earlier stage's weights; at stage 1's rate it overwrote them (seen in the demo).
+    from dfpanel.config import load_stage_config
+
+    for spec in ("bg", "av", "cm", "rr", "tm"):
+        for prefix in ("", "tiny_"):
+            lrs = [load_stage_config(f"{spec}/{prefix}{stage}").optim.lr for stage in ("ffpp", "celebdf", "dfdc")]
+            assert lrs[0] > lrs[1] > lrs[2], (spec, prefix, lrs)
