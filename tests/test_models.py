@@ -204,3 +204,19 @@ def test_forward_compiles_as_one_graph(name):
     explained = torch._dynamo.explain(model)(model.example_inputs(2))
     assert explained.graph_break_count == 0, explained.break_reasons[:2]
     assert explained.graph_count == 1
+
+
+def test_tm_landmark_jitter_branch_speaks_as_loud_as_the_others():
+    """Landmark jitter is ~1e-2 face boxes; unnormalised, that branch's output varied ~1000x less across
+    clips than the image branches', so fusion never heard it and TM missed temporal_jitter fakes."""
+    model = small("tm").train()
+    x = model.example_inputs(16)
+    t = x["landmarks"].shape[1]
+    steady = torch.linspace(0.3, 0.7, 10).repeat(16, t, 1) + torch.linspace(0, 0.02, t)[None, :, None]  # slow head motion
+    shaky = torch.randn(16, t, 10) * 0.02 * (torch.arange(16) % 2)[:, None, None]  # every other clip jitters
+    x["landmarks"] = steady + shaky
+    with torch.no_grad():
+        out = model.module(x)
+    per_branch = out.reshape(16, 4, -1).std(dim=0).mean(dim=1)  # how much each branch varies across clips
+    jitter = per_branch[2]  # texture, flicker, jitter, motion boundary
+    assert jitter > 0.2 * per_branch.max(), per_branch.tolist()

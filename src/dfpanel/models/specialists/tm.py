@@ -68,18 +68,22 @@ class LandmarkJitter(nn.Module):
     def __init__(self, out_ch: int, width: int = 32):
         super().__init__()
         self.out_ch = out_ch
+        # Offsets and velocities are ~1e-2 face boxes: unnormalised, the branch's output barely varies
+        # across samples (~1e-3 of the other branches') and fusion cannot hear the jitter.
+        self.norm = nn.BatchNorm1d(4 * N_LANDMARKS)
         self.net = nn.Sequential(
             nn.Conv1d(4 * N_LANDMARKS, width, 3, padding=1), nn.SiLU(inplace=True),
             nn.Conv1d(width, width, 3, padding=1), nn.SiLU(inplace=True),
         )
         self.to_grid = nn.Linear(2 * width, out_ch * GRID * GRID)
+        self.out = nn.BatchNorm2d(out_ch)
 
     def forward(self, landmarks: torch.Tensor) -> torch.Tensor:  # (B, T, 10)
         x = landmarks.transpose(1, 2)
         velocity = F.pad(x[..., 1:] - x[..., :-1], (1, 0))
-        h = self.net(torch.cat([x - x.mean(dim=2, keepdim=True), velocity], dim=1))
+        h = self.net(self.norm(torch.cat([x - x.mean(dim=2, keepdim=True), velocity], dim=1)))
         summary = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
-        return self.to_grid(summary).reshape(-1, self.out_ch, GRID, GRID)
+        return self.out(self.to_grid(summary).reshape(-1, self.out_ch, GRID, GRID))
 
 
 class TemporalModule(nn.Module):
