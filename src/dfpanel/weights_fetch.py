@@ -20,8 +20,8 @@ def fetch_weights(url: str, *, sha256: str, out: str | Path, sidecar_url: str | 
     cached_side = sidecar_path(weights)
     if side_src != cached_side:
         shutil.copy2(side_src, cached_side)
-    try:
-        sidecar = json.loads(cached_side.read_text())
+    try:  # checked here so the error names the URL; load_weights reads it again below
+        json.loads(cached_side.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise WeightsError(f"{side_url}: sidecar is not JSON ({exc}); check --sidecar-url") from None
     # load_weights checks the file is real safetensors, matches the sidecar's specialist and sha256.
