@@ -75,7 +75,7 @@ def save_tiny_weights(folder: Path, image_size: int, clip_len: int) -> None:
     import torch
 
     from dfpanel.models.specialists.base import create_specialist, list_specialists
-    from dfpanel.models.weights import save_weights
+    from dfpanel.weights.io import save_weights
 
     torch.manual_seed(0)
     for name in list_specialists():
@@ -88,8 +88,8 @@ counts: dict[str, int] = {}
 
 def timed_extract(frames: int, clip_len: int, detect_every: int | None):
     """Extraction as detection runs it, or with the detector on every frame (naive)."""
-    from dfpanel.data.extract import ExtractConfig, extract_video, get_detector
     from dfpanel.detect.pipeline import _TimedDetector
+    from dfpanel.extract.run import ExtractConfig, extract_video, get_detector
 
     cfg = ExtractConfig(frames=frames, clip_len=clip_len)
     if detect_every:
@@ -114,7 +114,7 @@ def naive_extract(frames: int, clip_len: int):
     same extraction code, whose own time is not counted (only the naive decode and detection are)."""
     import av
 
-    from dfpanel.data.extract import ExtractConfig, extract_video, get_detector
+    from dfpanel.extract.run import ExtractConfig, extract_video, get_detector
 
     cfg = ExtractConfig(frames=frames, clip_len=clip_len, detect_every=1)
 
@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     from dfpanel.detect.discovery import probe_video
     from dfpanel.detect.pipeline import DetectConfig, PanelDetector
-    from dfpanel.detect.weights import load_panel, load_runners
+    from dfpanel.inference.runners import load_runners
+    from dfpanel.panel.combiner import load_panel
 
     torch.set_num_threads(args.threads)
     w, h = (int(v) for v in args.size.lower().split("x"))

@@ -1,6 +1,6 @@
 """Benchmark `dfpanel extract` against a naive extractor, measured in the same run.
 
-Videos: synthetic 10 s 1280x720 H.264 (dfpanel.data.synth, `folder` layout), indexed into a manifest.
+Videos: synthetic 10 s 1280x720 H.264 (dfpanel.synth, `folder` layout), indexed into a manifest.
 Baseline (naive): decode every frame with OpenCV, run MTCNN on every full-size frame, write a JPEG
 of the 2x face box per frame. Ours: run_extraction at --frames per video, with 1 worker (per-core
 comparison) and with --workers N (scaling). Every run uses one torch thread per process.
@@ -29,7 +29,7 @@ def naive_extract(path: Path, out: Path, detector, limit: int = 0) -> tuple[int,
     (frames processed, wall seconds, CPU seconds)."""
     import cv2
 
-    from dfpanel.data.faces import context_box
+    from dfpanel.extract.faces import context_box
 
     out.mkdir(parents=True, exist_ok=True)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -77,11 +77,11 @@ def main(argv: list[str] | None = None) -> dict:
     import cv2
 
     cv2.setNumThreads(1)
-    from dfpanel.data.extract import ExtractConfig, run_extraction
-    from dfpanel.data.faces import create_detector
-    from dfpanel.data.layouts import index_dataset
-    from dfpanel.data.manifest import write_manifest
-    from dfpanel.data.synth import synthesize
+    from dfpanel.extract.faces import create_detector
+    from dfpanel.extract.run import ExtractConfig, run_extraction
+    from dfpanel.index import index_dataset
+    from dfpanel.index.manifest import write_manifest
+    from dfpanel.synth import synthesize
 
     w, h = (int(v) for v in args.size.lower().split("x"))
     work = args.workdir or Path(tempfile.mkdtemp(prefix="dfpanel-bench-extract-"))
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.workers > 1:
         # One-time cost of a run with workers: the fork server imports torch once. Measured apart,
         # so the scaling figure compares steady work (a real run pays this once, not per video).
-        from dfpanel.data.extract import _WorkerPool
+        from dfpanel.extract.run import _WorkerPool
 
         t = time.perf_counter()
         _WorkerPool(cfg, args.workers).start().shutdown()

@@ -4,7 +4,7 @@ Builds a DFDC layout of empty videos (parts x videos per part, with metadata.jso
 real release is 50 x ~2400 = ~119k videos), then times:
 
   baseline  os.walk over the tree + json.load of every metadata.json (the I/O any indexer must do)
-  index     dfpanel.data.layouts.index_dataset(root, "dfdc")
+  index     dfpanel.index.index_dataset(root, "dfdc")
 
 and prints index time as a ratio of the baseline. Results go to benchmarks/results/index_scale.json.
 
@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "index_scale.json")
     args = ap.parse_args()
 
-    from dfpanel.data.layouts import index_dataset
+    from dfpanel.index import index_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "dfdc"

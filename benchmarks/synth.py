@@ -31,7 +31,7 @@ def transcode(src: Path, dst: Path, size: tuple[int, int], fps: float) -> tuple[
     """Decode a synthesized video and encode its frames again with the same writer: (wall s, CPU s)."""
     import av
 
-    from dfpanel.data.synth.video import VideoWriter
+    from dfpanel.synth.video import VideoWriter
 
     t0, c0 = time.perf_counter(), time.process_time()
     writer = VideoWriter(dst, size, fps, 23)
@@ -43,7 +43,7 @@ def transcode(src: Path, dst: Path, size: tuple[int, int], fps: float) -> tuple[
 
 
 def run(size: tuple[int, int], seconds: float, fps: float, layouts: dict[str, int], work: Path) -> dict:
-    from dfpanel.data.synth import synthesize
+    from dfpanel.synth import synthesize
 
     out = {"size": list(size), "seconds": seconds, "fps": fps}
     base = None

@@ -72,7 +72,7 @@ def auc(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
 def main() -> None:
     import av
 
-    from dfpanel.data.synth.render import Clip, Output, face_boxes, render_clip
+    from dfpanel.synth.render import Clip, Output, face_boxes, render_clip
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=16)

@@ -31,7 +31,13 @@ import numpy as np
 
 def make_cache(root: Path, videos: int, frames: int, size: int, clip_len: int) -> Path:
     """Synthetic cache: `videos` per split, half real half fake, `frames` crops of size x size each."""
-    from dfpanel.data.cache import CacheIndexRow, EntryWriter, FrameRecord, TrackMeta, append_index_row
+    from dfpanel.extract.cache import (
+        CacheIndexRow,
+        EntryWriter,
+        FrameRecord,
+        TrackMeta,
+        append_index_row,
+    )
 
     rng = np.random.default_rng(0)
     (root / "index.jsonl").parent.mkdir(parents=True, exist_ok=True)
@@ -126,8 +132,8 @@ def main(argv=None) -> int:
     import torch
     from torch.utils.data import DataLoader
 
-    from dfpanel.config import load_stage_config
     from dfpanel.models.specialists.base import create_specialist
+    from dfpanel.train.config import load_stage_config
     from dfpanel.train.datamodule import CacheDataModule
     from dfpanel.train.module import SpecialistModule
     from dfpanel.train.run import build_trainer, view_of

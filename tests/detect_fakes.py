@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from dfpanel.data.cache import AUDIO_RATE, AudioInfo, FrameRecord, TrackMeta
-from dfpanel.detect.runners import TorchRunner
 from dfpanel.errors import NoFaceError
+from dfpanel.extract.cache import AUDIO_RATE, AudioInfo, FrameRecord, TrackMeta
+from dfpanel.inference.runners import TorchRunner
 from dfpanel.models.specialists.base import Specialist, SpecialistOutput
 
 

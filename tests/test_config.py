@@ -7,8 +7,14 @@ from pathlib import Path
 import pytest
 
 from dfpanel.cli import main
-from dfpanel.config import CONFIG_ROOT, StageConfig, list_presets, load_stage_config, resolve_config_path
 from dfpanel.errors import ConfigError
+from dfpanel.train.config import (
+    CONFIG_ROOT,
+    StageConfig,
+    list_presets,
+    load_stage_config,
+    resolve_config_path,
+)
 
 SPECIALISTS = ("bg", "av", "cm", "rr", "tm")
 STAGES = ("ffpp", "celebdf", "dfdc")
@@ -128,7 +134,7 @@ def test_preset_name_and_path_resolve_to_the_same_file(monkeypatch):
 
 
 def test_stage_config_round_trips_through_dict():
-    from dfpanel.config import stage_config_from_dict
+    from dfpanel.train.config import stage_config_from_dict
 
     cfg = load_stage_config("tm/tiny_celebdf")
     again = stage_config_from_dict(cfg.to_dict(), source="x")
@@ -145,7 +151,7 @@ def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
 
 def test_tiny_presets_step_the_learning_rate_down_per_stage_like_the_full_ones():
     # A later stage refines the earlier stage's weights; at stage 1's rate it overwrote them (seen in the demo).
-    from dfpanel.config import load_stage_config
+    from dfpanel.train.config import load_stage_config
 
     for spec in ("bg", "av", "cm", "rr", "tm"):
         for prefix in ("", "tiny_"):

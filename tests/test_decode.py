@@ -6,11 +6,11 @@ import types
 
 import numpy as np
 import pytest
-
-from dfpanel.data import decode
-from dfpanel.data.decode import VideoReader, plan_clips
-from dfpanel.errors import VideoError
 from video_factory import VideoSpec, frame_times, make_video, read_stamp, truncate
+
+from dfpanel.errors import VideoError
+from dfpanel.extract import decode
+from dfpanel.extract.decode import VideoReader, plan_clips
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,14 @@ import json
 import pytest
 
 from dfpanel.cli import main
-from dfpanel.data.manifest import VideoRecord, write_manifest
-from dfpanel.demo import DemoPlan, StepFailed, collect_weights, held_out_videos, run_demo
+from dfpanel.demo import (
+    DemoPlan,
+    StepFailed,
+    collect_weights,
+    held_out_videos,
+    run_demo,
+)
+from dfpanel.index.manifest import VideoRecord, write_manifest
 
 
 def _rows(layout, root):

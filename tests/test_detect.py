@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from detect_fakes import fake_extract, fake_runners
+from video_factory import VideoSpec, make_video
+
 from dfpanel.cli import main
-from dfpanel.detect import weights as weights_mod
+from dfpanel.detect import build as build_mod
 from dfpanel.detect.discovery import discover_videos
 from dfpanel.detect.pipeline import DetectConfig, PanelDetector
-from dfpanel.models.panel import Panel, sigmoid, video_logit
+from dfpanel.panel.combiner import Panel, sigmoid, video_logit
 from dfpanel.report.schema import validate_report
-from video_factory import VideoSpec, make_video
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def fake_weights(monkeypatch, tmp_path):
     """`--weights DIR` loads the stand-in specialists; extraction is the in-memory fake."""
     wdir = tmp_path / "weights"
     wdir.mkdir()
-    monkeypatch.setattr(weights_mod, "load_runners", lambda folder, backend="torch", device="cpu", only=None: fake_runners())
+    monkeypatch.setattr(build_mod, "load_runners", lambda folder, backend="torch", device="cpu", only=None: fake_runners())
     real_init = PanelDetector.__init__
 
     def init(self, runners, panel, cfg=None, extract=None):
@@ -198,7 +198,8 @@ def test_fitted_panel_is_used_and_stale_panel_warns(clip, tmp_path, fake_weights
 
 def test_clip_specialist_with_shorter_clips_takes_windows(clip, tmp_path):
     from detect_fakes import FakeSpecialist
-    from dfpanel.detect.runners import TorchRunner
+
+    from dfpanel.inference.runners import TorchRunner
 
     short = TorchRunner(FakeSpecialist("tm", "clip", 1.0, clip_len=2))
     long = TorchRunner(FakeSpecialist("av", "clip", 1.0, clip_len=4))

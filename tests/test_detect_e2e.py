@@ -7,12 +7,12 @@ import json
 
 import pytest
 import torch
+from video_factory import VideoSpec, make_video
 
 from dfpanel.cli import main
 from dfpanel.models.specialists.base import create_specialist
-from dfpanel.models.weights import save_weights
 from dfpanel.report.schema import validate_report
-from video_factory import VideoSpec, make_video
+from dfpanel.weights.io import save_weights
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,17 @@ import shutil
 
 import pytest
 import torch
-
 from detect_fakes import fake_extract
-from dfpanel.cli import main
-from dfpanel.commands.export import export_folder
-from dfpanel.detect.pipeline import DetectConfig, PanelDetector
-from dfpanel.detect.weights import find_weights, load_panel, load_runners
-from dfpanel.models.panel import Panel
-from dfpanel.models.specialists.base import create_specialist
-from dfpanel.models.weights import save_weights
 from video_factory import VideoSpec, make_video
+
+from dfpanel.cli import main
+from dfpanel.detect.pipeline import DetectConfig, PanelDetector
+from dfpanel.inference.runners import load_runners
+from dfpanel.models.specialists.base import create_specialist
+from dfpanel.panel.combiner import Panel, load_panel
+from dfpanel.weights.export import export_folder
+from dfpanel.weights.folder import find_weights
+from dfpanel.weights.io import save_weights
 
 TINY = dict(backbone="tiny", image_size=64, clip_len=4)
 

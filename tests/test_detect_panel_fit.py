@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from dfpanel.cli import main
-from dfpanel.data.cache import CacheIndexRow, append_index_row
-from dfpanel.data.manifest import VideoRecord, write_manifest
-from dfpanel.detect import panel_fit
-from dfpanel.detect.panel_fit import video_logit_table
-from dfpanel.models.panel import Panel, video_logit
+from dfpanel.extract.cache import CacheIndexRow, append_index_row
+from dfpanel.index.manifest import VideoRecord, write_manifest
+from dfpanel.panel import fit as panel_fit
+from dfpanel.panel.combiner import Panel, video_logit
+from dfpanel.panel.fit import video_logit_table
 
 N_VIDEOS = 160
 
@@ -112,11 +112,11 @@ def test_panel_fit_with_real_tiny_models_over_a_real_cache(tmp_path, capsys):
     """Nothing stood in: tiny specialists from safetensors, predict_scores over a cache written with
     EntryWriter, a manifest from write_manifest."""
     import torch
-
     from detect_fakes import fake_track
-    from dfpanel.data.cache import EntryWriter
+
+    from dfpanel.extract.cache import EntryWriter
     from dfpanel.models.specialists.base import create_specialist
-    from dfpanel.models.weights import save_weights
+    from dfpanel.weights.io import save_weights
 
     cache, records = tmp_path / "cache", []
     for i in range(8):

@@ -20,8 +20,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from dfpanel.cli import main
-from dfpanel.data.manifest import VideoRecord, read_manifest, write_manifest
 from dfpanel.evaluate.tables import markdown_table
+from dfpanel.index.manifest import VideoRecord, read_manifest, write_manifest
 
 
 def make_manifest(path: Path, dataset: str, n_real: int, n_fake: int, fake_type: str, split: str = "test") -> Path:
@@ -60,8 +60,8 @@ def stand_ins(monkeypatch):
         side = json.loads(Path(path).with_suffix(".json").read_text())
         return types.SimpleNamespace(name=side["specialist"], skill=side["skill"])
 
-    monkeypatch.setitem(sys.modules, "dfpanel.models.weights", types.SimpleNamespace(load_specialist=load_specialist))
-    monkeypatch.setitem(sys.modules, "dfpanel.train.predict", types.SimpleNamespace(predict_scores=fake_predict_scores))
+    monkeypatch.setitem(sys.modules, "dfpanel.weights.io", types.SimpleNamespace(load_specialist=load_specialist))
+    monkeypatch.setitem(sys.modules, "dfpanel.inference.scores", types.SimpleNamespace(predict_scores=fake_predict_scores))
     monkeypatch.setenv("COLUMNS", "240")  # keep the rich table on one line per row
 
 

@@ -12,8 +12,14 @@ import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
 from dfpanel.cli import main
-from dfpanel.data.cache import CacheIndexRow, EntryWriter, FrameRecord, TrackMeta, append_index_row
-from dfpanel.data.manifest import VideoRecord, write_manifest
+from dfpanel.extract.cache import (
+    CacheIndexRow,
+    EntryWriter,
+    FrameRecord,
+    TrackMeta,
+    append_index_row,
+)
+from dfpanel.index.manifest import VideoRecord, write_manifest
 
 FRAMES = 3
 SIZE = 128  # source frame, pixels
@@ -46,7 +52,7 @@ def cache_video(root, dataset: str, vid: str, label: int, rng) -> None:
 @pytest.fixture
 def tiny_setup(tmp_path):
     from dfpanel.models.specialists.base import create_specialist
-    from dfpanel.models.weights import save_weights
+    from dfpanel.weights.io import save_weights
 
     rng = np.random.default_rng(0)
     cache = tmp_path / "cache"
@@ -66,7 +72,7 @@ def tiny_setup(tmp_path):
 
 
 def test_eval_with_tiny_specialist(tiny_setup, capsys, monkeypatch):
-    from dfpanel.models.weights import file_sha256
+    from dfpanel.weights.io import file_sha256
 
     monkeypatch.setenv("COLUMNS", "240")
     weights, manifests, cache, out = tiny_setup

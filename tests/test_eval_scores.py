@@ -10,8 +10,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from dfpanel.errors import ConfigError, DataError
-from dfpanel.evaluate.aggregate import aggregate_videos
 from dfpanel.evaluate.run import evaluate_scores
+from dfpanel.inference.aggregate import aggregate_videos
 
 
 def samples_table(seed: int = 0, frames: int = 6, noise: float = 2.0) -> pd.DataFrame:

@@ -7,20 +7,32 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
+from video_factory import VideoSpec, face_patch, face_position, make_video, truncate
 
 from dfpanel.cli import main
-from dfpanel.data.cache import INDEX_FILE, REPORT_FILE, FaceTrackCache, read_wav
-from dfpanel.data.cache_merge import merge_caches
-from dfpanel.data.decode import VideoReader
-from dfpanel.data.extract import ExtractConfig, extract_video, get_detector, run_extraction, select_records, shard_of
-from dfpanel.data.faces import DETECTORS, Detection, FaceDetector, register_detector, track_faces
-from dfpanel.data.manifest import VideoRecord, write_manifest
 from dfpanel.errors import NoFaceError, VideoError
-from video_factory import VideoSpec, face_patch, face_position, make_video, truncate
+from dfpanel.extract.cache import INDEX_FILE, REPORT_FILE, FaceTrackCache, read_wav
+from dfpanel.extract.decode import VideoReader
+from dfpanel.extract.faces import (
+    DETECTORS,
+    Detection,
+    FaceDetector,
+    register_detector,
+    track_faces,
+)
+from dfpanel.extract.merge import merge_caches
+from dfpanel.extract.run import (
+    ExtractConfig,
+    extract_video,
+    get_detector,
+    run_extraction,
+    select_records,
+    shard_of,
+)
+from dfpanel.index.manifest import VideoRecord, write_manifest
 
 CFG = ExtractConfig(frames=16, clip_len=8)
 GOOD = ("real_a", "fake_b")
@@ -136,7 +148,7 @@ def test_rotated_video_is_extracted_upright(dataset):
 
 
 def test_a_face_lost_by_refinement_is_detected_in_full_in_that_clip():
-    from dfpanel.data.extract import detect_clips
+    from dfpanel.extract.run import detect_clips
 
     class Flaky(FaceDetector):
         name = "flaky"
@@ -283,7 +295,7 @@ def test_shards_partition_the_manifest_and_merge_gives_the_union(dataset, cache,
 
 
 def test_shard_hash_does_not_depend_on_the_python_process():
-    code = "from dfpanel.data.extract import shard_of; print([shard_of(f'v{i}', 7) for i in range(20)])"
+    code = "from dfpanel.extract.run import shard_of; print([shard_of(f'v{i}', 7) for i in range(20)])"
     outs = {
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        env=dict(os.environ, PYTHONHASHSEED=seed)).stdout
@@ -349,9 +361,9 @@ def test_worker_pool_gives_the_same_cache_as_one_process(dataset, cache, tmp_pat
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["ffpp", "celebdf", "dfdc", "fakeavceleb", "folder"])
 def test_extraction_works_on_synthetic_datasets_of_every_layout(layout, tmp_path):
-    from dfpanel.data.layouts import index_dataset
-    from dfpanel.data.synth import synthesize
-    from dfpanel.data.synth.layouts import MIN_VIDEOS
+    from dfpanel.index import index_dataset
+    from dfpanel.synth import synthesize
+    from dfpanel.synth.layouts import MIN_VIDEOS
 
     root = tmp_path / layout
     synthesize(layout, root, videos=MIN_VIDEOS[layout], seconds=1.0, progress=False)
@@ -374,7 +386,7 @@ def test_a_crashed_worker_fails_only_its_video_and_the_pool_is_rebuilt(tmp_path)
     from concurrent.futures import Future
     from concurrent.futures.process import BrokenProcessPool
 
-    from dfpanel.data.extract import _run_pool
+    from dfpanel.extract.run import _run_pool
 
     class FakePool:
         def submit(self, fn, rec, out):

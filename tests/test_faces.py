@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from video_factory import VideoSpec, face_patch, face_position, render_frame
 
-from dfpanel.data.faces import (
+from dfpanel.errors import ConfigError
+from dfpanel.extract.faces import (
     DETECTORS,
     Detection,
     FaceDetector,
@@ -15,8 +17,6 @@ from dfpanel.data.faces import (
     register_detector,
     track_faces,
 )
-from dfpanel.errors import ConfigError
-from video_factory import VideoSpec, face_patch, face_position, render_frame
 
 
 @pytest.fixture(scope="module")

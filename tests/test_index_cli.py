@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from fixtures.index_tree import build
 
 from dfpanel.cli import main
-from dfpanel.data.layouts import LAYOUT_NAMES, detect_layout, index_dataset
-from dfpanel.data.manifest import read_manifest
 from dfpanel.errors import DataError
-from fixtures.index_tree import build
+from dfpanel.index import LAYOUT_NAMES, detect_layout, index_dataset
+from dfpanel.index.manifest import read_manifest
 
 FIXTURE_LAYOUTS = {"ffpp": "ffpp", "celebdf": "celebdf", "dfdc": "dfdc", "fakeavceleb": "fakeavceleb"}
 

@@ -7,11 +7,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-
-from dfpanel.data.layouts import index_dataset
-from dfpanel.data.layouts.dfdc import chunk_of_parts
-from dfpanel.errors import DataError
 from fixtures.index_tree import build
+
+from dfpanel.errors import DataError
+from dfpanel.index import index_dataset
+from dfpanel.index.dfdc import chunk_of_parts
 
 
 def by_path(records):

@@ -1,12 +1,12 @@
-"""Deterministic group-disjoint splits (dfpanel.data.layouts.splits)."""
+"""Deterministic group-disjoint splits (dfpanel.index.splits)."""
 
 from __future__ import annotations
 
 import random
 from collections import Counter
 
-from dfpanel.data.layouts.splits import assign_splits
-from dfpanel.data.manifest import VideoRecord
+from dfpanel.index.manifest import VideoRecord
+from dfpanel.index.splits import assign_splits
 
 FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
 

@@ -6,8 +6,8 @@ from collections import defaultdict
 
 import pytest
 
-from dfpanel.data.layouts import detect_layout, index_dataset
-from dfpanel.data.synth import synthesize
+from dfpanel.index import detect_layout, index_dataset
+from dfpanel.synth import synthesize
 
 # videos per layout: about the fewest that give fakes and more than one split
 SIZES = {"ffpp": 4, "celebdf": 6, "dfdc": 2, "fakeavceleb": 3, "folder": 4}

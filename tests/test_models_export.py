@@ -7,14 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from dfpanel.errors import DataError, WeightsError
-from dfpanel.models.export import OnnxSpecialist, export_onnx
-from dfpanel.models.specialists import create_specialist
-
 from test_views_support import SMALL  # noqa: E402
 
-
+from dfpanel.errors import DataError, WeightsError
+from dfpanel.models.specialists import create_specialist
+from dfpanel.weights.export import OnnxSpecialist, export_onnx
 
 
 def _check(name, tmp_path, **kw):

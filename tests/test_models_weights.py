@@ -6,14 +6,11 @@ import json
 
 import pytest
 import torch
+from test_views_support import SMALL  # noqa: E402
 
 from dfpanel.errors import WeightsError
 from dfpanel.models.specialists import create_specialist
-from dfpanel.models.weights import file_sha256, load_specialist, load_weights, save_weights
-
-from test_views_support import SMALL  # noqa: E402
-
-
+from dfpanel.weights.io import file_sha256, load_specialist, load_weights, save_weights
 
 
 @pytest.fixture

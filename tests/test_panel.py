@@ -10,7 +10,13 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from dfpanel.errors import DataError
-from dfpanel.models.panel import Panel, choose_threshold, fit_panel, sigmoid, video_logit
+from dfpanel.panel.combiner import (
+    Panel,
+    choose_threshold,
+    fit_panel,
+    sigmoid,
+    video_logit,
+)
 
 NAMES = ["bg", "av", "cm", "rr"]
 

@@ -10,15 +10,20 @@ import re
 import shutil
 
 import pytest
-
 from detect_fakes import fake_extract, fake_runners
+from video_factory import VideoSpec, make_video
+
 from dfpanel.detect.pipeline import DetectConfig, PanelDetector
-from dfpanel.models.panel import Panel
+from dfpanel.panel.combiner import Panel
 from dfpanel.report.html import render_html
-from dfpanel.report.schema import REPORT_SCHEMA, REPORT_VERSION, ReportSchemaError, validate_report
+from dfpanel.report.schema import (
+    REPORT_SCHEMA,
+    REPORT_VERSION,
+    ReportSchemaError,
+    validate_report,
+)
 from dfpanel.report.summary import summary_row, write_summary
 from dfpanel.report.write import write_report
-from video_factory import VideoSpec, make_video
 
 
 @pytest.fixture(scope="module")

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from fastapi.testclient import TestClient
-
 from detect_fakes import fake_extract, fake_runners
+from fastapi.testclient import TestClient
+from video_factory import VideoSpec, make_video
+
 from dfpanel.detect.pipeline import DetectConfig, PanelDetector
-from dfpanel.models.panel import Panel
+from dfpanel.panel.combiner import Panel
 from dfpanel.report.schema import validate_report
 from dfpanel.serve.app import create_app
-from video_factory import VideoSpec, make_video
 
 
 @pytest.fixture(scope="module")

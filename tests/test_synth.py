@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from dfpanel.cli import main
-from dfpanel.data.synth import LAYOUTS, SIDECAR, plan, synthesize
-from dfpanel.data.synth.layouts import celebdf_test_size, ffpp_split_counts
-from dfpanel.data.synth.render import face_boxes
 from dfpanel.errors import DataError, DfpanelError
+from dfpanel.synth import LAYOUTS, SIDECAR, plan, synthesize
+from dfpanel.synth.layouts import celebdf_test_size, ffpp_split_counts
+from dfpanel.synth.render import face_boxes
 
 SMALL = dict(seconds=0.6, size=(320, 240), fps=25.0, progress=False)
 SETS = {

@@ -7,11 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
-from dfpanel.data.synth.audio import make_speech, shift_audio
-from dfpanel.data.synth.faces import FaceState, make_identity
-from dfpanel.data.synth.manipulations import FakeTraces
-from dfpanel.data.synth.render import Clip, Output, clip_scene, identity, render_clip
-from dfpanel.data.synth.scene import Scene, layer_roi
+from dfpanel.synth.audio import make_speech, shift_audio
+from dfpanel.synth.faces import FaceState, make_identity
+from dfpanel.synth.manipulations import FakeTraces
+from dfpanel.synth.render import Clip, Output, clip_scene, identity, render_clip
+from dfpanel.synth.scene import Scene, layer_roi
 
 SIZE = (320, 240)
 
@@ -222,7 +222,7 @@ def test_speech_envelope_is_speech_like():
 
 
 def test_decoded_audio_shift_matches_what_the_sidecar_records(talking):
-    from dfpanel.data.synth.render import describe
+    from dfpanel.synth.render import describe
 
     clip, videos = talking
     _, real, sr = videos["real.mp4"]

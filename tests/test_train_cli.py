@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from train_fakes import make_cache
 
 from dfpanel.cli import main
-from train_fakes import make_cache
 
 
 @pytest.fixture(scope="module")

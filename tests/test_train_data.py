@@ -7,10 +7,13 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from train_fakes import FakeClipSpecialist, FakeFrameSpecialist, make_cache, tiny_config
 
-from dfpanel.data.augment import CropAugmenter
-from dfpanel.data.cache import FaceTrackCache
-from dfpanel.data.samples import (
+from dfpanel.extract.cache import FaceTrackCache
+from dfpanel.train.augment import CropAugmenter
+from dfpanel.train.datamodule import CacheDataModule
+from dfpanel.train.metrics import VideoAUROC
+from dfpanel.views.samples import (
     ClipSampleDataset,
     FrameSampleDataset,
     balanced_sampler,
@@ -18,9 +21,6 @@ from dfpanel.data.samples import (
     select_rows,
     spaced,
 )
-from dfpanel.train.datamodule import CacheDataModule
-from dfpanel.train.metrics import VideoAUROC
-from train_fakes import FakeClipSpecialist, FakeFrameSpecialist, make_cache, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def test_video_auc_scores_video_means_not_frames():
 
 
 def test_predict_scores_one_row_per_sample(cache):
-    from dfpanel.train.predict import COLUMNS, predict_scores
+    from dfpanel.inference.scores import COLUMNS, predict_scores
 
     model = FakeClipSpecialist()
     df = predict_scores(model, cache, split="val", batch_size=3, progress=False)
@@ -134,7 +134,7 @@ def test_predict_scores_one_row_per_sample(cache):
 
 def test_predict_scores_of_an_empty_selection_is_an_empty_table(cache):
     # A manifest with no video of the split (synthetic DFDC had no test split) must not crash scoring.
-    from dfpanel.train.predict import COLUMNS, predict_scores
+    from dfpanel.inference.scores import COLUMNS, predict_scores
 
     df = predict_scores(FakeClipSpecialist(), cache, manifest=[], progress=False)
     assert list(df.columns) == COLUMNS and len(df) == 0

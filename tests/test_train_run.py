@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_fakes import FakeFrameSpecialist, make_cache, tiny_config
 
 from dfpanel.errors import ConfigError, WeightsError
-from dfpanel.train.fetch import resolve_init, sha256_of
-from dfpanel.train.run import train_stage
-from train_fakes import FakeFrameSpecialist, make_cache, tiny_config
+from dfpanel.train.stage import train_stage
+from dfpanel.weights.fetch import resolve_init, sha256_of
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +149,8 @@ def _brightness_model() -> FakeFrameSpecialist:
 
 
 def test_auto_chunk_order_puts_the_easiest_chunk_first(tmp_path):
-    from dfpanel.models.weights import save_weights
-    from dfpanel.train.curriculum import auto_chunk_order
+    from dfpanel.train.chunks import auto_chunk_order
+    from dfpanel.weights.io import save_weights
 
     cache = make_cache(tmp_path / "dfdc", dataset="dfdc", chunks=3, invert_chunks=(0, 2),
                        counts={"train": (6, 6), "val": (2, 2)})

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 import torch
+from train_fakes import make_cache
 
 from dfpanel.cli import main
-from train_fakes import make_cache
 
 FAKE = ["model.specialist=fakeframe", "trainer.max_epochs=1", "optim.lr=0.05"]
 

@@ -13,7 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from test_views_support import make_entry  # noqa: E402
 
-from dfpanel.data import views  # noqa: E402
+from dfpanel.views import ops as views  # noqa: E402
 
 
 def test_block_dct_matches_scipy_dct_ii_ortho():

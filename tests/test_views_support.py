@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dfpanel.data.cache import AudioInfo, FaceTrackEntry, FrameRecord, TrackMeta
+from dfpanel.extract.cache import AudioInfo, FaceTrackEntry, FrameRecord, TrackMeta
 
 # Specialist options small enough for fast CPU tests (timm's test_efficientnet backbone).
 SMALL = {"backbone": "tiny", "image_size": 64, "clip_len": 4, "fusion_dim": 32, "fusion_heads": 4}

@@ -11,8 +11,8 @@ import pytest
 from dfpanel.cli import main
 from dfpanel.errors import WeightsError
 from dfpanel.models.specialists.base import create_specialist
-from dfpanel.models.weights import file_sha256, load_specialist, save_weights
-from dfpanel.weights_fetch import fetch_weights
+from dfpanel.weights.install import fetch_weights
+from dfpanel.weights.io import file_sha256, load_specialist, save_weights
 
 
 @pytest.fixture()

@@ -13,8 +13,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from dfpanel.data.cache import CacheIndexRow, EntryWriter, FrameRecord, TrackMeta, append_index_row
-from dfpanel.models.specialists.base import Specialist, SpecialistOutput, register_specialist
+from dfpanel.extract.cache import (
+    CacheIndexRow,
+    EntryWriter,
+    FrameRecord,
+    TrackMeta,
+    append_index_row,
+)
+from dfpanel.models.specialists.base import (
+    Specialist,
+    SpecialistOutput,
+    register_specialist,
+)
 
 CROP = 24
 
@@ -118,7 +128,7 @@ def _write_entry(root, dataset, vid, bright, n_frames, clip_len, rng) -> None:
 
 def tiny_config(cache: Path, specialist: str = "fakeframe", *extra: str):
     """A StageConfig that trains a fake specialist on `cache` in a few seconds."""
-    from dfpanel.config import load_stage_config
+    from dfpanel.train.config import load_stage_config
 
     return load_stage_config(
         "cm/tiny_ffpp",

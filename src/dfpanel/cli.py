@@ -12,9 +12,9 @@ import logging
 import sys
 
 import typer
-from rich.console import Console
 
 from dfpanel import __version__
+from dfpanel.console import err_console
 from dfpanel.errors import DfpanelError
 
 # Order here is the order of `dfpanel --help`, which is the order of the pipeline.
@@ -31,8 +31,6 @@ COMMAND_MODULES = (
     "serve",
     "weights",
 )
-
-err_console = Console(stderr=True)
 
 app = typer.Typer(
     name="dfpanel",
@@ -68,14 +66,10 @@ def _root(
 
 
 def _register_commands() -> None:
+    # Every listed step must import: a broken module is a bug to see, never a command that quietly
+    # disappears from `dfpanel --help`.
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"dfpanel.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"dfpanel.commands.{name}":
-                continue  # step not built yet
-            raise
-        module.register(app)
+        importlib.import_module(f"dfpanel.commands.{name}").register(app)
 
 
 _register_commands()

@@ -89,7 +89,7 @@ def collect_weights(plan: DemoPlan, console: Console) -> None:
 
 def held_out_videos(plan: DemoPlan, per_label: int = 1) -> list[Path]:
     """A real and a fake test video from each dataset, which no specialist trained on."""
-    from dfpanel.data.manifest import read_manifest
+    from dfpanel.index.manifest import read_manifest
 
     picked: list[Path] = []
     for layout in STAGES:
@@ -145,7 +145,7 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict:
     def panel() -> None:
         # The combiner learns on validation videos of every stage, never on the test videos below.
         val = plan.out / "manifests" / "val_all.jsonl"
-        from dfpanel.data.manifest import read_manifest, write_manifest
+        from dfpanel.index.manifest import read_manifest, write_manifest
 
         write_manifest([r for layout in STAGES for r in read_manifest(plan.manifest(layout), split="val")], val)
         _run(console, ["panel", "fit", "--weights", str(plan.weights), "--manifest", str(val), "--data", str(plan.cache)])

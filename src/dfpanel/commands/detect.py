@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from enum import Enum
 from pathlib import Path
 
 import typer
 
+from dfpanel.detect.build import build_detector, resolve_weights
 from dfpanel.errors import ConfigError, DataError, DfpanelError
 
 
@@ -23,52 +23,6 @@ class Backend(str, Enum):
 
 
 VERDICT_STYLE = {"fake": "bold red", "real": "bold green", "uncertain": "bold yellow"}
-
-
-def resolve_weights(weights: Path | None) -> Path:
-    if weights is None:
-        env = os.environ.get("DFPANEL_WEIGHTS")
-        if not env:
-            raise DfpanelError("no weights given; pass --weights DIR (a folder of <specialist>.safetensors + .json) or set DFPANEL_WEIGHTS")
-        weights = Path(env)
-    return weights
-
-
-def check_device(device: str) -> None:
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
-
-
-def build_detector(weights: Path, *, frames: int, device: str, backend: str, margin: float | None = None,
-                   only: list[str] | None = None, batch_size: int = 32):
-    """Load the specialists and panel in a folder into a PanelDetector."""
-    from dfpanel.detect.pipeline import DetectConfig, PanelDetector
-    from dfpanel.detect.weights import load_panel, load_runners
-
-    if frames < 1:
-        raise ConfigError(f"--frames must be at least 1, got {frames}")
-    check_device(device)
-    runners = load_runners(weights, backend=backend, device=device, only=only)
-    panel = load_panel(weights, margin=margin)
-    stale = panel_mismatch(panel, runners)
-    if stale:
-        from dfpanel.cli import err_console
-
-        err_console.print(f"[yellow]warning:[/] {weights}/panel.json was fitted on other weights for "
-                          f"{', '.join(stale)}; re-run `dfpanel panel fit` for a calibrated verdict", highlight=False)
-    cfg = DetectConfig(frames=frames, device=device, backend=backend, batch_size=batch_size)
-    return PanelDetector(runners, panel, cfg)
-
-
-def panel_mismatch(panel, runners) -> list[str]:
-    """Specialists whose weights differ from those the panel was fitted on."""
-    if not panel.fitted or not panel.weights_ids:
-        return []
-    return [r.name.upper() for r in runners
-            if r.name in panel.weights_ids and r.weights_id and panel.weights_ids[r.name] != r.weights_id]
 
 
 def outcome_line(outcome) -> str:
@@ -112,7 +66,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.markup import escape
 
-        from dfpanel.cli import err_console
+        from dfpanel.console import err_console
         from dfpanel.detect.run import run_detect
 
         for p in paths:  # before loading any weights: a typo should fail fast

@@ -28,10 +28,10 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from dfpanel.errors import DataError
-        from dfpanel.evaluate.aggregate import HOW
         from dfpanel.evaluate.metrics import check_threshold
         from dfpanel.evaluate.run import evaluate_weights, write_outputs
         from dfpanel.evaluate.tables import rich_table
+        from dfpanel.inference.aggregate import HOW
 
         check_threshold(threshold)
         if aggregate not in HOW:

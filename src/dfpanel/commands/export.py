@@ -8,32 +8,7 @@ from pathlib import Path
 
 import typer
 
-
-def export_folder(weights: Path, out: Path, only: list[str] | None = None, verify: bool = True) -> list[Path]:
-    """`<stem>.onnx` + `<stem>.onnx.json` per specialist (the sidecar keeps the source weights' sha256
-    and stage, so reports name the same weights ids) and panel.json."""
-    from dfpanel.detect.weights import find_weights
-    from dfpanel.models.export import export_onnx, onnx_sidecar_path
-    from dfpanel.models.panel import PANEL_FILE, Panel
-    from dfpanel.models.weights import file_sha256, load_specialist
-
-    files = find_weights(weights, "torch")
-    if only:
-        files = [f for f in files if f.specialist in {s.lower() for s in only}]
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for f in files:
-        model = load_specialist(f.path, device="cpu")
-        dest = export_onnx(model, out / f"{f.path.stem}.onnx", verify=verify)
-        side = onnx_sidecar_path(dest)
-        meta = json.loads(side.read_text())
-        meta.update(sha256=f.sidecar.get("sha256"), stage=f.sidecar.get("stage"), source=f.path.name,
-                    onnx_sha256=file_sha256(dest))
-        side.write_text(json.dumps(meta, indent=1, default=str))
-        written.append(dest)
-    if out.resolve() != Path(weights).resolve():
-        Panel.load_or_default(weights).save(out / PANEL_FILE)
-    return written
+from dfpanel.weights.export import export_folder
 
 
 def register(app: typer.Typer) -> None:

@@ -41,9 +41,9 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     ) -> None:
         """Decode sampled clips, find and track faces, write crops + audio + meta to the cache."""
-        from dfpanel.data.extract import ExtractConfig, parse_shard, run_extraction
-        from dfpanel.data.manifest import SPLITS
         from dfpanel.errors import ConfigError
+        from dfpanel.extract.run import ExtractConfig, parse_shard, run_extraction
+        from dfpanel.index.manifest import SPLITS
 
         splits = [s.strip() for s in split.split(",") if s.strip()] if split else None
         bad = [s for s in splits or [] if s not in SPLITS]
@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
         move: bool = typer.Option(False, "--move", help="Move entries instead of copying them."),
     ) -> None:
         """Join caches: entries copied (or moved) into OUT, index rebuilt, reports merged."""
-        from dfpanel.data.cache_merge import merge_caches
+        from dfpanel.extract.merge import merge_caches
 
         res = merge_caches(out, list(caches), move=move)
         console.print(

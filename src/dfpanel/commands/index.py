@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dfpanel.data.manifest import SPLITS, VideoRecord, summarize
+from dfpanel.index.manifest import SPLITS, VideoRecord, summarize
 
 console = Console()
 
@@ -31,8 +31,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Index a dataset: labels, fake types, splits and groups -> manifest.jsonl, plus a summary."""
-        from dfpanel.data.layouts import index_dataset
-        from dfpanel.data.manifest import write_manifest
+        from dfpanel.index import index_dataset
+        from dfpanel.index.manifest import write_manifest
 
         with console.status(f"indexing {root} ..."):
             records = index_dataset(

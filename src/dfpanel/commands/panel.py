@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
         """
         from rich.console import Console
 
-        from dfpanel.detect.panel_fit import fit_from_folder
+        from dfpanel.panel.fit import fit_from_folder
 
         if not 0.0 <= margin < 0.5:
             raise ConfigError(f"--margin must be in [0, 0.5), got {margin}")
@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
         """Print the panel stored with the weights (or the equal-weights default)."""
         from rich.console import Console
 
-        from dfpanel.models.panel import Panel
+        from dfpanel.panel.combiner import Panel
 
         panel = Panel.load_or_default(weights)
         con = Console(highlight=False)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from dfpanel.commands.detect import Backend, Device, build_detector, resolve_weights
+from dfpanel.commands.detect import Backend, Device
+from dfpanel.detect.build import build_detector, resolve_weights
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +25,7 @@ def register(app: typer.Typer) -> None:
         """Serve a page on http://HOST:PORT/ where a dropped video is analysed and its report shown."""
         import uvicorn
 
-        from dfpanel.cli import err_console
+        from dfpanel.console import err_console
         from dfpanel.serve.app import create_app
 
         detector = build_detector(resolve_weights(weights), frames=frames, device=device.value, backend=backend.value)

@@ -53,8 +53,8 @@ def register(app: typer.Typer) -> None:
         """Write a synthetic deepfake dataset in the exact layout of FF++, Celeb-DF v2, DFDC, FakeAVCeleb or a plain folder."""
         from rich.console import Console
 
-        from dfpanel.data.synth import synthesize
-        from dfpanel.data.synth.preview import save_preview
+        from dfpanel.synth import synthesize
+        from dfpanel.synth.preview import save_preview
 
         if layout not in LAYOUT_CHOICES:
             raise DfpanelError(f"--layout {layout!r} is unknown; choose one of {', '.join(LAYOUT_CHOICES)}")

@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """Train one specialist on one stage; writes OUT/best.safetensors + best.json."""
-        from dfpanel.config import load_stage_config
+        from dfpanel.train.config import load_stage_config
 
         overrides = _overrides(sets, list(ctx.args), devices, num_nodes)
         if data is not None:
@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
         cfg = load_stage_config(config, overrides)
         _check_paths(cfg)
         _quiet_lightning()
-        from dfpanel.train.run import train_stage
+        from dfpanel.train.stage import train_stage
 
         run_dir = out or Path("runs") / (cfg.name or Path(cfg.source).stem)
         result = train_stage(cfg, run_dir, resume=resume, progress=not quiet)
@@ -149,6 +149,6 @@ def register(app: typer.Typer) -> None:
 def _check_paths(cfg) -> None:
     if not cfg.data.cache:
         raise ConfigError(f"{cfg.source}: no face-track cache given; pass --data CACHE")
-    from dfpanel.data.cache import FaceTrackCache
+    from dfpanel.extract.cache import FaceTrackCache
 
     FaceTrackCache(cfg.data.cache)  # one-line DataError when it is not a cache

@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Download once (cached in ~/.cache/dfpanel or $DFPANEL_CACHE), check the sha256, and install the
         weights and their sidecar into OUT/<specialist>.safetensors + .json."""
-        from dfpanel.weights_fetch import fetch_weights
+        from dfpanel.weights.install import fetch_weights
 
         path = fetch_weights(url, sha256=sha256, out=out, sidecar_url=sidecar_url)
         typer.echo(f"installed {path} (sha256 {sha256.lower()[:12]}...)")

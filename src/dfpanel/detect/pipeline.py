@@ -21,9 +21,9 @@ import numpy as np
 
 from dfpanel import __version__
 from dfpanel.detect.discovery import NotAVideo, VideoInfo, probe_video
-from dfpanel.detect.runners import SpecialistRunner, collate
 from dfpanel.errors import NoFaceError, VideoError
-from dfpanel.models.panel import Panel, sigmoid, video_logit
+from dfpanel.inference.runners import SpecialistRunner, collate
+from dfpanel.panel.combiner import Panel, sigmoid, video_logit
 from dfpanel.report.explain import explain
 from dfpanel.report.schema import REPORT_KIND, REPORT_VERSION, validate_report
 
@@ -65,7 +65,7 @@ class VideoOutcome:
 
 def default_extract(cfg: DetectConfig, clip_len: int) -> ExtractFn:
     """`extract_video` with the detector timed, so decode and face finding report separately."""
-    from dfpanel.data.extract import ExtractConfig, extract_video, get_detector
+    from dfpanel.extract.run import ExtractConfig, extract_video, get_detector
 
     ecfg = ExtractConfig(frames=cfg.frames, clip_len=clip_len, detector=cfg.detector, device=cfg.device,
                          all_faces=False, min_face_size=cfg.min_face_size)
@@ -134,7 +134,7 @@ class PanelDetector:
         except VideoError as exc:
             return self._failed(path, info, "corrupt", _strip_name(str(exc), path), timings, t_start)
 
-        from dfpanel.data.cache import FaceTrackEntry
+        from dfpanel.extract.cache import FaceTrackEntry
 
         meta, crops, audio = tracks[0]
         entry = FaceTrackEntry.from_memory(meta, crops, audio)
@@ -328,7 +328,7 @@ def face_thumbnail(entry, position: int, height: int = 112) -> bytes:
 
 
 def _video_id(path: Path) -> str:
-    from dfpanel.data.manifest import safe_id
+    from dfpanel.index.manifest import safe_id
 
     return safe_id(path.stem)
 

@@ -34,7 +34,7 @@ class DetectRun:
 
 
 def _unique_dir(out: Path, path: Path, used: set[str]) -> Path:
-    from dfpanel.data.manifest import safe_id
+    from dfpanel.index.manifest import safe_id
 
     base = safe_id(path.stem)
     name, k = base, 2
@@ -79,9 +79,16 @@ def run_detect(
             return detector.fail(job.path, "error", f"internal error: {type(exc).__name__}: {exc}")
 
     if progress and jobs:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-        from dfpanel.cli import err_console
+        from dfpanel.console import err_console
 
         with Progress(TextColumn("[bold]detect"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TimeRemainingColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from dfpanel.errors import DataError, WeightsError
-from dfpanel.evaluate.aggregate import aggregate_videos, check_samples
 from dfpanel.evaluate.metrics import binary_metrics
+from dfpanel.inference.aggregate import aggregate_videos, check_samples
 
 METRICS_VERSION = 1
 
@@ -108,7 +108,7 @@ class EvalSet(NamedTuple):
 def read_test_sets(manifests: Sequence[Path], split: str | None) -> list[EvalSet]:
     """One EvalSet per manifest, named by its dataset(s), or by its file stem when that would be
     ambiguous. Reading them all first finds a bad manifest before any model loads."""
-    from dfpanel.data.manifest import read_manifest
+    from dfpanel.index.manifest import read_manifest
 
     sets = []
     for m in manifests:
@@ -140,8 +140,8 @@ def evaluate_weights(
     `specialist`, `run` (the weights' label) and `test_set` columns added.
     """
     from dfpanel import __version__
-    from dfpanel.models.weights import load_specialist
-    from dfpanel.train.predict import predict_scores
+    from dfpanel.inference.scores import predict_scores
+    from dfpanel.weights.io import load_specialist
 
     test_sets = read_test_sets(manifests, split)
     results = {
@@ -202,8 +202,8 @@ def json_safe(obj, digits: int = 6):
 
 def write_outputs(results: dict, scores: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     """metrics.json, scores.csv (sample level), video_scores.csv and roc.png (video level) in out_dir."""
-    from dfpanel.evaluate.aggregate import aggregate_videos
     from dfpanel.evaluate.plots import plot_roc
+    from dfpanel.inference.aggregate import aggregate_videos
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

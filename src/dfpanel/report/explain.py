@@ -2,14 +2,6 @@
 
 from __future__ import annotations
 
-# The order of DESIGN.md's table, used wherever specialists are listed (reports, tables).
-ORDER = ("bg", "av", "cm", "rr", "tm")
-
-
-def specialist_order(name: str) -> tuple[int, str]:
-    return (ORDER.index(name) if name in ORDER else len(ORDER), name)
-
-
 # What each specialist's "fake" means, for people who do not know the model names.
 LOOKS_FOR = {
     "bg": "the face is lit or coloured unlike its surroundings",

@@ -8,7 +8,7 @@ import os
 from html import escape
 from pathlib import Path
 
-from dfpanel.report.explain import specialist_order
+from dfpanel.models.specialists.base import specialist_order
 from dfpanel.report.html import CSS, VERDICT_COLORS
 
 BASE_COLUMNS = ["video", "path", "status", "verdict", "probability", "threshold", "strongest", "faces", "reason", "report"]

@@ -15,12 +15,17 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from dfpanel.config import StageConfig
-from dfpanel.data.augment import CropAugmenter
-from dfpanel.data.cache import CacheIndexRow, FaceTrackCache
-from dfpanel.data.manifest import manifest_hash, read_manifest
-from dfpanel.data.samples import balanced_sampler, dataset_for, pos_weight_from_labels, select_rows
 from dfpanel.errors import ConfigError, DataError
+from dfpanel.extract.cache import CacheIndexRow, FaceTrackCache
+from dfpanel.index.manifest import manifest_hash, read_manifest
+from dfpanel.train.augment import CropAugmenter
+from dfpanel.train.config import StageConfig
+from dfpanel.views.samples import (
+    balanced_sampler,
+    dataset_for,
+    pos_weight_from_labels,
+    select_rows,
+)
 
 
 def manifest_ids(path: str | None) -> set[str] | None:

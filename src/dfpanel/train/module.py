@@ -9,13 +9,14 @@ Monitor: `val_auc`, AUC of video-level mean probabilities.
 from __future__ import annotations
 
 import math
+
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfpanel.config import OptimConfig
 from dfpanel.models.specialists.base import create_specialist
+from dfpanel.train.config import OptimConfig
 from dfpanel.train.metrics import VideoAUROC
 
 

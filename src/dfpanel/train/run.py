@@ -2,15 +2,16 @@
 
 RUN_DIR/
   run.json                  what this run is: config, parent weights sha256, data hash
-  best.safetensors (+ .json sidecar via dfpanel.models.weights)   best val video AUC so far
+  best.safetensors (+ .json sidecar via dfpanel.weights.io)   best val video AUC so far
   checkpoints/last.ckpt     Lightning state for `--resume` only (every N steps, each validation, at the end)
   logs/csv/version_N, logs/tb   CSVLogger (one version per start or resume) and TensorBoardLogger
   result.json               written when the stage has finished
-A chunked stage (DFDC) is handed to `dfpanel.train.curriculum.train_chunked`.
+A chunked stage (DFDC) runs one fit per chunk (`dfpanel.train.chunks`); `dfpanel.train.stage` picks.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -21,9 +22,9 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 
-from dfpanel.config import StageConfig
 from dfpanel.errors import ConfigError
-from dfpanel.train.fetch import WEIGHTS_FILE, resolve_init, sha256_of
+from dfpanel.train.config import StageConfig
+from dfpanel.weights.fetch import WEIGHTS_FILE, resolve_init, sha256_of
 
 log = logging.getLogger(__name__)
 # Lightning announces hardware and tips at INFO through its own handler; our progress bars and tables say
@@ -55,13 +56,10 @@ def last_checkpoint(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints" / "last.ckpt"
 
 
-def train_stage(cfg: StageConfig, out_dir, resume: bool = False, *, progress: bool = True) -> dict:
-    """Train one stage into `out_dir`; returns its metrics and weight path (see `fit_stage`)."""
-    if cfg.data.chunked:
-        from dfpanel.train.curriculum import train_chunked
-
-        return train_chunked(cfg, out_dir, resume=resume, progress=progress)
-    return fit_stage(cfg, out_dir, resume=resume, progress=progress)
+def free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def fit_stage(
@@ -76,9 +74,9 @@ def fit_stage(
     """Train `cfg` (optionally on one DFDC chunk) into `out_dir`. Returns a dict with `weights`,
     `sha256`, `metrics` (best val_auc and friends), `global_step`, `run_dir`."""
     from dfpanel.models.specialists.base import create_specialist
-    from dfpanel.models.weights import load_into, load_weights
     from dfpanel.train.datamodule import CacheDataModule
     from dfpanel.train.module import SpecialistModule
+    from dfpanel.weights.io import load_into, load_weights
 
     out_dir = Path(out_dir)
     last = last_checkpoint(out_dir)
@@ -284,7 +282,7 @@ class BestWeights(Callback):
         self.best_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val")}
         self.best_metrics.update(global_step=int(trainer.global_step), epoch=int(trainer.current_epoch))
         if trainer.is_global_zero:
-            from dfpanel.models.weights import save_weights
+            from dfpanel.weights.io import save_weights
 
             save_weights(pl_module.model, self.path, {**self.sidecar, "metrics": self.best_metrics})
 

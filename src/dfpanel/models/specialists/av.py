@@ -18,10 +18,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dfpanel.data.views import clip_log_mel, face_crop, fit_clip, mouth_crop
 from dfpanel.models.backbone import GRID, GridPool
 from dfpanel.models.specialists.base import register_specialist
 from dfpanel.models.specialists.common import PanelSpecialist, branch, conv_bn_act
+from dfpanel.views.ops import clip_log_mel, face_crop, fit_clip, mouth_crop
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -75,6 +75,7 @@ class LipSyncModule(nn.Module):
 @register_specialist
 class AVSpecialist(PanelSpecialist):
     name = "av"
+    order = 1
     title = "Lip sync"
     sample_kind = "clip"
     module_channels = 48

@@ -36,6 +36,7 @@ class Specialist(nn.Module):
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""  # human name for reports, e.g. "Compression history"
     sample_kind: ClassVar[str] = "frame"
+    order: ClassVar[int] = 100  # place in reports and tables (DESIGN.md's table order for the built-ins)
 
     def view(self, entry, positions: Sequence[int]) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
@@ -64,6 +65,13 @@ def specialist_class(name: str) -> type[Specialist]:
 
         raise ConfigError(f"unknown specialist {name!r}; choose one of {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[key]
+
+
+def specialist_order(name: str) -> tuple[int, str]:
+    """Sort key for specialist names: registered ones by their `order`, unknown names last."""
+    _load_builtin()
+    cls = _REGISTRY.get(name.lower())
+    return (cls.order if cls is not None else 1_000, name)
 
 
 def create_specialist(name: str, **cfg) -> Specialist:

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfpanel.data.views import context_crop, face_crop
 from dfpanel.models.specialists.base import register_specialist
 from dfpanel.models.specialists.common import PanelSpecialist, branch
+from dfpanel.views.ops import context_crop, face_crop
 
 EPS = 1.0 / 255.0
 
@@ -51,6 +51,7 @@ class LightingModule(nn.Module):
 @register_specialist
 class BGSpecialist(PanelSpecialist):
     name = "bg"
+    order = 0
     title = "Background and lighting"
     sample_kind = "frame"
     module_channels = 32

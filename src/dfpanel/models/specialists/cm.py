@@ -15,10 +15,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dfpanel.data.views import BLOCK, block_dct, face_crop, luminance, native_window
 from dfpanel.errors import ConfigError
 from dfpanel.models.specialists.base import register_specialist
 from dfpanel.models.specialists.common import PanelSpecialist, branch, conv_bn_act
+from dfpanel.views.ops import BLOCK, block_dct, face_crop, luminance, native_window
 
 
 def block_step_profile(luma: torch.Tensor) -> torch.Tensor:
@@ -55,6 +55,7 @@ class CompressionModule(nn.Module):
 @register_specialist
 class CMSpecialist(PanelSpecialist):
     name = "cm"
+    order = 2
     title = "Compression history"
     sample_kind = "frame"
     module_channels = 40

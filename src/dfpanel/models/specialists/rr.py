@@ -17,9 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfpanel.data.views import face_crop, log_spectrum, luminance, native_window, srm_residuals
 from dfpanel.models.specialists.base import register_specialist
 from dfpanel.models.specialists.common import PanelSpecialist, branch
+from dfpanel.views.ops import (
+    face_crop,
+    log_spectrum,
+    luminance,
+    native_window,
+    srm_residuals,
+)
 
 
 class ResamplingModule(nn.Module):
@@ -49,6 +55,7 @@ class ResamplingModule(nn.Module):
 @register_specialist
 class RRSpecialist(PanelSpecialist):
     name = "rr"
+    order = 3
     title = "Resampling traces"
     sample_kind = "frame"
     module_channels = 32

@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfpanel.data.views import face_crop, fit_clip, landmarks_in_box
 from dfpanel.errors import ConfigError
 from dfpanel.models.backbone import GRID, GridPool
 from dfpanel.models.specialists.base import register_specialist
 from dfpanel.models.specialists.common import PanelSpecialist, branch
+from dfpanel.views.ops import face_crop, fit_clip, landmarks_in_box
 
 N_LANDMARKS = 5
 
@@ -115,6 +115,7 @@ class TemporalModule(nn.Module):
 @register_specialist
 class TMSpecialist(PanelSpecialist):
     name = "tm"
+    order = 4
     title = "Temporal consistency"
     sample_kind = "clip"
     module_channels = 32

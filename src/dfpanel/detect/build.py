@@ -1,0 +1,56 @@
+"""A ready PanelDetector from a weights folder: the specialists, the panel, checks that they agree.
+
+Used by `dfpanel detect`, `dfpanel serve` and anything else that analyses videos from weights on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dfpanel.console import err_console
+from dfpanel.detect.pipeline import DetectConfig, PanelDetector
+from dfpanel.errors import ConfigError, DfpanelError
+from dfpanel.inference.runners import load_runners
+from dfpanel.panel.combiner import load_panel
+
+
+def resolve_weights(weights: Path | None) -> Path:
+    if weights is None:
+        env = os.environ.get("DFPANEL_WEIGHTS")
+        if not env:
+            raise DfpanelError("no weights given; pass --weights DIR (a folder of <specialist>.safetensors + .json) or set DFPANEL_WEIGHTS")
+        weights = Path(env)
+    return weights
+
+
+def check_device(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
+
+
+def build_detector(weights: Path, *, frames: int, device: str, backend: str, margin: float | None = None,
+                   only: list[str] | None = None, batch_size: int = 32):
+    """Load the specialists and panel in a folder into a PanelDetector."""
+    if frames < 1:
+        raise ConfigError(f"--frames must be at least 1, got {frames}")
+    check_device(device)
+    runners = load_runners(weights, backend=backend, device=device, only=only)
+    panel = load_panel(weights, margin=margin)
+    stale = panel_mismatch(panel, runners)
+    if stale:
+        err_console.print(f"[yellow]warning:[/] {weights}/panel.json was fitted on other weights for "
+                          f"{', '.join(stale)}; re-run `dfpanel panel fit` for a calibrated verdict", highlight=False)
+    cfg = DetectConfig(frames=frames, device=device, backend=backend, batch_size=batch_size)
+    return PanelDetector(runners, panel, cfg)
+
+
+def panel_mismatch(panel, runners) -> list[str]:
+    """Specialists whose weights differ from those the panel was fitted on."""
+    if not panel.fitted or not panel.weights_ids:
+        return []
+    return [r.name.upper() for r in runners
+            if r.name in panel.weights_ids and r.weights_id and panel.weights_ids[r.name] != r.weights_id]

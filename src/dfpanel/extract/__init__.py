@@ -1,0 +1,1 @@
+"""Videos -> face tracks (decode, faces, cache)."""

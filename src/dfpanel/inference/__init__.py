@@ -1,0 +1,1 @@
+"""Batched scoring of samples and the one video-level aggregation."""

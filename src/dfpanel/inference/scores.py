@@ -1,0 +1,88 @@
+"""Score every sample of a cache with one specialist: the table evaluation and the panel fit read."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from dfpanel.extract.cache import FaceTrackCache
+from dfpanel.index.manifest import VideoRecord, read_manifest
+from dfpanel.views.samples import dataset_for, select_rows
+
+COLUMNS = ["video_id", "dataset", "label", "fake_type", "split", "group", "position", "time", "logit", "prob"]
+
+
+def _manifest_ids(manifest) -> set[str] | None:
+    if manifest is None:
+        return None
+    if isinstance(manifest, (str, os.PathLike)):
+        return {r.id for r in read_manifest(manifest)}
+    return {r.id if isinstance(r, VideoRecord) else str(r) for r in manifest}
+
+
+def predict_scores(
+    model,
+    cache_root: str | os.PathLike,
+    *,
+    manifest: str | os.PathLike | Iterable[VideoRecord] | None = None,
+    split: str | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+    num_workers: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """One row per sample (every cached frame, or every clip for clip specialists) of the selected
+    videos: video_id, dataset, label, fake_type, split, group, position (first frame), time (s),
+    logit, prob (sigmoid of logit)."""
+    rows = select_rows(FaceTrackCache(cache_root).rows(), split=split, ids=_manifest_ids(manifest))
+    view = model.view_fn() if hasattr(model, "view_fn") else model.view
+    dataset = dataset_for(model.sample_kind)(cache_root, rows, view)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    was_training = model.training
+    model = model.to(device).eval()
+    records: list[dict] = []
+    bar = _progress(progress, len(loader))
+    try:
+        with torch.inference_mode():
+            for inputs, _, meta in loader:
+                inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+                logits = model(inputs).logit.float().cpu()
+                for j, logit in enumerate(logits.tolist()):
+                    row = rows[int(meta["video"][j])]
+                    records.append(
+                        {
+                            "video_id": row.id,
+                            "dataset": row.dataset,
+                            "label": int(row.label),
+                            "fake_type": row.fake_type,
+                            "split": row.split,
+                            "group": row.group,
+                            "position": int(meta["position"][j]),
+                            "time": float(meta["time"][j]),
+                            "logit": float(logit),
+                        }
+                    )
+                if bar is not None:
+                    bar[0].advance(bar[1])
+    finally:
+        if bar is not None:
+            bar[0].stop()
+        model.train(was_training)
+    frame = pd.DataFrame.from_records(records, columns=COLUMNS[:-1])
+    frame["prob"] = torch.sigmoid(torch.tensor(frame["logit"].to_numpy(dtype="float64"))).numpy()
+    return frame[COLUMNS]
+
+
+def _progress(enabled: bool, total: int):
+    if not enabled:
+        return None
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    task = bar.add_task("scoring", total=total)
+    bar.start()
+    return bar, task

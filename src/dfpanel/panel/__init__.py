@@ -1,0 +1,1 @@
+"""The combiner of specialist verdicts, and its fitting."""

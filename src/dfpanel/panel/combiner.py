@@ -1,0 +1,235 @@
+"""The panel: combines the specialists' video-level logits into one verdict.
+
+A logistic regression over the specialists' logits in which an abstaining specialist (AV on a video
+without audio, a specialist whose weights were not given) is *masked*: its term is dropped, so a
+missing vote is neither a vote for real nor a made-up score. Deliberately no learned "absent" offset:
+it would learn dataset make-up instead of evidence (FF++ has no audio and is mostly fake, so "no
+audio" would come to mean "fake"). Until fitted, the panel averages the logits of the specialists
+that voted (equal weights) and uses threshold 0.5.
+
+The verdict is "fake" or "real" when the probability is at least `margin` away from the threshold,
+otherwise "uncertain". panel.json (next to the weights) stores weights, threshold and margin.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dfpanel.errors import ConfigError, DataError
+from dfpanel.weights.folder import PANEL_FILE  # the weights folder owns its file names
+
+PANEL_VERSION = 1
+DEFAULT_MARGIN = 0.1
+VERDICTS = ("real", "fake", "uncertain")
+_EPS = 1e-6
+
+
+def logit(p: float | np.ndarray) -> float | np.ndarray:
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return np.log(p / (1 - p))
+
+
+def sigmoid(z: float | np.ndarray) -> float | np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
+
+
+def video_logit(sample_logits: Sequence[float], how: str = "mean") -> float:
+    """One video-level logit from a specialist's per-sample logits (mean of probabilities by default,
+    as DESIGN.md says; fit and detect both call this, so they agree)."""
+    z = np.asarray(sample_logits, dtype=np.float64)
+    if z.size == 0:
+        raise ValueError("no samples to aggregate")
+    if how == "mean":
+        return float(logit(sigmoid(z).mean()))
+    if how == "median":
+        return float(logit(np.median(sigmoid(z))))
+    if how == "max":
+        return float(z.max())
+    if how == "logit_mean":
+        return float(z.mean())
+    raise ConfigError(f"unknown aggregation {how!r}; choose mean, median, max or logit_mean")
+
+
+@dataclass
+class Panel:
+    specialists: list[str] = field(default_factory=list)  # order of the combiner's inputs
+    weights: dict[str, float] = field(default_factory=dict)  # logit coefficient per specialist
+    bias: float = 0.0
+    threshold: float = 0.5
+    margin: float = DEFAULT_MARGIN
+    fitted: bool = False
+    threshold_method: str = "default"  # "default" | "eer" | "fpr"
+    target_fpr: float | None = None
+    aggregate: str = "mean"
+    metrics: dict = field(default_factory=dict)  # validation figures of the fit
+    weights_ids: dict[str, str] = field(default_factory=dict)  # specialist -> sha256 it was fitted on
+    version: int = PANEL_VERSION
+
+    # ---- combining -------------------------------------------------------------------------------
+    def decision(self, logits: Mapping[str, float | None]) -> float | None:
+        """Panel logit from specialist logits; None/NaN/missing = abstained. None when all abstain."""
+        voted = {k: float(v) for k, v in logits.items() if v is not None and not math.isnan(float(v))}
+        if not voted:
+            return None
+        if not self.fitted:
+            return float(np.mean(list(voted.values())))
+        # Abstainers add nothing; a specialist the panel was not fitted with has no weight: it is
+        # shown in the report but cannot vote.
+        return float(self.bias + sum(self.weights.get(n, 0.0) * z for n, z in voted.items()))
+
+    def probability(self, logits: Mapping[str, float | None]) -> float | None:
+        z = self.decision(logits)
+        return None if z is None else float(sigmoid(z))
+
+    def verdict(self, prob: float | None) -> str:
+        if prob is None or abs(prob - self.threshold) < self.margin:
+            return "uncertain"
+        return "fake" if prob > self.threshold else "real"
+
+    def contributions(self, logits: Mapping[str, float | None]) -> dict[str, float]:
+        """How much each voting specialist pushed the panel logit (positive = towards fake)."""
+        out = {}
+        for name, v in logits.items():
+            if v is None or math.isnan(float(v)):
+                continue
+            if not self.fitted:
+                out[name] = float(v)
+            elif name in self.weights:
+                out[name] = float(self.weights[name] * v)
+        return out
+
+    # ---- files -----------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "panel.json") -> "Panel":
+        try:
+            panel = cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        except TypeError as exc:
+            raise DataError(f"{source}: not a dfpanel panel file ({exc}); re-run `dfpanel panel fit`") from None
+        if not 0.0 <= panel.threshold <= 1.0 or not 0.0 <= panel.margin < 0.5:
+            raise DataError(f"{source}: threshold must be in [0, 1] and margin in [0, 0.5); fix it or re-run `dfpanel panel fit`")
+        return panel
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        if path.is_dir():
+            path = path / PANEL_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Panel":
+        path = Path(path)
+        if path.is_dir():
+            path = path / PANEL_FILE
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DataError(f"{path}: no panel file; run `dfpanel panel fit` or omit it for equal weights") from None
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: unreadable panel file ({exc}); re-run `dfpanel panel fit`") from None
+        return cls.from_dict(d, source=str(path))
+
+    @classmethod
+    def load_or_default(cls, folder: str | os.PathLike, margin: float | None = None) -> "Panel":
+        """panel.json from the weights folder, or the unfitted equal-weights panel."""
+        path = Path(folder) / PANEL_FILE
+        panel = cls.load(path) if path.is_file() else cls()
+        if margin is not None:
+            panel.margin = margin
+        return panel
+
+
+# ---- fitting --------------------------------------------------------------------------------------
+def design_matrix(logits: np.ndarray) -> np.ndarray:
+    """(N, K) logits with NaN = abstained -> (N, K) features with abstentions masked to 0 (no term)."""
+    return np.where(np.isnan(logits), 0.0, logits)
+
+
+def choose_threshold(probs: np.ndarray, labels: np.ndarray, method: str = "eer", target_fpr: float | None = None) -> float:
+    """Threshold on validation probabilities: equal error rate, or the lowest threshold whose
+    false-positive rate (reals called fake) stays within target_fpr."""
+    from sklearn.metrics import roc_curve
+
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels, dtype=int)
+    if len(np.unique(labels)) < 2:
+        raise DataError("validation set needs both real and fake videos to choose a threshold")
+    fpr, tpr, thr = roc_curve(labels, probs)
+    thr = np.clip(thr, 0.0, 1.0)  # sklearn puts inf first
+    if method == "eer":
+        i = int(np.nanargmin(np.abs(fpr - (1 - tpr))))
+        return float(thr[i])
+    if method == "fpr":
+        if target_fpr is None or not 0.0 < target_fpr < 1.0:
+            raise ConfigError("--target-fpr must be between 0 and 1 (e.g. 0.05)")
+        ok = np.where(fpr <= target_fpr)[0]
+        return float(thr[ok[-1]])
+    raise ConfigError(f"unknown threshold method {method!r}; choose eer or fpr")
+
+
+def fit_panel(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    specialists: Sequence[str],
+    *,
+    threshold: str = "eer",
+    target_fpr: float | None = None,
+    margin: float = DEFAULT_MARGIN,
+    C: float = 1.0,
+    aggregate: str = "mean",
+) -> Panel:
+    """Fit the combiner on validation videos: `logits` (N, K) video-level logits, NaN where the
+    specialist abstained; labels (N,) 0 real / 1 fake."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels, dtype=int)
+    if logits.ndim != 2 or logits.shape[1] != len(specialists) or len(labels) != len(logits):
+        raise ValueError(f"logits {logits.shape} do not match {len(specialists)} specialists and {len(labels)} labels")
+    if len(np.unique(labels)) < 2:
+        raise DataError("validation set needs both real and fake videos to fit the panel")
+    x = design_matrix(logits)
+    lr = LogisticRegression(C=C, max_iter=1000)
+    lr.fit(x, labels)
+    coef = lr.coef_[0]
+    panel = Panel(
+        specialists=list(specialists),
+        weights={s: float(coef[i]) for i, s in enumerate(specialists)},
+        bias=float(lr.intercept_[0]),
+        margin=margin,
+        fitted=True,
+        threshold_method=threshold,
+        target_fpr=target_fpr if threshold == "fpr" else None,
+        aggregate=aggregate,
+    )
+    probs = np.array([panel.probability(dict(zip(specialists, row))) for row in logits], dtype=np.float64)
+    panel.threshold = choose_threshold(probs, labels, threshold, target_fpr)
+    equal = Panel(specialists=list(specialists))
+    eq_probs = np.array([equal.probability(dict(zip(specialists, row))) or 0.5 for row in logits])
+    panel.metrics = {
+        "n_videos": int(len(labels)),
+        "n_fake": int(labels.sum()),
+        "auc": float(roc_auc_score(labels, probs)),
+        "log_loss": float(log_loss(labels, np.clip(probs, _EPS, 1 - _EPS))),
+        "equal_weights_auc": float(roc_auc_score(labels, eq_probs)),
+        "equal_weights_log_loss": float(log_loss(labels, np.clip(eq_probs, _EPS, 1 - _EPS))),
+        "abstained": {s: int(np.isnan(logits[:, i]).sum()) for i, s in enumerate(specialists)},
+    }
+    return panel
+
+
+def load_panel(folder: str | os.PathLike, margin: float | None = None) -> Panel:
+    """The panel.json in a weights folder, or equal weights when there is none."""
+    return Panel.load_or_default(folder, margin=margin)

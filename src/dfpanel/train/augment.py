@@ -1,0 +1,100 @@
+"""Augmentation of cached crops before a specialist's view cuts its input from them.
+
+Transforms are albumentations classes declared per stage in YAML (`augment.transforms`). They run on
+the stored context crops, and the face box and landmarks of each frame move with the pixels, so a
+view that cuts the face or the mouth from the crop still finds it. All frames of one sample (a clip)
+get the same random draw, so augmentation never invents flicker between frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from dfpanel.errors import ConfigError
+from dfpanel.extract.cache import FaceTrackEntry
+
+
+class AugmentedEntry(FaceTrackEntry):
+    """A FaceTrackEntry whose crops at some positions were replaced (and whose meta moved with them)."""
+
+    def __init__(self, base: FaceTrackEntry, meta, crops: dict[int, np.ndarray]):
+        super().__init__(base.folder, meta=meta)
+        self._base = base
+        self._augmented = crops
+        if "audio" in base.__dict__:  # already decoded (in-memory entries): share it
+            self.__dict__["audio"] = base.__dict__["audio"]
+
+    def crop(self, i: int) -> np.ndarray:
+        if i in self._augmented:
+            return self._augmented[i]
+        return self._base.crop(i)
+
+
+def build_transform(specs: Sequence[dict]):
+    """An albumentations Compose from `[{name: HorizontalFlip, p: 0.5}, ...]`; None when empty."""
+    if not specs:
+        return None
+    import albumentations as A
+
+    steps = []
+    for i, spec in enumerate(specs):
+        spec = dict(spec)
+        name = spec.pop("name")
+        cls = getattr(A, name, None)
+        if cls is None or not isinstance(cls, type):
+            raise ConfigError(f"augment.transforms[{i}]: {name!r} is not an albumentations transform")
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+        try:
+            steps.append(cls(**kwargs))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"augment.transforms[{i}] {name}: bad arguments ({str(exc).splitlines()[0]})") from None
+    return A.Compose(
+        steps,
+        bbox_params=A.BboxParams(format="pascal_voc", label_fields=[], min_visibility=0.0),
+        keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
+    )
+
+
+class CropAugmenter:
+    """Applies one stage's transforms to the crops of one sample (frame or clip)."""
+
+    def __init__(self, specs: Sequence[dict]):
+        self.specs = list(specs)
+        self.transform = build_transform(self.specs)
+
+    def __bool__(self) -> bool:
+        return self.transform is not None
+
+    def __call__(self, entry: FaceTrackEntry, positions: Sequence[int], seed: int) -> FaceTrackEntry:
+        if self.transform is None:
+            return entry
+        frames = list(entry.meta.frames)
+        crops: dict[int, np.ndarray] = {}
+        for pos in positions:
+            self.transform.set_random_seed(seed)  # the same draw for every frame of the sample
+            crops[pos], frames[pos] = self._one(entry.crop(pos), frames[pos])
+        meta = dataclasses.replace(entry.meta, frames=frames)
+        return AugmentedEntry(entry, meta, crops)
+
+    def _one(self, crop: np.ndarray, frame):
+        h, w = crop.shape[:2]
+        ox, oy = frame.crop_box[0], frame.crop_box[1]
+        x0, y0, x1, y1 = frame.box
+        local = [max(0.0, x0 - ox), max(0.0, y0 - oy), min(float(w), x1 - ox), min(float(h), y1 - oy)]
+        bboxes = [local] if local[2] > local[0] and local[3] > local[1] else []
+        kps = np.asarray(frame.landmarks, dtype=np.float32).reshape(-1, 2) - np.array([ox, oy], dtype=np.float32)
+        out = self.transform(image=crop, bboxes=bboxes, keypoints=kps)
+        image = np.ascontiguousarray(out["image"])
+        nh, nw = image.shape[:2]
+        box = list(frame.box)
+        if len(out["bboxes"]):
+            bx = np.asarray(out["bboxes"][0], dtype=np.float64)
+            box = [float(bx[0] + ox), float(bx[1] + oy), float(bx[2] + ox), float(bx[3] + oy)]
+        landmarks = (np.asarray(out["keypoints"], dtype=np.float64)[:, :2] + [ox, oy]).tolist()
+        moved = dataclasses.replace(
+            frame, box=box, landmarks=landmarks, crop_box=[ox, oy, ox + nw, oy + nh]
+        )
+        return image, moved

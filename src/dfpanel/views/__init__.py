@@ -1,0 +1,1 @@
+"""What each specialist sees, cut from a face-track entry (cache or memory)."""

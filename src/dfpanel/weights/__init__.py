@@ -1,0 +1,1 @@
+"""Weights files: safetensors + sidecar, folders, fetch, ONNX export."""
