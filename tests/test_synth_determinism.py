@@ -18,7 +18,7 @@ _SCRIPT = r"""
 import hashlib, json, sys
 from pathlib import Path
 import av
-from dfpanel.data.synth.render import Clip, Output, render_clip
+from dfpanel.synth.render import Clip, Output, render_clip
 
 root = Path(sys.argv[1])
 clip = Clip("det", identity=31, scene=32, speech=33, seconds=1.0, size=(160, 120), fps=25.0)
