@@ -167,8 +167,17 @@ def _rms_per_frame(audio, sr, fps, n):
     return np.array([np.sqrt(np.mean(audio[int(i * hop) : int((i + 1) * hop)] ** 2) + 1e-12) for i in range(n)])
 
 
+def _video_packets(path):
+    """The encoded video stream as muxed: codec extradata (SPS/PPS) and every packet's bytes, pts, dts, key flag."""
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        extradata = bytes(stream.codec_context.extradata or b"")
+        packets = [(bytes(p), p.pts, p.dts, p.time_base, p.is_keyframe) for p in c.demux(stream) if p.dts is not None]
+    return extradata, packets
+
+
 @pytest.fixture(scope="module")
-def talking(tmp_path_factory):
+def talking_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("talk")
     clip = Clip("talk", identity=31, scene=32, speech=33, seconds=4.0, size=SIZE, fps=25.0)
     outs = [
@@ -177,6 +186,12 @@ def talking(tmp_path_factory):
         Output("replace.mp4", 1, "audio_replace", ("audio_replace",), audio=True, trace_seed=2),
     ]
     render_clip(clip, outs, root)
+    return clip, outs, root
+
+
+@pytest.fixture(scope="module")
+def talking(talking_files):
+    clip, outs, root = talking_files
     return clip, {o.path: _decode(root / o.path) for o in outs}
 
 
@@ -191,13 +206,90 @@ def test_mouth_opening_follows_the_voice_and_not_a_shifted_voice(talking):
     assert r_shift < r_real - 0.3
 
 
-def test_audio_fakes_keep_the_video_and_change_only_the_sound(talking):
+def test_audio_fakes_keep_the_video_and_change_only_the_sound(talking, talking_files):
     clip, videos = talking
+    _, _, root = talking_files
     real_frames, real_audio, sr = videos["real.mp4"]
+    real_extradata, real_packets = _video_packets(root / "real.mp4")
+    assert len(real_packets) == clip.n_frames
     for name in ("shift.mp4", "replace.mp4"):
         frames, audio, _ = videos[name]
         assert np.array_equal(frames, real_frames), name
+        # The very same encoded stream, not just the same decoded pixels: packets copied, not re-encoded.
+        extradata, packets = _video_packets(root / name)
+        assert extradata == real_extradata, name
+        assert packets == real_packets, name
         assert not np.allclose(audio[: len(real_audio)], real_audio[: len(audio)], atol=1e-3), name
+
+
+def _small_clip():
+    return Clip("mix", identity=41, scene=42, speech=43, seconds=1.0, size=(160, 120), fps=25.0)
+
+
+def test_video_only_and_audio_outputs_share_the_stream_and_visual_fakes_do_not(tmp_path, monkeypatch):
+    from dfpanel.synth import render
+
+    encoded, real_writer = [], render.VideoWriter
+
+    def writer(path, *a, **k):
+        encoded.append(path.name)
+        return real_writer(path, *a, **k)
+
+    monkeypatch.setattr(render, "VideoWriter", writer)
+    clip = _small_clip()
+    outs = [
+        Output("silent.mp4", 0, "real"),  # first of its group: encoded, no audio track
+        Output("shift.mp4", 1, "audio_shift", ("audio_shift",), audio=True, trace_seed=1),
+        Output("swap.mp4", 1, "face_swap", ("face_swap",), source=44, trace_seed=3),
+        Output("c40.mp4", 0, "real", crf=40, audio=True),  # other crf: its own stream
+    ]
+    assert render_clip(clip, outs, tmp_path) == [o.path for o in outs]
+    assert encoded == ["silent.mp4", "swap.mp4", "c40.mp4"]  # shift.mp4 is a copy of silent.mp4's stream
+    for o in outs:
+        with av.open(str(tmp_path / o.path)) as c:
+            assert len(c.streams.video) == 1 and len(c.streams.audio) == int(o.audio), o.path
+            assert sum(1 for _ in c.decode(video=0)) == clip.n_frames, o.path
+    silent = _video_packets(tmp_path / "silent.mp4")
+    assert _video_packets(tmp_path / "shift.mp4") == silent
+    assert _video_packets(tmp_path / "swap.mp4")[1] != silent[1]
+    assert _video_packets(tmp_path / "c40.mp4")[1] != silent[1]
+    assert not list(tmp_path.glob(".*"))  # no partial files left
+
+
+def test_resumed_audio_fake_copies_the_real_file_on_disk_without_encoding(tmp_path, monkeypatch):
+    from dfpanel.synth import render
+
+    clip = _small_clip()
+    outs = [
+        Output("real.mp4", 0, "real", audio=True),
+        Output("shift.mp4", 1, "audio_shift", ("audio_shift",), audio=True, trace_seed=1),
+        Output("replace.mp4", 1, "audio_replace", ("audio_replace",), audio=True, trace_seed=2),
+    ]
+    render_clip(clip, outs, tmp_path)
+    first = {o.path: (tmp_path / o.path).read_bytes() for o in outs}
+    (tmp_path / "shift.mp4").unlink()
+    (tmp_path / "replace.mp4").unlink()
+
+    def no_encoding(*a, **k):
+        raise AssertionError("the real video is on disk: nothing should be encoded")
+
+    monkeypatch.setattr(render, "VideoWriter", no_encoding)
+    assert render_clip(clip, outs, tmp_path) == ["shift.mp4", "replace.mp4"]
+    assert {o.path: (tmp_path / o.path).read_bytes() for o in outs} == first  # as if never interrupted
+
+
+def test_a_file_on_disk_from_other_settings_is_not_copied(tmp_path):
+    from dfpanel.synth.video import encoded_like
+
+    clip = _small_clip()
+    real, shift = Output("real.mp4", 0, "real", audio=True), Output("shift.mp4", 1, "audio_shift", ("audio_shift",),
+                                                                    audio=True, trace_seed=1)
+    render_clip(clip, [Output("real.mp4", 0, "real", crf=30, audio=True)], tmp_path)  # not this plan's crf
+    assert not encoded_like(tmp_path / "real.mp4", clip.size, clip.fps, 23, clip.n_frames)
+    assert encoded_like(tmp_path / "real.mp4", clip.size, clip.fps, 30, clip.n_frames)
+    assert render_clip(clip, [real, shift], tmp_path) == ["shift.mp4"]  # encoded anew at crf 23
+    assert encoded_like(tmp_path / "shift.mp4", clip.size, clip.fps, 23, clip.n_frames)
+    assert _video_packets(tmp_path / "shift.mp4") != _video_packets(tmp_path / "real.mp4")
 
 
 def test_audio_shift_moves_the_voice_by_the_recorded_amount():
