@@ -228,3 +228,36 @@ def test_eval_and_panel_fit_refuse_a_cache_made_with_other_settings(tmp_path, ca
     code = main(["panel", "fit", "--weights", str(weights), "--manifest", str(manifest), "--data", str(cache)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "Traceback" not in err and "min_face_size 60 vs 40" in err
+
+
+def test_a_second_spec_that_finds_no_face_makes_only_its_specialists_abstain(tmp_path):
+    from detect_fakes import FakeSpecialist, fake_track
+
+    from dfpanel.detect.pipeline import DetectConfig, PanelDetector
+    from dfpanel.errors import NoFaceError
+    from dfpanel.inference.runners import TorchRunner
+    from dfpanel.panel.combiner import Panel
+
+    a, b = InputSpec(frames=12, clip_len=4), InputSpec(frames=12, clip_len=4, min_face_size=200)
+    runners = [TorchRunner(FakeSpecialist("cm", "frame", 1.0), input_spec=a),
+               TorchRunner(FakeSpecialist("tm", "clip", 1.0), input_spec=b)]  # fmt: skip
+    made = []
+
+    def extract_for(spec):
+        made.append(spec)
+
+        def run(path, video_id, timings):
+            if spec.min_face_size == 200:
+                raise NoFaceError(f"{path}: no face found in 12 frames checked")
+            return [fake_track()]
+
+        return run
+
+    det = PanelDetector(runners, Panel(), DetectConfig(), extract_for=extract_for)
+    assert made == [a, b]
+    video = make_video(tmp_path / "v.mp4", VideoSpec(seconds=0.4, size=(160, 120), face_height=60))
+    r = det.analyse(video).report
+    s = {x["name"]: x for x in r["specialists"]}
+    assert r["status"] == "analysed" and s["cm"]["status"] == "scored"
+    assert s["tm"]["status"] == "abstained" and "min_face_size 200 vs 40" in s["tm"]["reason"]
+    assert r["panel"]["probability"] == pytest.approx(s["cm"]["probability"])
