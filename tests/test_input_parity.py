@@ -156,7 +156,7 @@ def test_cache_and_detection_give_identical_views_for_every_specialist(golden):
     assert checked > 50
 
 
-def test_detection_extracts_with_the_weights_non_default_settings(golden, tmp_path, monkeypatch):
+def test_detection_extracts_with_the_weights_non_default_settings(golden, tmp_path):
     _, videos, _ = golden
     spec = InputSpec(frames=12, clip_len=4, min_face_size=30, context_scale=1.5, track="interpolate",
                      detect_every=2, min_score=0.85, max_side=480)

@@ -13,7 +13,6 @@ import torch
 from dfpanel.cli import main
 from dfpanel.errors import ConfigError, WeightsError
 from dfpanel.extract.cache import (
-    FaceTrackCache,
     normalise_audio,
     read_cache_spec,
     read_wav,
