@@ -204,7 +204,7 @@ def test_clip_specialist_with_shorter_clips_takes_windows(clip, tmp_path):
     short = TorchRunner(FakeSpecialist("tm", "clip", 1.0, clip_len=2))
     long = TorchRunner(FakeSpecialist("av", "clip", 1.0, clip_len=4))
     det = PanelDetector([short, long], Panel(), DetectConfig(), extract=fake_extract)
-    assert det.clip_len == 4  # extraction serves the longest
+    assert [s.clip_len for s in det.specs] == [8]  # extraction clips come from the weights' input spec
     s = by_name(det.analyse(copy_as(clip, tmp_path / "talk.mp4")).report)
     assert len(s["av"]["samples"]) == 3 and len(s["tm"]["samples"]) == 6
     assert [x["position"] for x in s["tm"]["samples"]] == [0, 2, 4, 6, 8, 10]

@@ -22,6 +22,9 @@ class VideoSpec:
     face: bool = True
     face_height: int = 110
     click_at: float | None = None  # seconds; adds an AAC track with a click there
+    audio_level: float = 0.01  # standard deviation of the track's noise
+    square: float = 0.0  # amplitude of a 220 Hz square wave on the track (0.95: AAC decodes peaks above 1.0)
+    click_level: float = 0.9  # amplitude of the click
     audio_start: float = 0.0  # the audio track starts this late (seconds, on the video's clock)
     vfr: bool = False  # frame durations alternate 1/fps*0.6 and 1/fps*1.4
     rotation: int = 0  # display-matrix rotation (degrees counterclockwise), written as side data;
@@ -120,9 +123,12 @@ def make_video(path: str | Path, spec: VideoSpec | None = None) -> Path:
         if aus is not None:
             total = int((spec.seconds - spec.audio_start) * AUDIO_SOURCE_RATE)
             offset = int(round(spec.audio_start * AUDIO_SOURCE_RATE))
-            samples = (rng.standard_normal(total) * 0.01).astype(np.float32)
+            samples = (rng.standard_normal(total) * spec.audio_level).astype(np.float32)
+            if spec.square:
+                t = np.arange(total) / AUDIO_SOURCE_RATE
+                samples = np.clip(samples + spec.square * np.sign(np.sin(2 * np.pi * 220 * t)), -1, 1).astype(np.float32)
             c = int(round((spec.click_at - spec.audio_start) * AUDIO_SOURCE_RATE))
-            samples[c : c + 40] = 0.9
+            samples[c : c + 40] = spec.click_level
             chunk = 1024
             for s0 in range(0, total, chunk):
                 block = samples[s0 : s0 + chunk]

@@ -38,9 +38,15 @@ def register(app: typer.Typer) -> None:
         detect_every: int = typer.Option(
             4, "--detect-every", help="With --track interpolate: detector on every k-th frame of a clip (1 = all)."
         ),
+        min_score: float = typer.Option(0.9, "--min-score", help="Ignore detections below this confidence."),
+        max_side: int = typer.Option(640, "--max-side", help="Frames larger than this are downscaled for detection."),
+        context_scale: float = typer.Option(2.0, "--context-scale", help="Stored crop side / face box side."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     ) -> None:
-        """Decode sampled clips, find and track faces, write crops + audio + meta to the cache."""
+        """Decode sampled clips, find and track faces, write crops + audio + meta to the cache.
+
+        Every option but --workers, --shard, --device, --split and --strict is part of the cache's input
+        spec (CACHE/input_spec.json): weights trained on the cache extract videos the same way."""
         from dfpanel.errors import ConfigError
         from dfpanel.extract.run import ExtractConfig, parse_shard, run_extraction
         from dfpanel.index.manifest import SPLITS
@@ -51,7 +57,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--split {split!r}: unknown split(s) {', '.join(bad)}; use {','.join(SPLITS)}")
         cfg = ExtractConfig(
             frames=frames, clip_len=clip_len, detector=detector, device=device, all_faces=all_faces,
-            min_face_size=min_face_size, track=track, detect_every=detect_every,
+            min_face_size=min_face_size, track=track, detect_every=detect_every, min_score=min_score,
+            max_side=max_side, context_scale=context_scale,
         )
         summary = run_extraction(
             manifest, out, cfg, workers=max(1, workers), shard=parse_shard(shard), strict=strict,

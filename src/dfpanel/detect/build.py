@@ -11,6 +11,7 @@ from pathlib import Path
 from dfpanel.console import err_console
 from dfpanel.detect.pipeline import DetectConfig, PanelDetector
 from dfpanel.errors import ConfigError, DfpanelError
+from dfpanel.extract.spec import DEFAULT_SPEC
 from dfpanel.inference.runners import load_runners
 from dfpanel.panel.combiner import load_panel
 
@@ -32,10 +33,24 @@ def check_device(device: str) -> None:
             raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
 
 
-def build_detector(weights: Path, *, frames: int, device: str, backend: str, margin: float | None = None,
+def resolve_frames(frames: int | None, panel, runners) -> int:
+    """Frames sampled per video: the one place detection decides it. An explicit --frames wins;
+    otherwise the most any specialist's weights were trained with (their input specs). Frames per
+    video is sampling density (how many views, not what a view holds), so one value serves every
+    specialist and specialists whose specs differ only in it share one extraction.
+    (A fitted panel that records the frames per video it was calibrated with slots in here.)"""
+    if frames is not None:
+        if frames < 1:
+            raise ConfigError(f"--frames must be at least 1, got {frames}")
+        return frames
+    return max((r.input_spec.frames for r in runners), default=DEFAULT_SPEC.frames)
+
+
+def build_detector(weights: Path, *, frames: int | None = None, device: str, backend: str, margin: float | None = None,
                    only: list[str] | None = None, batch_size: int = 32):
-    """Load the specialists and panel in a folder into a PanelDetector."""
-    if frames < 1:
+    """Load the specialists and panel in a folder into a PanelDetector that extracts videos with the
+    input specs of those weights (frames per video: `frames`, else from the weights)."""
+    if frames is not None and frames < 1:
         raise ConfigError(f"--frames must be at least 1, got {frames}")
     check_device(device)
     runners = load_runners(weights, backend=backend, device=device, only=only)
@@ -44,7 +59,7 @@ def build_detector(weights: Path, *, frames: int, device: str, backend: str, mar
     if stale:
         err_console.print(f"[yellow]warning:[/] {weights}/panel.json was fitted on other weights for "
                           f"{', '.join(stale)}; re-run `dfpanel panel fit` for a calibrated verdict", highlight=False)
-    cfg = DetectConfig(frames=frames, device=device, backend=backend, batch_size=batch_size)
+    cfg = DetectConfig(frames=resolve_frames(frames, panel, runners), device=device, backend=backend, batch_size=batch_size)
     return PanelDetector(runners, panel, cfg)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from dfpanel import __version__
 from dfpanel.detect.discovery import NotAVideo, VideoInfo, probe_video
 from dfpanel.errors import NoFaceError, VideoError
+from dfpanel.extract.spec import DEFAULT_SPEC, InputSpec
 from dfpanel.inference.runners import SpecialistRunner, collate
 from dfpanel.panel.combiner import Panel, sigmoid, video_logit
 from dfpanel.report.explain import explain
@@ -36,12 +37,15 @@ ExtractFn = Callable[[Path, str, dict], list]
 
 @dataclass
 class DetectConfig:
-    frames: int = 32  # frames sampled per video (in clips of clip_len)
-    clip_len: int | None = None  # None: the clip specialists' own clip_len (8 by default)
+    # Frames sampled per video; None: each specialist's own, from its weights' input spec (the
+    # default for a weights folder is decided in dfpanel.detect.build.resolve_frames). Frames per
+    # video is sampling density: it changes how many views a video gives, never what a view holds.
+    frames: int | None = None
+    # Everything else that shapes what a specialist sees comes from its weights' InputSpec. This
+    # override exists for experiments and tests only: it breaks the training/detection parity.
+    clip_len: int | None = None
     device: str = "cpu"
     backend: str = "torch"
-    detector: str = "mtcnn"
-    min_face_size: int = 40
     batch_size: int = 32
     moments: int = 3  # most suspicious moments marked on the timeline
     thumbnails: int = 6
@@ -63,12 +67,12 @@ class VideoOutcome:
         return err["message"] if err else None
 
 
-def default_extract(cfg: DetectConfig, clip_len: int) -> ExtractFn:
-    """`extract_video` with the detector timed, so decode and face finding report separately."""
+def default_extract(spec: InputSpec, device: str = "cpu") -> ExtractFn:
+    """`extract_video` with exactly `spec` (the weights' input spec), the detector timed so decode
+    and face finding report separately."""
     from dfpanel.extract.run import ExtractConfig, extract_video, get_detector
 
-    ecfg = ExtractConfig(frames=cfg.frames, clip_len=clip_len, detector=cfg.detector, device=cfg.device,
-                         all_faces=False, min_face_size=cfg.min_face_size)
+    ecfg = ExtractConfig(spec, device=device)
 
     def run(path: Path, video_id: str, timings: dict) -> list:
         detector = _TimedDetector(get_detector(ecfg))
@@ -76,10 +80,27 @@ def default_extract(cfg: DetectConfig, clip_len: int) -> ExtractFn:
         try:
             return extract_video(path, ecfg, video_id=video_id, dataset="detect", detector=detector)
         finally:
-            timings["faces"] = detector.seconds
-            timings["decode"] = time.perf_counter() - t - detector.seconds  # decode + tracking + crops
+            elapsed = time.perf_counter() - t
+            timings["faces"] = timings.get("faces", 0.0) + detector.seconds
+            # decode + tracking + crops
+            timings["decode"] = timings.get("decode", 0.0) + elapsed - detector.seconds
 
     return run
+
+
+def extraction_specs(runners: Sequence[SpecialistRunner], frames: int | None = None,
+                     clip_len: int | None = None) -> tuple[list[InputSpec], list[int]]:
+    """The distinct input specs to extract a video with (the first runner's first) and, per runner,
+    the index of its spec. `frames` (and `clip_len`, for experiments) override the weights' values."""
+    changes = {k: v for k, v in (("frames", frames), ("clip_len", clip_len)) if v is not None}
+    specs: list[InputSpec] = []
+    which: list[int] = []
+    for spec in [r.input_spec for r in runners] or [DEFAULT_SPEC]:
+        spec = spec.replace(**changes) if changes else spec
+        if spec not in specs:
+            specs.append(spec)
+        which.append(specs.index(spec))
+    return specs, which[: len(runners)]
 
 
 class _TimedDetector:
@@ -103,13 +124,24 @@ class PanelDetector:
     """Holds the loaded specialists and panel; `analyse(path)` runs one video."""
 
     def __init__(self, runners: Sequence[SpecialistRunner], panel: Panel, cfg: DetectConfig | None = None,
-                 extract: ExtractFn | None = None):
+                 extract: ExtractFn | None = None, extract_for: Callable[[InputSpec], ExtractFn] | None = None):
+        """Each runner is scored on a face track extracted with its weights' InputSpec: one
+        extraction per distinct spec (the first runner's spec gives the report's faces, timeline and
+        thumbnails). `extract` replaces extraction by one function for every runner (stand-ins in
+        tests); `extract_for(spec)` makes the extraction of one spec (default: default_extract)."""
         self.runners = list(runners)
         self.panel = panel
         self.cfg = cfg or DetectConfig()
-        clip_lens = {r.clip_len for r in self.runners if r.sample_kind == "clip"}
-        self.clip_len = self.cfg.clip_len or (max(clip_lens) if clip_lens else 8)
-        self._extract = extract or default_extract(self.cfg, self.clip_len)
+        self.specs, self._spec_of = extraction_specs(self.runners, self.cfg.frames, self.cfg.clip_len)
+        if extract is not None:
+            self.specs, self._spec_of = self.specs[:1], [0] * len(self.runners)
+            self._extracts = [extract]
+        else:
+            make = extract_for or (lambda spec: default_extract(spec, self.cfg.device))
+            self._extracts = [make(spec) for spec in self.specs]
+        for spec in self.specs[1:]:
+            log.info("detect: a second extraction for specialists trained on other input settings (%s)",
+                     spec.describe_difference(self.specs[0]))
 
     # ---- one video -------------------------------------------------------------------------------
     def analyse(self, video: str | Path | VideoInfo) -> VideoOutcome:
@@ -123,10 +155,12 @@ class PanelDetector:
                 info = probe_video(path)
                 timings["probe"] = time.perf_counter() - t
             t = time.perf_counter()
-            tracks = self._extract(path, _video_id(path), timings)
-            timings["extract"] = time.perf_counter() - t
+            tracks = self._extracts[0](path, _video_id(path), timings)
             if not tracks:
                 raise NoFaceError(f"{path.name}: no face found")
+            # Specialists trained on other input settings get their own extraction of the video.
+            entries, missing = self._other_entries(path, timings)
+            timings["extract"] = time.perf_counter() - t
         except NotAVideo as exc:
             return self._failed(path, info, "corrupt" if exc.corrupt else "not_video", str(exc), timings, t_start)
         except NoFaceError as exc:
@@ -138,7 +172,13 @@ class PanelDetector:
 
         meta, crops, audio = tracks[0]
         entry = FaceTrackEntry.from_memory(meta, crops, audio)
-        specialists = [self._score(r, entry, timings) for r in self.runners]
+        entries[0] = entry
+        specialists = []
+        for r, k in zip(self.runners, self._spec_of):
+            if entries.get(k) is None:
+                specialists.append(self._abstain(r, missing.get(k, "no face found")))
+            else:
+                specialists.append(self._score(r, entries[k], timings))
 
         t = time.perf_counter()
         logits = {s["name"]: s["logit"] for s in specialists}
@@ -147,7 +187,7 @@ class PanelDetector:
         contrib = self.panel.contributions(logits)
         for s in specialists:
             s["contribution"] = contrib.get(s["name"])
-        timeline = self._timeline(entry, specialists)
+        timeline = self._timeline(entry, specialists, [entries.get(k) for k in self._spec_of])
         timings["combine"] = time.perf_counter() - t
 
         video = (info.as_dict() if info else {"path": str(path), "name": path.name})
@@ -181,20 +221,44 @@ class PanelDetector:
         return self._failed(Path(path), None, kind, message, {}, time.perf_counter())
 
     # ---- pieces ----------------------------------------------------------------------------------
-    def _score(self, r: SpecialistRunner, entry, timings: dict) -> dict:
-        out = {
+    def _other_entries(self, path: Path, timings: dict) -> tuple[dict, dict]:
+        """Entries of the second and further specs (index -> entry), and why one has none."""
+        from dfpanel.extract.cache import FaceTrackEntry
+
+        entries: dict[int, object] = {}
+        missing: dict[int, str] = {}
+        for k in range(1, len(self.specs)):
+            try:
+                tracks = self._extracts[k](path, _video_id(path), timings)
+            except NoFaceError:
+                tracks = []
+            if not tracks:
+                diff = self.specs[k].describe_difference(self.specs[0], sampling=False)
+                missing[k] = f"no face found with its weights' extraction settings ({diff})"
+                continue
+            entries[k] = FaceTrackEntry.from_memory(*tracks[0])
+        return entries, missing
+
+    @staticmethod
+    def _abstain(r: SpecialistRunner, reason: str) -> dict:
+        return {
             "name": r.name, "title": r.title, "status": "abstained", "probability": None, "logit": None,
-            "reason": None, "sample_kind": r.sample_kind, "contribution": None, "weights_id": r.weights_id,
+            "reason": reason, "sample_kind": r.sample_kind, "contribution": None, "weights_id": r.weights_id,
             "samples": [],
         }
+
+    def _score(self, r: SpecialistRunner, entry, timings: dict) -> dict:
+        out = self._abstain(r, None)
         if r.needs_audio and not entry.has_audio:
             out["reason"] = "no audio track"
             return out
         if r.sample_kind == "clip":
-            # Extraction clips are as long as the longest clip specialist needs; a specialist with
-            # shorter clips takes consecutive, non-overlapping windows of its own length.
+            # Clips as extracted; a specialist with shorter clips than the extraction takes
+            # consecutive, non-overlapping windows of its own length. A clip shorter than the
+            # specialist's (a video shorter than a clip) is taken whole, as training takes it
+            # (the view pads it by repeating its last frame).
             L = r.clip_len
-            groups = [g[i : i + L] for g in entry.clips().values() for i in range(0, len(g) - L + 1, L)]
+            groups = [g[i : i + L] for g in entry.clips().values() for i in range(0, max(len(g) - L + 1, 1), L)]
             if not groups:
                 out["reason"] = f"no {L} consecutive frames were sampled (video too short, or --frames below {L})"
                 return out
@@ -229,19 +293,23 @@ class PanelDetector:
         out["_groups"] = groups  # dropped before the report is returned (used by the timeline)
         return out
 
-    def _timeline(self, entry, specialists: list[dict]) -> dict:
-        """Panel probability at each analysed frame: every specialist's sample covering that frame,
-        combined by the panel; the top moments are peaks in different clips."""
+    def _timeline(self, entry, specialists: list[dict], entries: list | None = None) -> dict:
+        """Panel probability at each analysed frame of `entry` (the first spec's track): every
+        specialist's sample covering that frame, combined by the panel; the top moments are peaks in
+        different clips. A specialist scored on another extraction covers the frames of `entry`
+        whose time falls within its sample's span."""
         n = len(entry)
+        times = [float(f.time) for f in entry.meta.frames]
         per_pos: list[dict[str, float]] = [{} for _ in range(n)]
-        for s in specialists:
+        for k, s in enumerate(specialists):
             groups = s.pop("_groups", None)
             if not groups:
                 continue
+            own = entries is None or entries[k] is entry
             for g, sample in zip(groups, s["samples"]):
-                for p in g:
+                covered = g if own else [p for p in range(n) if sample["start"] <= times[p] < sample["end"]]
+                for p in covered:
                     per_pos[p][s["name"]] = sample["logit"]
-        times = [float(f.time) for f in entry.meta.frames]
         probs = [self.panel.probability(d) if d else None for d in per_pos]
         moments, used_clips = [], set()
         order = sorted((i for i in range(n) if probs[i] is not None), key=lambda i: -probs[i])

@@ -141,6 +141,7 @@ def evaluate_weights(
     """
     from dfpanel import __version__
     from dfpanel.inference.scores import predict_scores
+    from dfpanel.weights.folder import check_cache_spec
     from dfpanel.weights.io import load_specialist
 
     test_sets = read_test_sets(manifests, split)
@@ -153,7 +154,9 @@ def evaluate_weights(
         "runs": [],
     }
     weights = list(dict.fromkeys(resolve_weights(w) for w in weights))  # the same file twice is one run
-    infos = [weights_info(w, read_sidecar(w)) for w in weights]
+    sidecars = [read_sidecar(w) for w in weights]
+    check_cache_spec(cache_root, zip(weights, sidecars))  # before any model loads: views they never saw
+    infos = [weights_info(w, side) for w, side in zip(weights, sidecars)]
     for info, label in zip(infos, run_labels(infos)):
         info["label"] = label
     tables = []

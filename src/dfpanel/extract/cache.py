@@ -4,11 +4,13 @@ Layout (one folder per video, written atomically: built in a temp folder, then r
 
     CACHE/
       index.jsonl                 one line per finished video (CacheIndexRow), appended as videos finish
+      input_spec.json             the InputSpec every entry was extracted with (dfpanel.extract.spec)
       extract_report.json         per-video failures with reasons, and run totals
       <dataset>/<video_id>/
         meta.json                 TrackMeta (below)
         crops/000000.png ...      lossless RGB crops of the context box (2x the face box), native pixels
-        audio.wav                 16 kHz mono PCM16, when the video has audio
+        audio.wav                 16 kHz mono PCM16, when the video has audio (exactly the samples
+                                  extract_video returns: normalised once, at extraction)
 
 Coordinates are source-frame pixels after rotation metadata was applied. `crop_box` is integral and
 clipped to the frame, so `crop_box[:2] % 8` is where the source frame's 8x8 block grid falls inside
@@ -20,6 +22,7 @@ the crop (CM needs that). Frames come in clips of `clip_len` consecutive decoded
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -30,7 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dfpanel.errors import DataError
+from dfpanel.errors import ConfigError, DataError
+from dfpanel.extract.spec import DEFAULT_SPEC, SPEC_FILE, InputSpec, check_same_views
+
+log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 AUDIO_RATE = 16000
@@ -76,6 +82,7 @@ class TrackMeta:
     detector: str = ""
     version: int = CACHE_VERSION
     extra: dict = field(default_factory=dict)
+    input_spec: dict | None = None  # InputSpec.to_dict() it was extracted with (None: before specs were recorded)
 
     @property
     def grid_offset(self) -> list[tuple[int, int]]:
@@ -169,6 +176,19 @@ class FaceTrackEntry:
         return read_wav(self.folder / self.meta.audio.file)
 
 
+PCM16_SCALE = 32768.0  # sample k of a 16-bit WAV is the float k / 32768, both ways
+
+
+def normalise_audio(samples: np.ndarray, norm: str = "pcm16") -> np.ndarray:
+    """The audio exactly as the cache holds it, as float32. "pcm16": clipped to [-1, 1) and quantised
+    to the 16-bit grid k / 32768 (k in -32768..32767), so write_wav then read_wav gives back the very
+    same floats. Extraction applies it once; the cache and the in-memory path both get its result."""
+    if norm != "pcm16":
+        raise ConfigError(f"unknown audio normalisation {norm!r}; choose pcm16")
+    q = np.clip(np.round(np.asarray(samples, dtype=np.float64) * PCM16_SCALE), -32768, 32767)
+    return (q.astype(np.int16).astype(np.float32) / np.float32(PCM16_SCALE)).astype(np.float32)
+
+
 def read_wav(path: str | os.PathLike) -> np.ndarray:
     with wave.open(str(path), "rb") as w:
         if w.getsampwidth() != 2:
@@ -176,12 +196,13 @@ def read_wav(path: str | os.PathLike) -> np.ndarray:
         data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
         if w.getnchannels() > 1:
             data = data.reshape(-1, w.getnchannels()).mean(axis=1)
-    return (data.astype(np.float32) / 32768.0).astype(np.float32)
+    return (data.astype(np.float32) / np.float32(PCM16_SCALE)).astype(np.float32)
 
 
 def write_wav(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = AUDIO_RATE) -> None:
-    pcm = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
-    pcm = (pcm * 32767.0).round().astype("<i2")
+    """16-bit mono WAV of `samples` on the k / 32768 grid (the inverse of read_wav: samples already
+    normalised with normalise_audio come back bit-equal)."""
+    pcm = np.clip(np.round(np.asarray(samples, dtype=np.float64) * PCM16_SCALE), -32768, 32767).astype("<i2")
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
@@ -222,12 +243,16 @@ class EntryWriter:
 
 
 class FaceTrackCache:
-    """Read side of a cache: its index and entries."""
+    """Read side of a cache: its index, entries and the InputSpec they were extracted with."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         if not (self.root / INDEX_FILE).is_file():
             raise DataError(f"{self.root}: not a face-track cache (no {INDEX_FILE}); run `dfpanel extract MANIFEST --out {self.root}`")
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return read_cache_spec(self.root)
 
     def rows(self) -> list[CacheIndexRow]:
         """Index rows; a video extracted twice (re-run, merge) keeps its last row."""
@@ -255,3 +280,61 @@ def append_index_row(cache_root: str | os.PathLike, row: CacheIndexRow) -> None:
         os.write(fd, line.encode("utf-8"))
     finally:
         os.close(fd)
+
+
+# -- the cache's InputSpec --------------------------------------------------------------------------
+
+_warned_legacy: set[str] = set()
+
+
+def read_cache_spec(root: str | os.PathLike) -> InputSpec:
+    """The InputSpec recorded in CACHE/input_spec.json. A cache made before specs were recorded has
+    none: it reads as the default spec, with a warning (once per cache)."""
+    root = Path(root)
+    path = root / SPEC_FILE
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        key = str(root.resolve())
+        if key not in _warned_legacy:
+            _warned_legacy.add(key)
+            log.warning("%s: no %s (a cache from before input specs were recorded); assuming the default "
+                        "extraction settings (%s)", root, SPEC_FILE, DEFAULT_SPEC.extract_args())
+        return DEFAULT_SPEC
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: unreadable input spec ({exc.msg}); restore it, or re-extract into a new cache") from None
+    return InputSpec.from_dict(d, source=str(path))
+
+
+def has_cache_spec(root: str | os.PathLike) -> bool:
+    return (Path(root) / SPEC_FILE).is_file()
+
+
+def record_cache_spec(root: str | os.PathLike, spec: InputSpec) -> InputSpec:
+    """Make sure the cache at `root` holds entries of `spec` only: write CACHE/input_spec.json when the
+    cache has none (a new cache), else check that it matches. ConfigError (one line, what differs)
+    when it does not, since a cache mixing two extractions is a silent bug. Frames per video may
+    differ (sampling density). Returns the cache's spec."""
+    root = Path(root)
+    if has_cache_spec(root) or (root / INDEX_FILE).is_file():
+        have = read_cache_spec(root)
+        check_same_views(
+            have, spec, have_name=f"cache {root}", want_name="this extraction", labels=("cache", "now"),
+            fix=f"extract into a new --out, or use the cache's settings: {have.extract_args()}",
+        )
+        if have.frames != spec.frames:
+            log.info("%s: extracting %d frames per video into a cache of %d (sampling density only)", root, spec.frames, have.frames)
+        return have
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{SPEC_FILE}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.write_text(json.dumps(spec.to_dict(), indent=1) + "\n", encoding="utf-8")
+    try:
+        os.link(tmp, root / SPEC_FILE)  # atomic, and fails if a concurrent run wrote one first
+    except FileExistsError:
+        return record_cache_spec(root, spec)
+    except OSError:  # a file system without hard links
+        if not (root / SPEC_FILE).exists():
+            os.replace(tmp, root / SPEC_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return spec

@@ -16,13 +16,23 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dfpanel.errors import DataError
-from dfpanel.extract.cache import INDEX_FILE, REPORT_FILE, CacheIndexRow, FaceTrackCache
+from dfpanel.extract.cache import (
+    INDEX_FILE,
+    REPORT_FILE,
+    CacheIndexRow,
+    FaceTrackCache,
+    has_cache_spec,
+    read_cache_spec,
+    record_cache_spec,
+)
+from dfpanel.extract.spec import check_same_views
 from dfpanel.extract.report import failure_key, merge_reports, read_report
 
 
 def merge_caches(out: str | os.PathLike, sources: list[str | os.PathLike], move: bool = False) -> dict:
     out = Path(out)
     caches = [FaceTrackCache(s) for s in sources]  # DataError for a folder that is not a cache
+    _check_specs(out, caches)
     out.mkdir(parents=True, exist_ok=True)
     rows: dict[tuple[str, str], CacheIndexRow] = {}
     if (out / INDEX_FILE).is_file():
@@ -51,6 +61,17 @@ def merge_caches(out: str | os.PathLike, sources: list[str | os.PathLike], move:
     report = merge_reports(reports, succeeded)
     (out / REPORT_FILE).write_text(json.dumps(report, indent=1))
     return {"entries": len(rows), "copied": copied, "missing": missing, "failed": report["n_failed"], "out": str(out)}
+
+
+def _check_specs(out: Path, caches: list[FaceTrackCache]) -> None:
+    """Refuse (one line) to merge caches extracted with different pixel/audio-shaping settings: the
+    merged cache would mix two kinds of views. OUT records the common spec."""
+    ref_name, ref = (f"cache {out}", read_cache_spec(out)) if has_cache_spec(out) or (out / INDEX_FILE).is_file() \
+        else (f"cache {caches[0].root}", caches[0].input_spec)
+    for cache in caches:
+        check_same_views(cache.input_spec, ref, have_name=f"cache {cache.root}", want_name=ref_name,
+                         labels=("this", "that"), fix="merge only caches extracted with the same settings")
+    record_cache_spec(out, ref)
 
 
 def _place(src: Path, dst: Path, move: bool) -> None:

@@ -28,7 +28,6 @@ import numpy as np
 
 from dfpanel.errors import ConfigError, DfpanelError, NoFaceError, VideoError
 from dfpanel.extract.cache import (
-    AUDIO_RATE,
     INDEX_FILE,
     AudioInfo,
     CacheIndexRow,
@@ -36,6 +35,8 @@ from dfpanel.extract.cache import (
     FrameRecord,
     TrackMeta,
     append_index_row,
+    normalise_audio,
+    record_cache_spec,
 )
 from dfpanel.extract.decode import VideoReader, plan_clips
 from dfpanel.extract.faces import (
@@ -48,26 +49,49 @@ from dfpanel.extract.faces import (
     track_faces,
 )
 from dfpanel.extract.report import failure_key, update_report
+from dfpanel.extract.spec import DEFAULT_SPEC, InputSpec
 from dfpanel.index.manifest import VideoRecord, iter_manifest
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ExtractConfig:
-    frames: int = 32  # frames sampled per video
-    clip_len: int = 8  # consecutive frames per clip
-    detector: str = "mtcnn"
-    device: str = "cpu"
-    all_faces: bool = False  # keep every track, not only the main one
-    min_face_size: int = 40  # source pixels
-    track: str = "refine"  # "refine": follow faces frame to frame with the detector's refine step
-    # (MTCNN O-Net: real boxes and landmarks on every frame); "interpolate": detect every k-th frame
-    detect_every: int = 4  # for "interpolate": detector on every k-th frame of a clip (plus its last)
-    max_side: int = 640  # frames larger than this are downscaled for detection
-    min_score: float = 0.9  # detections below this are ignored
-    context_scale: float = 2.0  # crop side / face box side
-    decode_threads: int = 0  # codec threads (0 = FFmpeg's choice); workers use 1
+    """How to extract: the InputSpec (every setting that shapes pixels and audio: the one source of
+    truth, recorded in the cache) plus operational settings that change nothing in the output.
+
+    `ExtractConfig(spec)`, or `ExtractConfig(frames=16, min_face_size=60, device="cuda")` for a
+    default spec with those fields changed (`all_faces=True` is `faces="all"`)."""
+
+    spec: InputSpec
+    device: str  # for the detector: cpu or cuda[:N]
+    decode_threads: int  # codec threads (0 = FFmpeg's choice); workers use 1
+
+    def __init__(self, spec: InputSpec | None = None, *, device: str = "cpu", decode_threads: int = 0, **spec_fields):
+        if "all_faces" in spec_fields:
+            spec_fields["faces"] = "all" if spec_fields.pop("all_faces") else "main"
+        spec = spec or DEFAULT_SPEC
+        object.__setattr__(self, "spec", spec.replace(**spec_fields) if spec_fields else spec)
+        object.__setattr__(self, "device", device)
+        object.__setattr__(self, "decode_threads", decode_threads)
+
+    # Read access to the spec's fields, so extraction code reads cfg.frames, cfg.min_score...
+    frames = property(lambda self: self.spec.frames)
+    clip_len = property(lambda self: self.spec.clip_len)
+    detector = property(lambda self: self.spec.detector)
+    min_face_size = property(lambda self: self.spec.min_face_size)
+    max_side = property(lambda self: self.spec.max_side)
+    min_score = property(lambda self: self.spec.min_score)
+    track = property(lambda self: self.spec.track)
+    detect_every = property(lambda self: self.spec.detect_every)
+    context_scale = property(lambda self: self.spec.context_scale)
+    all_faces = property(lambda self: self.spec.all_faces)
+
+    def with_spec(self, **changes) -> "ExtractConfig":
+        return ExtractConfig(self.spec.replace(**changes), device=self.device, decode_threads=self.decode_threads)
+
+    def as_dict(self) -> dict:
+        return {"input_spec": self.spec.to_dict(), "device": self.device, "decode_threads": self.decode_threads}
 
     def validate(self) -> "ExtractConfig":
         if self.frames < 1 or self.clip_len < 1:
@@ -76,10 +100,6 @@ class ExtractConfig:
 
         if self.detector not in DETECTORS:
             raise ConfigError(f"unknown face detector {self.detector!r}; choose one of: {', '.join(sorted(DETECTORS))}")
-        if self.track not in ("refine", "interpolate"):
-            raise ConfigError(f"--track {self.track!r}: choose refine or interpolate")
-        if self.detect_every < 1:
-            raise ConfigError(f"detect_every must be at least 1, got {self.detect_every}")
         return self
 
 
@@ -201,7 +221,7 @@ def _detect_refine(detector, frames, clip_positions, cfg, stats):
     for c in redo:
         for p in clip_positions[c][1:]:
             dets.pop(p, None)
-    return _detect_sparse(detector, frames, [clip_positions[c] for c in redo], replace(cfg, all_faces=True), dets, stats)
+    return _detect_sparse(detector, frames, [clip_positions[c] for c in redo], cfg.with_spec(faces="all"), dets, stats)
 
 
 def _detect_sparse(detector, frames, clip_positions, cfg, known, stats):
@@ -246,7 +266,7 @@ def extract_video(
     timings: dict | None = None,
 ) -> list[tuple[TrackMeta, list[np.ndarray], np.ndarray | None]]:
     """Face tracks of one video, main track first: (meta, RGB crops in meta.frames order, audio
-    float32 16 kHz mono or None). Raises VideoError (unreadable) or NoFaceError. `timings`, if
+    float32 mono at the spec's rate, already normalised exactly as the cache stores it, or None). Raises VideoError (unreadable) or NoFaceError. `timings`, if
     given, receives seconds spent per stage (decode, audio, faces, crops)."""
     cfg = (cfg or ExtractConfig()).validate()
     detector = detector or get_detector(cfg)
@@ -262,7 +282,9 @@ def extract_video(
             raise VideoError(f"{path}: none of the sampled frames could be decoded; the file is corrupt or truncated")
         timings["decode"] = time.perf_counter() - t
         t = time.perf_counter()
-        audio = reader.audio(AUDIO_RATE) if info.has_audio else None
+        audio = reader.audio(cfg.spec.audio_rate) if info.has_audio else None
+        if audio is not None:  # normalised once, here: the cache's WAV holds exactly these floats
+            audio = (normalise_audio(audio[0], cfg.spec.audio_norm), audio[1])
         truncated = reader.truncated
         timings["audio"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -286,11 +308,12 @@ def extract_video(
     audio_info = None
     if audio is not None:
         samples, start = audio
-        audio_info = AudioInfo(file="audio.wav", sample_rate=AUDIO_RATE, start_time=start, n_samples=int(len(samples)))
+        audio_info = AudioInfo(file="audio.wav", sample_rate=cfg.spec.audio_rate, start_time=start, n_samples=int(len(samples)))
     out = []
     for k, track in enumerate(tracks):
         meta, crops = _track_output(track, sampled, clip_of, info, cfg, audio_info, video_id, dataset, k, detector.name)
         meta.extra.update(detection=stats, track=cfg.track, n_tracks=n_found, truncated=truncated)
+        meta.input_spec = cfg.spec.to_dict()
         out.append((meta, crops, audio[0] if audio is not None else None))
     timings["crops"] = time.perf_counter() - t
     return out
@@ -364,7 +387,7 @@ def write_tracks(out: Path, tracks, record: VideoRecord) -> list[CacheIndexRow]:
             for n, crop in enumerate(crops):
                 writer.add_crop(n, crop)
             if audio is not None:
-                writer.add_audio(audio, AUDIO_RATE)
+                writer.add_audio(audio, meta.audio.sample_rate)
             folder = writer.commit(meta)
         except BaseException:
             writer.abort()
@@ -518,6 +541,7 @@ def run_extraction(
     out = Path(out)
     records = select_records(manifest_path, shard, splits)
     out.mkdir(parents=True, exist_ok=True)
+    record_cache_spec(out, cfg.spec)  # refuses a cache extracted with other settings
     remove_stale_temp(out)
     done = done_ids(out)
     todo = [r for r in records if (r.dataset, r.id) not in done]
@@ -547,7 +571,7 @@ def run_extraction(
         nonlocal pending_fail, pending_ok, last_save
         elapsed = time.perf_counter() - t0
         run = {k: v for k, v in summary.items() if k != "failures"}
-        run.update(seconds=round(elapsed, 2), config=asdict(cfg), finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        run.update(seconds=round(elapsed, 2), config=cfg.as_dict(), finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         update_report(out, failures=pending_fail, succeeded=pending_ok, run=run, run_key=run_key)
         pending_fail, pending_ok, last_save = {}, [], time.monotonic()
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dfpanel.extract.spec import DEFAULT_SPEC, InputSpec
+
 
 @dataclass
 class SpecialistRunner:
@@ -22,6 +24,7 @@ class SpecialistRunner:
     needs_audio: bool  # abstains on videos without audio (AV)
     weights_id: str | None  # sha256 of the weights, from the sidecar
     weights_info: dict = field(default_factory=dict)  # file, stage, sha256... for the report
+    input_spec: InputSpec = DEFAULT_SPEC  # how its training cache was extracted: detection extracts the same way
 
     def view(self, entry, positions: Sequence[int]) -> dict:  # pragma: no cover - interface
         raise NotImplementedError
@@ -49,8 +52,10 @@ def _meta(spec) -> dict:
 
 
 class TorchRunner(SpecialistRunner):
-    def __init__(self, spec, device: str = "cpu", weights_id: str | None = None, weights_info: dict | None = None):
-        super().__init__(**_meta(spec), weights_id=weights_id, weights_info=weights_info or {})
+    def __init__(self, spec, device: str = "cpu", weights_id: str | None = None, weights_info: dict | None = None,
+                 input_spec: InputSpec | None = None):
+        super().__init__(**_meta(spec), weights_id=weights_id, weights_info=weights_info or {},
+                         input_spec=input_spec or DEFAULT_SPEC)
         self.spec = spec.to(device).eval()
         self.device = device
 
@@ -68,8 +73,10 @@ class TorchRunner(SpecialistRunner):
 class OnnxRunner(SpecialistRunner):
     """`view_spec` is a specialist built from the sidecar's config (weights unused) for its view."""
 
-    def __init__(self, view_spec, onnx_model, weights_id: str | None = None, weights_info: dict | None = None):
-        super().__init__(**_meta(view_spec), weights_id=weights_id, weights_info=weights_info or {})
+    def __init__(self, view_spec, onnx_model, weights_id: str | None = None, weights_info: dict | None = None,
+                 input_spec: InputSpec | None = None):
+        super().__init__(**_meta(view_spec), weights_id=weights_id, weights_info=weights_info or {},
+                         input_spec=input_spec or DEFAULT_SPEC)
         self.spec = view_spec.eval()
         self.onnx = onnx_model  # callable: dict[str, np.ndarray] -> logits
 
@@ -103,7 +110,8 @@ def load_runners(folder: str | os.PathLike, backend: str = "torch", device: str 
             from dfpanel.weights.io import load_specialist
 
             spec = load_specialist(wf.path, device=device)
-            runners.append(TorchRunner(spec, device=device, weights_id=wf.sidecar.get("sha256"), weights_info=wf.info))
+            runners.append(TorchRunner(spec, device=device, weights_id=wf.sidecar.get("sha256"), weights_info=wf.info,
+                                       input_spec=wf.input_spec))
         else:
             from dfpanel.models.specialists.base import create_specialist
             from dfpanel.weights.export import OnnxSpecialist
@@ -111,5 +119,6 @@ def load_runners(folder: str | os.PathLike, backend: str = "torch", device: str 
             cfg = dict(wf.sidecar.get("model_config") or {})
             cfg.update(pretrained=False, pretrained_path=None)  # the view needs the config, never downloaded weights
             view_spec = create_specialist(wf.specialist, **cfg)
-            runners.append(OnnxRunner(view_spec, OnnxSpecialist(wf.path), weights_id=wf.sidecar.get("sha256"), weights_info=wf.info))
+            runners.append(OnnxRunner(view_spec, OnnxSpecialist(wf.path), weights_id=wf.sidecar.get("sha256"),
+                                      weights_info=wf.info, input_spec=wf.input_spec))
     return runners

@@ -55,7 +55,7 @@ def fit_from_folder(
     """Fit the panel on the validation videos of `manifest` (one or several, e.g. FF++ and DFDC so
     that AV sees videos with audio); returns it (not yet saved) and the per-video table."""
     from dfpanel.extract.cache import FaceTrackCache
-    from dfpanel.weights.folder import find_weights
+    from dfpanel.weights.folder import check_cache_spec, find_weights
 
     files = find_weights(weights, "torch")
     from dfpanel.index.manifest import read_manifest
@@ -73,6 +73,7 @@ def fit_from_folder(
         if data is None:
             raise DataError(f"{weights}: no --data CACHE given and the weights' sidecars do not name one; pass --data")
     cache = FaceTrackCache(data)
+    check_cache_spec(data, [(f.path, f.sidecar) for f in files])  # before any model loads
     has_audio = {(r.dataset, r.id): bool(r.has_audio) for r in cache.rows()}
     scores, needs_audio = {}, set()
     for f in files:

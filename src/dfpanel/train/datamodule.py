@@ -78,6 +78,8 @@ class CacheDataModule(L.LightningDataModule):
             raise DataError(f"{where}: no {d.train_split!r} videos to train on; check --data, --manifest and data.dataset")
         if not self.val_rows:
             raise DataError(f"{where}: no {d.val_split!r} videos to validate on; the index must give some videos that split")
+        # How the cache was extracted: copied into the weights sidecar, so detection extracts alike.
+        self.input_spec = FaceTrackCache(d.cache).input_spec
         cls = dataset_for(sample_kind)
         self.train_set = cls(d.cache, self.train_rows, view, per_video=d.frames_per_video, augment=CropAugmenter(cfg.augment.transforms))
         self.val_set = cls(d.cache, self.val_rows, view, per_video=d.val_frames_per_video)

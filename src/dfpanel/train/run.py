@@ -96,7 +96,7 @@ def fit_stage(
     run_info = _run_info(out_dir, cfg, resume)
     if cfg.init_from and not resume:
         path = resolve_init(cfg.init_from, sha256=cfg.init_sha256, runs_root=out_dir.parent, progress=progress)
-        state, _ = load_weights(path, expected_specialist=cfg.specialist, expected_sha256=cfg.init_sha256)
+        state, parent_sidecar = load_weights(path, expected_specialist=cfg.specialist, expected_sha256=cfg.init_sha256)
         if cfg.init_strict:
             load_into(model, state, source=str(path))
         else:
@@ -105,11 +105,19 @@ def fit_stage(
         run_info["init_from"] = str(path)
 
     dm = CacheDataModule(cfg, view_of(model), model.sample_kind, chunk=chunk)
+    if cfg.init_from and not resume and parent_sidecar.get("input_spec") is not None:
+        from dfpanel.weights.folder import sidecar_input_spec
+
+        differs = sidecar_input_spec(parent_sidecar, path).describe_difference(dm.input_spec, sampling=False)
+        if differs:  # fine-tuning on other views: allowed, but the parent learned what it no longer sees
+            log.warning("%s: parent weights were trained on a cache extracted otherwise than %s (%s)",
+                        out_dir, cfg.data.cache, differs)
     module = SpecialistModule(cfg.specialist, model_kwargs, asdict(cfg.optim), pos_weight=dm.pos_weight, model=model)
     if optimizer_state is not None and not resume:
         module.carried_optimizer_state = optimizer_state
     run_info.update(manifest_hash=dm.data_hash, pos_weight=dm.pos_weight, chunk=chunk,
-                    n_train_samples=len(dm.train_set), n_val_samples=len(dm.val_set))
+                    n_train_samples=len(dm.train_set), n_val_samples=len(dm.val_set),
+                    input_spec=dm.input_spec.to_dict())
     if is_launcher_rank_zero():
         out_dir.mkdir(parents=True, exist_ok=True)
         _write_json(out_dir / RUN_FILE, run_info)
@@ -120,6 +128,9 @@ def fit_stage(
         "manifest_hash": run_info["manifest_hash"],
         "parent_sha256": run_info.get("parent_sha256"),
         "chunk": chunk,
+        # The training cache's InputSpec: every setting that shaped the pixels and audio these
+        # weights learned from. `detect` extracts with it; `eval` and `panel fit` check caches against it.
+        "input_spec": dm.input_spec.to_dict(),
     }
     best_cb = BestWeights(out_dir / WEIGHTS_FILE, sidecar)
     trainer = build_trainer(cfg, out_dir, [best_cb, ResumeCheckpoint(last, cfg.trainer.checkpoint_every_n_steps)], progress)

@@ -138,8 +138,9 @@ class OnnxSpecialist:
 
 
 def export_folder(weights: Path, out: Path, only: list[str] | None = None, verify: bool = True) -> list[Path]:
-    """`<stem>.onnx` + `<stem>.onnx.json` per specialist (the sidecar keeps the source weights' sha256
-    and stage, so reports name the same weights ids) and panel.json."""
+    """`<stem>.onnx` + `<stem>.onnx.json` per specialist (the sidecar keeps the source weights' sha256,
+    stage and input_spec, so reports name the same weights ids and detection extracts the same way)
+    and panel.json."""
     import json
     import shutil
 
@@ -159,6 +160,8 @@ def export_folder(weights: Path, out: Path, only: list[str] | None = None, verif
         meta = json.loads(side.read_text())
         meta.update(sha256=f.sidecar.get("sha256"), stage=f.sidecar.get("stage"), source=f.path.name,
                     onnx_sha256=file_sha256(dest))
+        if f.sidecar.get("input_spec") is not None:  # detection extracts as the training cache did
+            meta["input_spec"] = f.input_spec.to_dict()
         side.write_text(json.dumps(meta, indent=1, default=str))
         written.append(dest)
     panel = Path(weights) / PANEL_FILE

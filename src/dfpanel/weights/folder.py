@@ -8,12 +8,16 @@ works. Two files for the same specialist are refused (which one would vote is am
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dfpanel.errors import WeightsError
+from dfpanel.errors import ConfigError, WeightsError
+from dfpanel.extract.spec import DEFAULT_SPEC, InputSpec
 from dfpanel.models.specialists.base import specialist_order
+
+log = logging.getLogger(__name__)
 
 ONNX_SIDECAR_SUFFIX = ".onnx.json"
 PANEL_FILE = "panel.json"  # the combiner fitted on this folder's specialists (dfpanel.panel)
@@ -34,6 +38,31 @@ class WeightFile:
             "stage": s.get("stage"),
             "version": s.get("version"),
         }
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return sidecar_input_spec(self.sidecar, self.path)
+
+
+_warned_legacy: set[str] = set()
+
+
+def sidecar_input_spec(sidecar: dict, path: str | os.PathLike) -> InputSpec:
+    """The InputSpec the weights at `path` were trained with (sidecar key `input_spec`, copied from the
+    training cache). Weights made before specs were recorded have none: they read as the default
+    spec, with a warning once per file. WeightsError (one line) for a damaged spec."""
+    d = sidecar.get("input_spec")
+    if d is None:
+        key = str(Path(path).resolve())
+        if key not in _warned_legacy:
+            _warned_legacy.add(key)
+            log.warning("%s: sidecar has no input_spec (weights from before input specs were recorded); "
+                        "assuming the default extraction settings", Path(path).name)
+        return DEFAULT_SPEC
+    try:
+        return InputSpec.from_dict(d, source=f"{Path(path).name} sidecar input_spec")
+    except ConfigError as exc:
+        raise WeightsError(str(exc)) from None
 
 
 def _sidecar_path(path: Path) -> Path:
@@ -74,3 +103,19 @@ def find_weights(folder: str | os.PathLike, backend: str = "torch") -> list[Weig
         hint = "run `dfpanel export --weights DIR --out DIR` first" if backend == "onnx" else "train with `dfpanel train`"
         raise WeightsError(f"{folder}: no {ext} weights found; {hint}")
     return [found[k] for k in sorted(found, key=specialist_order)]
+
+
+def check_cache_spec(cache_root: str | os.PathLike, weights_and_sidecars) -> None:
+    """ConfigError (one line) when the cache at `cache_root` was extracted with other pixel/audio-
+    shaping settings than the training cache of any of the weights (pairs of path and sidecar):
+    scoring it would measure views they never saw. Frames per video may differ."""
+    from dfpanel.extract.cache import read_cache_spec
+    from dfpanel.extract.spec import check_same_views
+
+    have = read_cache_spec(cache_root)
+    for path, sidecar in weights_and_sidecars:
+        want = sidecar_input_spec(sidecar, path)
+        check_same_views(
+            have, want, have_name=f"cache {cache_root}", want_name=f"the training cache of {Path(path).name}",
+            fix=f"re-extract the videos into a new cache: dfpanel extract MANIFEST --out NEW {want.extract_args()}",
+        )
