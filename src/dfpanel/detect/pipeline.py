@@ -22,10 +22,13 @@ import numpy as np
 from dfpanel import __version__
 from dfpanel.detect.discovery import NotAVideo, VideoInfo, probe_video
 from dfpanel.errors import NoFaceError, VideoError
-from dfpanel.inference.runners import SpecialistRunner, collate
-from dfpanel.panel.combiner import Panel, sigmoid, video_logit
+from dfpanel.inference.aggregate import sigmoid, video_logit
+from dfpanel.inference.batches import GroupViews, predict_batches
+from dfpanel.inference.runners import SpecialistRunner
+from dfpanel.panel.combiner import Panel
 from dfpanel.report.explain import explain
 from dfpanel.report.schema import REPORT_KIND, REPORT_VERSION, validate_report
+from dfpanel.views.samples import sample_groups
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +37,12 @@ log = logging.getLogger(__name__)
 ExtractFn = Callable[[Path, str, dict], list]
 
 
+DEFAULT_FRAMES = 32  # frames sampled per video when neither the user nor panel.json says
+
+
 @dataclass
 class DetectConfig:
-    frames: int = 32  # frames sampled per video (in clips of clip_len)
+    frames: int = DEFAULT_FRAMES  # frames sampled per video (in clips of clip_len)
     clip_len: int | None = None  # None: the clip specialists' own clip_len (8 by default)
     device: str = "cpu"
     backend: str = "torch"
@@ -190,26 +196,17 @@ class PanelDetector:
         if r.needs_audio and not entry.has_audio:
             out["reason"] = "no audio track"
             return out
-        if r.sample_kind == "clip":
-            # Extraction clips are as long as the longest clip specialist needs; a specialist with
-            # shorter clips takes consecutive, non-overlapping windows of its own length.
+        # The same samples the cache datasets give this specialist in training, eval and panel fit.
+        groups = sample_groups(entry, r.sample_kind, r.clip_len)
+        if not groups:
             L = r.clip_len
-            groups = [g[i : i + L] for g in entry.clips().values() for i in range(0, len(g) - L + 1, L)]
-            if not groups:
-                out["reason"] = f"no {L} consecutive frames were sampled (video too short, or --frames below {L})"
-                return out
-        else:
-            groups = [[p] for p in range(len(entry))]
-        logits: list[float] = []
-        for b0 in range(0, len(groups), self.cfg.batch_size):
-            chunk = groups[b0 : b0 + self.cfg.batch_size]
-            t = time.perf_counter()
-            batch = collate([r.view(entry, g) for g in chunk])
-            timings["views"] = timings.get("views", 0.0) + time.perf_counter() - t
-            t = time.perf_counter()
-            logits.extend(float(z) for z in r.predict(batch))
-            timings["models"] = timings.get("models", 0.0) + time.perf_counter() - t
-            timings[f"model_{r.name}"] = timings.get(f"model_{r.name}", 0.0) + time.perf_counter() - t
+            out["reason"] = f"no {L} consecutive frames were sampled (video too short, or --frames below {L})"
+            return out
+        models_before = timings.get("models", 0.0)
+        logits = [float(z) for batch_logits, _ in predict_batches(GroupViews(entry, groups, r.view), r.predict,
+                                                                   batch_size=self.cfg.batch_size, timings=timings)
+                  for z in batch_logits]
+        timings[f"model_{r.name}"] = timings.get(f"model_{r.name}", 0.0) + timings["models"] - models_before
         frames = entry.meta.frames
         step = 1.0 / entry.meta.fps if entry.meta.fps else 0.04
         for g, z in zip(groups, logits):
