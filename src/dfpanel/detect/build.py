@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from dfpanel.console import err_console
-from dfpanel.detect.pipeline import DetectConfig, PanelDetector
+from dfpanel.detect.pipeline import DEFAULT_FRAMES, DetectConfig, PanelDetector
 from dfpanel.errors import ConfigError, DfpanelError
 from dfpanel.inference.runners import load_runners
 from dfpanel.panel.combiner import load_panel
@@ -32,14 +32,23 @@ def check_device(device: str) -> None:
             raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
 
 
-def build_detector(weights: Path, *, frames: int, device: str, backend: str, margin: float | None = None,
+def frames_per_video(frames: int | None, panel) -> int:
+    """THE place detection's frames per video is decided: the user's --frames, else what panel.json was
+    fitted on (so videos are scored as the panel saw them), else DEFAULT_FRAMES."""
+    if frames is not None:
+        if frames < 1:
+            raise ConfigError(f"--frames must be at least 1, got {frames}")
+        return int(frames)
+    return int(panel.frames_per_video or DEFAULT_FRAMES)
+
+
+def build_detector(weights: Path, *, frames: int | None = None, device: str, backend: str, margin: float | None = None,
                    only: list[str] | None = None, batch_size: int = 32):
-    """Load the specialists and panel in a folder into a PanelDetector."""
-    if frames < 1:
-        raise ConfigError(f"--frames must be at least 1, got {frames}")
+    """Load the specialists and panel in a folder into a PanelDetector (`frames`: see frames_per_video)."""
     check_device(device)
-    runners = load_runners(weights, backend=backend, device=device, only=only)
     panel = load_panel(weights, margin=margin)
+    frames = frames_per_video(frames, panel)  # before loading any model: a bad --frames fails fast
+    runners = load_runners(weights, backend=backend, device=device, only=only)
     stale = panel_mismatch(panel, runners)
     if stale:
         err_console.print(f"[yellow]warning:[/] {weights}/panel.json was fitted on other weights for "
