@@ -109,14 +109,15 @@ def test_unknown_or_misconfigured_transform_is_a_config_error():
 
 def test_video_auc_scores_video_means_not_frames():
     metric = VideoAUROC()
-    # video 0 real: frames 0.1, 0.7 (mean 0.4); video 1 fake: 0.6, 0.6 (mean 0.6)
-    metric.update(torch.tensor([0.1, 0.7, 0.6, 0.6]), torch.tensor([0.0, 0.0, 1.0, 1.0]), torch.tensor([0, 0, 1, 1]))
+    # sample logits; video 0 real: probabilities 0.1, 0.7 (mean 0.4); video 1 fake: 0.6, 0.6 (mean 0.6)
+    logits = torch.logit(torch.tensor([0.1, 0.7, 0.6, 0.6], dtype=torch.float64)).float()
+    metric.update(logits, torch.tensor([0.0, 0.0, 1.0, 1.0]), torch.tensor([0, 0, 1, 1]))
     out = metric.compute()
     assert out["video_auc"] == pytest.approx(1.0)
     assert out["frame_auc"] == pytest.approx(0.5)  # 2 of 4 real-fake frame pairs ordered right
     metric.reset()
     metric.update(torch.tensor([0.3]), torch.tensor([1.0]), torch.tensor([4]))
-    assert metric.compute()["video_auc"] == pytest.approx(0.5)  # one class: chance, not a crash
+    assert torch.isnan(metric.compute()["video_auc"])  # one class: undefined (NaN), as in metrics.json
 
 
 def test_predict_scores_one_row_per_sample(cache):

@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         paths: list[Path] = typer.Argument(..., help="Video files and/or folders (searched recursively; videos found by probing)."),
         weights: Path = typer.Option(None, "--weights", "-w", help="Folder with one .safetensors + .json per specialist (and panel.json). Default: $DFPANEL_WEIGHTS."),
         out: Path = typer.Option(Path("dfpanel-reports"), "--out", "-o", help="Where report folders (and a folder run's summary) go."),
-        frames: int = typer.Option(None, "--frames", help="Frames sampled per video. Default: as the weights' training cache (their input spec); every other extraction setting always comes from the weights."),
+        frames: int = typer.Option(None, "--frames", help="Frames sampled per video. Default: what panel.json was fitted on, else what the weights' training caches used (their input spec); every other extraction setting always comes from the weights."),
         device: Device = typer.Option(Device.cpu, "--device", help="cpu or cuda."),
         backend: Backend = typer.Option(Backend.torch, "--backend", help="torch, or onnx (files from `dfpanel export`)."),
         as_json: bool = typer.Option(False, "--json", help="Print the report(s) as JSON on stdout instead of one line per video."),

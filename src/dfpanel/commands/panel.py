@@ -17,6 +17,13 @@ class ThresholdMethod(str, Enum):
     fpr = "fpr"
 
 
+class Aggregate(str, Enum):  # dfpanel.inference.aggregate.HOW
+    mean = "mean"
+    median = "median"
+    max = "max"
+    logit_mean = "logit_mean"
+
+
 def _table(panel, auc: dict | None = None) -> "object":
     from rich.table import Table
 
@@ -35,6 +42,11 @@ def _table(panel, auc: dict | None = None) -> "object":
     return t
 
 
+def _sampling(panel) -> str:
+    frames = "detect's default frames" if panel.frames_per_video is None else f"{panel.frames_per_video} frames"
+    return f"videos scored on {frames} per video, samples aggregated by {panel.aggregate}"
+
+
 def register(app: typer.Typer) -> None:
     @panel_app.command("fit")
     def fit(
@@ -47,6 +59,7 @@ def register(app: typer.Typer) -> None:
         margin: float = typer.Option(0.1, "--margin", help="'uncertain' when the probability is within this of the threshold."),
         device: str = typer.Option("cpu", "--device"),
         batch_size: int = typer.Option(16, "--batch-size"),
+        aggregate: Aggregate = typer.Option(Aggregate.mean, "--aggregate", help="A specialist's video score from its samples: mean (of probabilities), median, max or logit_mean; detection uses the same."),
     ) -> None:
         """Fit the panel's weights and threshold on validation videos; writes WEIGHTS/panel.json.
 
@@ -62,7 +75,8 @@ def register(app: typer.Typer) -> None:
         if threshold == ThresholdMethod.fpr and target_fpr is None:
             raise ConfigError("--threshold fpr needs --target-fpr (e.g. 0.05)")
         panel, table = fit_from_folder(weights, manifest, data, split=split, threshold=threshold.value,
-                                       target_fpr=target_fpr, margin=margin, device=device, batch_size=batch_size)
+                                       target_fpr=target_fpr, margin=margin, device=device, batch_size=batch_size,
+                                       how=aggregate.value)
         path = panel.save(weights)
         con = Console(highlight=False)
         con.print(_table(panel, panel.metrics.get("specialist_auc")))
@@ -70,7 +84,10 @@ def register(app: typer.Typer) -> None:
         con.print(f"{m['n_videos']} validation videos ({m['n_fake']} fake): AUC {m['auc']:.3f} "
                   f"(equal weights {m['equal_weights_auc']:.3f}), log-loss {m['log_loss']:.3f} "
                   f"(equal weights {m['equal_weights_log_loss']:.3f})")
-        con.print(f"threshold {panel.threshold:.3f} ({panel.threshold_method}), uncertain within ±{panel.margin}; wrote {path}")
+        for note in m.get("notes", []):
+            con.print(f"[yellow]note:[/] {note}")
+        con.print(f"threshold {panel.threshold:.3f} ({panel.threshold_method}), uncertain within ±{panel.margin}; "
+                  f"{_sampling(panel)}; wrote {path}")
 
     @panel_app.command("show")
     def show(weights: Path = typer.Option(..., "--weights", "-w", help="Folder holding panel.json.")) -> None:
@@ -82,6 +99,6 @@ def register(app: typer.Typer) -> None:
         panel = Panel.load_or_default(weights)
         con = Console(highlight=False)
         con.print(_table(panel))
-        con.print(f"threshold {panel.threshold:.3f} ({panel.threshold_method}), margin {panel.margin}")
+        con.print(f"threshold {panel.threshold:.3f} ({panel.threshold_method}), margin {panel.margin}; {_sampling(panel)}")
 
     app.add_typer(panel_app, name="panel")

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         weights: Path = typer.Option(None, "--weights", "-w", help="Folder with the specialists' weights (and panel.json). Default: $DFPANEL_WEIGHTS."),
         port: int = typer.Option(8000, "--port", help="TCP port."),
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (127.0.0.1: this machine only)."),
-        frames: int = typer.Option(None, "--frames", help="Frames sampled per video. Default: as the weights' training cache (their input spec)."),
+        frames: int = typer.Option(None, "--frames", help="Frames sampled per video. Default: what panel.json was fitted on, else what the weights' training caches used."),
         device: Device = typer.Option(Device.cpu, "--device"),
         backend: Backend = typer.Option(Backend.torch, "--backend"),
         work: Path = typer.Option(Path("dfpanel-serve"), "--work", help="Where uploads and their reports are kept."),

@@ -33,33 +33,35 @@ def check_device(device: str) -> None:
             raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
 
 
-def resolve_frames(frames: int | None, panel, runners) -> int:
-    """Frames sampled per video: the one place detection decides it. An explicit --frames wins;
-    otherwise the most any specialist's weights were trained with (their input specs). Frames per
-    video is sampling density (how many views, not what a view holds), so one value serves every
-    specialist and specialists whose specs differ only in it share one extraction.
-    (A fitted panel that records the frames per video it was calibrated with slots in here.)"""
+def frames_per_video(frames: int | None, panel, runners) -> int:
+    """THE place detection's frames per video is decided: the user's --frames; else what panel.json
+    was fitted on (videos are scored as the panel saw them); else the most any specialist's weights
+    were trained with (their input specs). Frames per video is sampling density (how many views, not
+    what a view holds), so one value serves every specialist, and specialists whose specs differ only
+    in it share one extraction."""
     if frames is not None:
         if frames < 1:
             raise ConfigError(f"--frames must be at least 1, got {frames}")
-        return frames
+        return int(frames)
+    if panel.frames_per_video:
+        return int(panel.frames_per_video)
     return max((r.input_spec.frames for r in runners), default=DEFAULT_SPEC.frames)
 
 
 def build_detector(weights: Path, *, frames: int | None = None, device: str, backend: str, margin: float | None = None,
                    only: list[str] | None = None, batch_size: int = 32):
     """Load the specialists and panel in a folder into a PanelDetector that extracts videos with the
-    input specs of those weights (frames per video: `frames`, else from the weights)."""
-    if frames is not None and frames < 1:
+    input specs of those weights (frames per video: see frames_per_video)."""
+    if frames is not None and frames < 1:  # before loading any model: a bad --frames fails fast
         raise ConfigError(f"--frames must be at least 1, got {frames}")
     check_device(device)
-    runners = load_runners(weights, backend=backend, device=device, only=only)
     panel = load_panel(weights, margin=margin)
+    runners = load_runners(weights, backend=backend, device=device, only=only)
     stale = panel_mismatch(panel, runners)
     if stale:
         err_console.print(f"[yellow]warning:[/] {weights}/panel.json was fitted on other weights for "
                           f"{', '.join(stale)}; re-run `dfpanel panel fit` for a calibrated verdict", highlight=False)
-    cfg = DetectConfig(frames=resolve_frames(frames, panel, runners), device=device, backend=backend, batch_size=batch_size)
+    cfg = DetectConfig(frames=frames_per_video(frames, panel, runners), device=device, backend=backend, batch_size=batch_size)
     return PanelDetector(runners, panel, cfg)
 
 

@@ -23,10 +23,13 @@ from dfpanel import __version__
 from dfpanel.detect.discovery import NotAVideo, VideoInfo, probe_video
 from dfpanel.errors import NoFaceError, VideoError
 from dfpanel.extract.spec import DEFAULT_SPEC, InputSpec
-from dfpanel.inference.runners import SpecialistRunner, collate
-from dfpanel.panel.combiner import Panel, sigmoid, video_logit
+from dfpanel.inference.aggregate import sigmoid, video_logit
+from dfpanel.inference.batches import GroupViews, predict_batches
+from dfpanel.inference.runners import SpecialistRunner
+from dfpanel.panel.combiner import Panel
 from dfpanel.report.explain import explain
 from dfpanel.report.schema import REPORT_KIND, REPORT_VERSION, validate_report
+from dfpanel.views.samples import sample_groups
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ ExtractFn = Callable[[Path, str, dict], list]
 @dataclass
 class DetectConfig:
     # Frames sampled per video; None: each specialist's own, from its weights' input spec (the
-    # default for a weights folder is decided in dfpanel.detect.build.resolve_frames). Frames per
+    # default for a weights folder is decided in dfpanel.detect.build.frames_per_video). Frames per
     # video is sampling density: it changes how many views a video gives, never what a view holds.
     frames: int | None = None
     # Everything else that shapes what a specialist sees comes from its weights' InputSpec. This
@@ -252,28 +255,17 @@ class PanelDetector:
         if r.needs_audio and not entry.has_audio:
             out["reason"] = "no audio track"
             return out
-        if r.sample_kind == "clip":
-            # Clips as extracted; a specialist with shorter clips than the extraction takes
-            # consecutive, non-overlapping windows of its own length. A clip shorter than the
-            # specialist's (a video shorter than a clip) is taken whole, as training takes it
-            # (the view pads it by repeating its last frame).
+        # The same samples the cache datasets give this specialist in training, eval and panel fit.
+        groups = sample_groups(entry, r.sample_kind, r.clip_len)
+        if not groups:
             L = r.clip_len
-            groups = [g[i : i + L] for g in entry.clips().values() for i in range(0, max(len(g) - L + 1, 1), L)]
-            if not groups:
-                out["reason"] = f"no {L} consecutive frames were sampled (video too short, or --frames below {L})"
-                return out
-        else:
-            groups = [[p] for p in range(len(entry))]
-        logits: list[float] = []
-        for b0 in range(0, len(groups), self.cfg.batch_size):
-            chunk = groups[b0 : b0 + self.cfg.batch_size]
-            t = time.perf_counter()
-            batch = collate([r.view(entry, g) for g in chunk])
-            timings["views"] = timings.get("views", 0.0) + time.perf_counter() - t
-            t = time.perf_counter()
-            logits.extend(float(z) for z in r.predict(batch))
-            timings["models"] = timings.get("models", 0.0) + time.perf_counter() - t
-            timings[f"model_{r.name}"] = timings.get(f"model_{r.name}", 0.0) + time.perf_counter() - t
+            out["reason"] = f"no {L} consecutive frames were sampled (video too short, or --frames below {L})"
+            return out
+        models_before = timings.get("models", 0.0)
+        logits = [float(z) for batch_logits, _ in predict_batches(GroupViews(entry, groups, r.view), r.predict,
+                                                                   batch_size=self.cfg.batch_size, timings=timings)
+                  for z in batch_logits]
+        timings[f"model_{r.name}"] = timings.get(f"model_{r.name}", 0.0) + timings["models"] - models_before
         frames = entry.meta.frames
         step = 1.0 / entry.meta.fps if entry.meta.fps else 0.04
         for g, z in zip(groups, logits):

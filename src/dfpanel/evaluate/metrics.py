@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from torchmetrics.functional.classification import (
     binary_accuracy,
-    binary_auroc,
     binary_average_precision,
     binary_f1_score,
     binary_recall,
@@ -24,6 +23,7 @@ from torchmetrics.functional.classification import (
 )
 
 from dfpanel.errors import ConfigError, DataError
+from dfpanel.inference.aggregate import auroc
 
 # Probabilities are clipped to [EPS, 1 - EPS] for the log-loss, so a confident 0/1 gives a large but
 # finite loss. 1e-15 is the DFDC challenge's clip; computed in float64, where it is representable.
@@ -97,7 +97,7 @@ def binary_metrics(probs: Sequence[float], labels: Sequence[int], threshold: flo
 
     notes: list[str] = []
     if n_real and n_fake:
-        out["auc"] = float(binary_auroc(p, y))
+        out["auc"] = auroc(p, y)  # the one AUC rule (NaN with one class, handled below with its note)
         out["ap"] = float(binary_average_precision(p, y))
         fpr, tpr, thr = binary_roc(p, y)
         out["eer"], out["eer_threshold"] = eer_from_roc(fpr.double().numpy(), tpr.double().numpy(), thr.numpy())

@@ -1,11 +1,24 @@
-"""Video-level scores from sample-level scores (one row per frame or clip -> one row per video).
+"""The one video-level aggregation (sample scores -> one score per video) and the one AUC rule.
 
-The field reports video-level metrics with a video's score = the mean of its frames' probabilities;
-median, max and the mean of logits are offered too. `max` is sensitive to one bad frame (it flags any
-video with a single suspicious frame), `logit_mean` weighs confident frames more than `mean` does.
+Validation (train/metrics.py), evaluation, the panel fit and detection all call `video_logits`, so a
+video gets the same score wherever it is scored:
+
+  - every sample logit is first clipped to +-LOGIT_MAX, i.e. its probability to [PROB_EPS, 1 - PROB_EPS]
+    (the one clip: a probability of exactly 0 or 1, or an infinite logit, stays finite and counts as
+    the most confident score there is);
+  - `how`: "mean" (the default, DESIGN.md: mean of the probabilities), "median" (of the
+    probabilities), "max" (the most fake-looking sample; sensitive to one bad frame), "logit_mean"
+    (mean of the logits: confident samples weigh more than with `mean`);
+  - the result is a video logit in [-LOGIT_MAX, LOGIT_MAX]; the video probability is its sigmoid.
+
+AUC (`auroc`) of a set holding one class only is NaN (undefined), never 0.5 and never an error; the
+caller says so in a note.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -13,15 +26,61 @@ import pandas as pd
 from dfpanel.errors import ConfigError, DataError
 
 HOW = ("mean", "median", "max", "logit_mean")
+PROB_EPS = 1e-7
+LOGIT_MAX = math.log((1.0 - PROB_EPS) / PROB_EPS)  # ~16.12
 SAMPLE_COLUMNS = ("video_id", "dataset", "label", "prob")
 # Per-video facts carried over unchanged when present (they are constant within a video).
 VIDEO_FACTS = ("label", "fake_type", "split", "group")
-_LOGIT_CLIP = 1e-7
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, _LOGIT_CLIP, 1.0 - _LOGIT_CLIP)
+def check_how(how: str) -> str:
+    if how not in HOW:
+        raise ConfigError(f"unknown aggregation {how!r}; choose one of {', '.join(HOW)}")
+    return how
+
+
+def sigmoid(z) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+def to_logit(p) -> np.ndarray:
+    """Logit of probabilities, clipped to [PROB_EPS, 1 - PROB_EPS] first (finite for 0 and 1)."""
+    p = np.clip(np.asarray(p, dtype=np.float64), PROB_EPS, 1.0 - PROB_EPS)
     return np.log(p) - np.log1p(-p)
+
+
+def clip_logits(z) -> np.ndarray:
+    return np.clip(np.asarray(z, dtype=np.float64), -LOGIT_MAX, LOGIT_MAX)
+
+
+def video_logits(sample_logits, videos=None, how: str = "mean") -> np.ndarray:
+    """THE aggregation: per-sample logits -> one logit per video.
+
+    `videos`: the video of each sample (any hashable labels, or integer codes); the result is ordered
+    by sorted video label. None: all samples are one video (a length-1 result).
+    """
+    check_how(how)
+    z = clip_logits(sample_logits).reshape(-1)
+    if z.size == 0:
+        raise DataError("no samples to aggregate; check the split and that the videos were extracted")
+    codes = np.zeros(z.size, dtype=np.int64) if videos is None else pd.factorize(np.asarray(videos), sort=True)[0]
+    if len(codes) != z.size:
+        raise ValueError(f"{z.size} sample scores but {len(codes)} video labels")
+    values = z if how in ("max", "logit_mean") else sigmoid(z)
+    reducer = {"mean": "mean", "median": "median", "max": "max", "logit_mean": "mean"}[how]
+    agg = pd.Series(values).groupby(codes, sort=True).agg(reducer).to_numpy(dtype=np.float64)
+    out = clip_logits(agg if how in ("max", "logit_mean") else to_logit(agg))
+    nan = np.isnan(z)
+    if nan.any():  # a NaN sample makes its video NaN (pandas would skip it and hide a broken model)
+        out[np.unique(codes[nan])] = np.nan
+    return out
+
+
+def video_logit(sample_logits: Sequence[float], how: str = "mean") -> float:
+    """One video's logit from its samples' logits (`video_logits` for a single video)."""
+    return float(video_logits(sample_logits, None, how)[0])
 
 
 def check_samples(df: pd.DataFrame) -> None:
@@ -32,25 +91,23 @@ def check_samples(df: pd.DataFrame) -> None:
         raise DataError("no scored samples to aggregate; check the split and that the videos were extracted")
 
 
+def sample_logits(samples_df: pd.DataFrame) -> np.ndarray:
+    """A scores table's sample logits, from its `prob` column (the score every table has; predict_scores
+    writes prob = sigmoid(logit), which gives back the logit within the clip)."""
+    return to_logit(samples_df["prob"].to_numpy(dtype=np.float64))
+
+
 def aggregate_videos(samples_df: pd.DataFrame, how: str = "mean") -> pd.DataFrame:
-    """One row per (dataset, video_id): the video's facts, `n_samples`, `prob` and `logit`.
+    """One row per (dataset, video_id): the video's facts, `n_samples`, `prob` and `logit`
+    (`video_logits` of its samples; prob = sigmoid(logit)).
 
     Raises DataError when a video's samples disagree on its label (a corrupt scores table).
     """
-    if how not in HOW:
-        raise ConfigError(f"unknown aggregation {how!r}; choose one of {', '.join(HOW)}")
+    check_how(how)
     check_samples(samples_df)
-    df = samples_df.copy()
-    if how == "logit_mean":
-        if "logit" not in df.columns:
-            df["logit"] = _logit(df["prob"].to_numpy(dtype=np.float64))
-        value, reducer = "logit", "mean"
-    else:
-        value, reducer = "prob", how
-
     keys = ["dataset", "video_id"]
-    grouped = df.groupby(keys, sort=True, dropna=False)
-    facts = [c for c in VIDEO_FACTS if c in df.columns]
+    grouped = samples_df.groupby(keys, sort=True, dropna=False)
+    facts = [c for c in VIDEO_FACTS if c in samples_df.columns]
     n_labels = grouped["label"].nunique()
     if (n_labels > 1).any():
         bad = n_labels[n_labels > 1].index[0]
@@ -58,12 +115,22 @@ def aggregate_videos(samples_df: pd.DataFrame, how: str = "mean") -> pd.DataFram
 
     out = grouped[facts].first()
     out["n_samples"] = grouped.size()
-    agg = grouped[value].agg(reducer).to_numpy(dtype=np.float64)
-    if value == "logit":
-        out["logit"] = agg
-        out["prob"] = 1.0 / (1.0 + np.exp(-agg))
-    else:
-        out["prob"] = agg
-        out["logit"] = _logit(agg)
+    # ngroup numbers the groups in the sorted order `out` has, so the codes line up with its rows.
+    z = video_logits(sample_logits(samples_df), grouped.ngroup().to_numpy(), how)
+    out["logit"] = z
+    out["prob"] = sigmoid(z)
     out["label"] = out["label"].astype(int)
     return out.reset_index()[[*keys, *facts, "n_samples", "prob", "logit"]]
+
+
+def auroc(scores, labels) -> float:
+    """Area under the ROC curve of scores (probabilities or logits: any monotone score) against labels
+    (1 = fake); NaN when the labels hold one class only (AUC is undefined there)."""
+    import torch
+    from torchmetrics.functional.classification import binary_auroc
+
+    s = torch.tensor(np.array(scores, dtype=np.float64)).reshape(-1)
+    y = torch.tensor(np.array(labels, dtype=np.int64)).reshape(-1)
+    if y.numel() == 0 or bool((y == y[0]).all()):
+        return float("nan")
+    return float(binary_auroc(s, y))

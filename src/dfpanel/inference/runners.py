@@ -34,54 +34,60 @@ class SpecialistRunner:
         raise NotImplementedError
 
 
-def collate(views: list[dict]) -> dict:
-    import torch
-
-    return {k: torch.stack([v[k] for v in views]) for k in views[0]}
-
-
-def _meta(spec) -> dict:
-    cfg = getattr(spec, "config", {}) or {}
+def _meta(spec, config: dict | None = None) -> dict:
+    """Runner facts from a specialist (a built model, or its class with `config`)."""
+    cfg = (getattr(spec, "config", None) if config is None else config) or {}
+    if not isinstance(cfg, dict):  # a class's `config` is a property object
+        cfg = {}
     return {
         "name": spec.name,
         "title": spec.title or spec.name.upper(),
         "sample_kind": spec.sample_kind,
         "clip_len": int(cfg.get("clip_len", 8)),
-        "needs_audio": bool(getattr(spec, "needs_audio", spec.name == "av")),
+        "needs_audio": bool(getattr(spec, "needs_audio", False)),
     }
 
 
 class TorchRunner(SpecialistRunner):
     def __init__(self, spec, device: str = "cpu", weights_id: str | None = None, weights_info: dict | None = None,
                  input_spec: InputSpec | None = None):
+        from dfpanel.inference.batches import torch_predict
+
         super().__init__(**_meta(spec), weights_id=weights_id, weights_info=weights_info or {},
                          input_spec=input_spec or DEFAULT_SPEC)
         self.spec = spec.to(device).eval()
         self.device = device
+        self._predict = torch_predict(self.spec, device)
 
     def view(self, entry, positions):
         return self.spec.view(entry, positions)
 
     def predict(self, batch):
-        import torch
-
-        with torch.inference_mode():
-            out = self.spec({k: v.to(self.device) for k, v in batch.items()})
-        return out.logit.detach().float().cpu().numpy().reshape(-1)
+        return self._predict(batch)
 
 
 class OnnxRunner(SpecialistRunner):
-    """`view_spec` is a specialist built from the sidecar's config (weights unused) for its view."""
+    """An exported specialist: its view (`view_fn`, from the sidecar's config, no model built) and an
+    onnxruntime session for the logits."""
 
-    def __init__(self, view_spec, onnx_model, weights_id: str | None = None, weights_info: dict | None = None,
-                 input_spec: InputSpec | None = None):
-        super().__init__(**_meta(view_spec), weights_id=weights_id, weights_info=weights_info or {},
+    def __init__(self, spec_class, config: dict, view_fn, onnx_model, weights_id: str | None = None,
+                 weights_info: dict | None = None, input_spec: InputSpec | None = None):
+        super().__init__(**_meta(spec_class, config), weights_id=weights_id, weights_info=weights_info or {},
                          input_spec=input_spec or DEFAULT_SPEC)
-        self.spec = view_spec.eval()
+        self.view_fn = view_fn
         self.onnx = onnx_model  # callable: dict[str, np.ndarray] -> logits
 
+    @classmethod
+    def from_config(cls, name: str, config: dict, onnx_model, **kwargs) -> "OnnxRunner":
+        """The runner of specialist `name` exported with `config` (the sidecar's model_config)."""
+        from dfpanel.models.specialists.base import specialist_class, specialist_view
+
+        spec_class = specialist_class(name)
+        full = spec_class.full_config(**config)
+        return cls(spec_class, full, specialist_view(name, **config), onnx_model, **kwargs)
+
     def view(self, entry, positions):
-        return self.spec.view(entry, positions)
+        return self.view_fn(entry, positions)
 
     def predict(self, batch):
         out = self.onnx({k: v.detach().cpu().numpy() for k, v in batch.items()})
@@ -93,7 +99,8 @@ class OnnxRunner(SpecialistRunner):
 
 
 def load_runners(folder: str | os.PathLike, backend: str = "torch", device: str = "cpu", only: list[str] | None = None):
-    """Runners for every specialist in the folder (or those named in `only`)."""
+    """Runners for every specialist in the folder (or those named in `only`). ONNX runners build no
+    model: the view comes from the specialist's class and the sidecar's config."""
     from dfpanel.errors import WeightsError
     from dfpanel.weights.folder import find_weights
 
@@ -113,12 +120,10 @@ def load_runners(folder: str | os.PathLike, backend: str = "torch", device: str 
             runners.append(TorchRunner(spec, device=device, weights_id=wf.sidecar.get("sha256"), weights_info=wf.info,
                                        input_spec=wf.input_spec))
         else:
-            from dfpanel.models.specialists.base import create_specialist
             from dfpanel.weights.export import OnnxSpecialist
 
             cfg = dict(wf.sidecar.get("model_config") or {})
-            cfg.update(pretrained=False, pretrained_path=None)  # the view needs the config, never downloaded weights
-            view_spec = create_specialist(wf.specialist, **cfg)
-            runners.append(OnnxRunner(view_spec, OnnxSpecialist(wf.path), weights_id=wf.sidecar.get("sha256"),
-                                      weights_info=wf.info, input_spec=wf.input_spec))
+            runners.append(OnnxRunner.from_config(wf.specialist, cfg, OnnxSpecialist(wf.path),
+                                                  weights_id=wf.sidecar.get("sha256"), weights_info=wf.info,
+                                                  input_spec=wf.input_spec))
     return runners

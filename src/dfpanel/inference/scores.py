@@ -7,11 +7,11 @@ from collections.abc import Iterable
 
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
 from dfpanel.extract.cache import FaceTrackCache
 from dfpanel.index.manifest import VideoRecord, read_manifest
-from dfpanel.views.samples import dataset_for, select_rows
+from dfpanel.inference.batches import predict_batches, torch_predict
+from dfpanel.views.samples import select_rows, specialist_dataset
 
 COLUMNS = ["video_id", "dataset", "label", "fake_type", "split", "group", "position", "time", "logit", "prob"]
 
@@ -35,39 +35,35 @@ def predict_scores(
     num_workers: int = 0,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """One row per sample (every cached frame, or every clip for clip specialists) of the selected
-    videos: video_id, dataset, label, fake_type, split, group, position (first frame), time (s),
-    logit, prob (sigmoid of logit)."""
+    """One row per sample (`sample_groups`: every cached frame, or every clip_len window of the cached
+    clips for clip specialists) of the selected videos, scored by `predict_batches`: video_id, dataset,
+    label, fake_type, split, group, position (first frame), time (s), logit, prob (sigmoid of logit)."""
     rows = select_rows(FaceTrackCache(cache_root).rows(), split=split, ids=_manifest_ids(manifest))
-    view = model.view_fn() if hasattr(model, "view_fn") else model.view
-    dataset = dataset_for(model.sample_kind)(cache_root, rows, view)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    dataset = specialist_dataset(model, cache_root, rows)
     was_training = model.training
     model = model.to(device).eval()
     records: list[dict] = []
-    bar = _progress(progress, len(loader))
+    bar = _progress(progress, -(-len(dataset) // batch_size))
     try:
-        with torch.inference_mode():
-            for inputs, _, meta in loader:
-                inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
-                logits = model(inputs).logit.float().cpu()
-                for j, logit in enumerate(logits.tolist()):
-                    row = rows[int(meta["video"][j])]
-                    records.append(
-                        {
-                            "video_id": row.id,
-                            "dataset": row.dataset,
-                            "label": int(row.label),
-                            "fake_type": row.fake_type,
-                            "split": row.split,
-                            "group": row.group,
-                            "position": int(meta["position"][j]),
-                            "time": float(meta["time"][j]),
-                            "logit": float(logit),
-                        }
-                    )
-                if bar is not None:
-                    bar[0].advance(bar[1])
+        for logits, (_, _, meta) in predict_batches(dataset, torch_predict(model, device), batch_size=batch_size,
+                                                    num_workers=num_workers):
+            for j, logit in enumerate(logits.tolist()):
+                row = rows[int(meta["video"][j])]
+                records.append(
+                    {
+                        "video_id": row.id,
+                        "dataset": row.dataset,
+                        "label": int(row.label),
+                        "fake_type": row.fake_type,
+                        "split": row.split,
+                        "group": row.group,
+                        "position": int(meta["position"][j]),
+                        "time": float(meta["time"][j]),
+                        "logit": float(logit),
+                    }
+                )
+            if bar is not None:
+                bar[0].advance(bar[1])
     finally:
         if bar is not None:
             bar[0].stop()

@@ -23,38 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from dfpanel.errors import ConfigError, DataError
+from dfpanel.inference.aggregate import auroc, check_how, sigmoid, video_logit  # noqa: F401 - the one aggregation
 from dfpanel.weights.folder import PANEL_FILE  # the weights folder owns its file names
 
 PANEL_VERSION = 1
 DEFAULT_MARGIN = 0.1
 VERDICTS = ("real", "fake", "uncertain")
 _EPS = 1e-6
-
-
-def logit(p: float | np.ndarray) -> float | np.ndarray:
-    p = np.clip(p, _EPS, 1 - _EPS)
-    return np.log(p / (1 - p))
-
-
-def sigmoid(z: float | np.ndarray) -> float | np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
-
-
-def video_logit(sample_logits: Sequence[float], how: str = "mean") -> float:
-    """One video-level logit from a specialist's per-sample logits (mean of probabilities by default,
-    as DESIGN.md says; fit and detect both call this, so they agree)."""
-    z = np.asarray(sample_logits, dtype=np.float64)
-    if z.size == 0:
-        raise ValueError("no samples to aggregate")
-    if how == "mean":
-        return float(logit(sigmoid(z).mean()))
-    if how == "median":
-        return float(logit(np.median(sigmoid(z))))
-    if how == "max":
-        return float(z.max())
-    if how == "logit_mean":
-        return float(z.mean())
-    raise ConfigError(f"unknown aggregation {how!r}; choose mean, median, max or logit_mean")
 
 
 @dataclass
@@ -67,7 +42,10 @@ class Panel:
     fitted: bool = False
     threshold_method: str = "default"  # "default" | "eer" | "fpr"
     target_fpr: float | None = None
-    aggregate: str = "mean"
+    aggregate: str = "mean"  # how each specialist's sample logits become its video logit (video_logits)
+    # frames sampled per video in the cache the panel was fitted on: detection samples as many by
+    # default, so it scores videos the way the panel saw them (None: not recorded, e.g. unfitted)
+    frames_per_video: int | None = None
     metrics: dict = field(default_factory=dict)  # validation figures of the fit
     weights_ids: dict[str, str] = field(default_factory=dict)  # specialist -> sha256 it was fitted on
     version: int = PANEL_VERSION
@@ -117,6 +95,12 @@ class Panel:
             raise DataError(f"{source}: not a dfpanel panel file ({exc}); re-run `dfpanel panel fit`") from None
         if not 0.0 <= panel.threshold <= 1.0 or not 0.0 <= panel.margin < 0.5:
             raise DataError(f"{source}: threshold must be in [0, 1] and margin in [0, 0.5); fix it or re-run `dfpanel panel fit`")
+        if panel.frames_per_video is not None and (not isinstance(panel.frames_per_video, int) or panel.frames_per_video < 1):
+            raise DataError(f"{source}: frames_per_video must be a positive whole number or null; fix it or re-run `dfpanel panel fit`")
+        try:
+            check_how(panel.aggregate)
+        except ConfigError as exc:
+            raise DataError(f"{source}: {exc}; fix it or re-run `dfpanel panel fit`") from None
         return panel
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -188,11 +172,12 @@ def fit_panel(
     margin: float = DEFAULT_MARGIN,
     C: float = 1.0,
     aggregate: str = "mean",
+    frames_per_video: int | None = None,
 ) -> Panel:
     """Fit the combiner on validation videos: `logits` (N, K) video-level logits, NaN where the
     specialist abstained; labels (N,) 0 real / 1 fake."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss, roc_auc_score
+    from sklearn.metrics import log_loss
 
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels, dtype=int)
@@ -212,7 +197,8 @@ def fit_panel(
         fitted=True,
         threshold_method=threshold,
         target_fpr=target_fpr if threshold == "fpr" else None,
-        aggregate=aggregate,
+        aggregate=check_how(aggregate),
+        frames_per_video=frames_per_video,
     )
     probs = np.array([panel.probability(dict(zip(specialists, row))) for row in logits], dtype=np.float64)
     panel.threshold = choose_threshold(probs, labels, threshold, target_fpr)
@@ -221,9 +207,9 @@ def fit_panel(
     panel.metrics = {
         "n_videos": int(len(labels)),
         "n_fake": int(labels.sum()),
-        "auc": float(roc_auc_score(labels, probs)),
+        "auc": auroc(probs, labels),
         "log_loss": float(log_loss(labels, np.clip(probs, _EPS, 1 - _EPS))),
-        "equal_weights_auc": float(roc_auc_score(labels, eq_probs)),
+        "equal_weights_auc": auroc(eq_probs, labels),
         "equal_weights_log_loss": float(log_loss(labels, np.clip(eq_probs, _EPS, 1 - _EPS))),
         "abstained": {s: int(np.isnan(logits[:, i]).sum()) for i, s in enumerate(specialists)},
     }

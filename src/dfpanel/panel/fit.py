@@ -11,27 +11,28 @@ from pathlib import Path
 import numpy as np
 
 from dfpanel.errors import DataError
-from dfpanel.panel.combiner import DEFAULT_MARGIN, Panel, fit_panel, video_logit
+from dfpanel.inference.aggregate import aggregate_videos, auroc, check_how
+from dfpanel.panel.combiner import DEFAULT_MARGIN, Panel, fit_panel
 
 
 def video_logit_table(scores: Mapping[str, "object"], has_audio: Mapping[tuple[str, str], bool] | None = None,
                       needs_audio: set[str] = frozenset({"av"}), how: str = "mean"):
     """scores: specialist -> per-sample DataFrame (predict_scores columns). Returns a DataFrame indexed
-    by (dataset, video_id) with `label` and one video-level logit column per specialist, NaN where
-    that specialist has no samples or would abstain."""
+    by (dataset, video_id) with `label` and one video-level logit column per specialist (`aggregate_videos`,
+    the aggregation detection uses), NaN where that specialist has no samples or would abstain."""
     import pandas as pd
 
     cols, labels = {}, {}
     for name, df in scores.items():
         if df.empty:
             continue
-        g = df.groupby(["dataset", "video_id"], sort=True)
-        z = g["logit"].apply(lambda s: video_logit(s.to_numpy(), how))
+        v = aggregate_videos(df, how).set_index(["dataset", "video_id"])
+        z = v["logit"].copy()
         if name in needs_audio and has_audio is not None:
             silent = [k for k in z.index if not has_audio.get(k, True)]
             z.loc[silent] = np.nan
         cols[name] = z
-        labels.update(g["label"].first().to_dict())
+        labels.update(v["label"].to_dict())
     if not cols:
         raise DataError("no validation samples were scored; check --manifest and --data")
     table = pd.DataFrame(cols)
@@ -51,9 +52,14 @@ def fit_from_folder(
     device: str = "cpu",
     batch_size: int = 16,
     progress: bool = True,
+    how: str = "mean",
 ) -> tuple[Panel, "object"]:
     """Fit the panel on the validation videos of `manifest` (one or several, e.g. FF++ and DFDC so
-    that AV sees videos with audio); returns it (not yet saved) and the per-video table."""
+    that AV sees videos with audio); returns it (not yet saved) and the per-video table.
+
+    The panel records what detection must do alike: `aggregate` (= `how`, each specialist's video
+    logit from its samples) and `frames_per_video` of the cache (see `cache_frames_per_video`)."""
+    check_how(how)
     from dfpanel.extract.cache import FaceTrackCache
     from dfpanel.weights.folder import check_cache_spec, find_weights
 
@@ -74,7 +80,8 @@ def fit_from_folder(
             raise DataError(f"{weights}: no --data CACHE given and the weights' sidecars do not name one; pass --data")
     cache = FaceTrackCache(data)
     check_cache_spec(data, [(f.path, f.sidecar) for f in files])  # before any model loads
-    has_audio = {(r.dataset, r.id): bool(r.has_audio) for r in cache.rows()}
+    cache_rows = cache.rows()
+    has_audio = {(r.dataset, r.id): bool(r.has_audio) for r in cache_rows}
     scores, needs_audio = {}, set()
     for f in files:
         model = _load_specialist(f.path, device)
@@ -82,26 +89,45 @@ def fit_from_folder(
             needs_audio.add(f.specialist)
         scores[f.specialist] = _predict_scores(model, data, manifest=records, split=split, batch_size=batch_size,
                                                device=device, progress=progress)
-    table = video_logit_table(scores, has_audio, needs_audio)
+    table = video_logit_table(scores, has_audio, needs_audio, how)
     names = [c for c in table.columns if c != "label"]
+    fitted = set(table.index)
+    fitted_rows = [r for r in cache_rows if (r.dataset, r.id) in fitted]
     panel = fit_panel(table[names].to_numpy(dtype=np.float64), table["label"].to_numpy(), names,
-                      threshold=threshold, target_fpr=target_fpr, margin=margin)
+                      threshold=threshold, target_fpr=target_fpr, margin=margin, aggregate=how,
+                      frames_per_video=cache_frames_per_video(data, fitted_rows))
     panel.weights_ids = {f.specialist: f.sidecar.get("sha256") or "" for f in files}
     panel.metrics["manifests"] = [str(m.resolve()) for m in manifests]
-    panel.metrics["specialist_auc"] = _specialist_auc(table, names)
+    panel.metrics["specialist_auc"], notes = _specialist_auc(table, names)
+    if notes:
+        panel.metrics["notes"] = notes
     return panel, table
 
 
-def _specialist_auc(table, names: list[str]) -> dict[str, float | None]:
-    """Each specialist's own video-level AUC on the videos it voted on (None: one class only)."""
-    from sklearn.metrics import roc_auc_score
+def cache_frames_per_video(cache_root: str | os.PathLike, rows) -> int | None:
+    """Frames per video the cache was extracted with: `frames` of its recorded InputSpec
+    (CACHE/input_spec.json), else (a cache from before specs were recorded) the most frames any of
+    `rows` (the videos fitted on) holds, which `--frames` reproduces (clips of the same length, as many).
+    Reads no per-video metadata."""
+    from dfpanel.extract.cache import has_cache_spec, read_cache_spec
 
-    out = {}
+    if has_cache_spec(cache_root):
+        return int(read_cache_spec(cache_root).frames)
+    held = [int(r.n_frames) for r in rows if r.n_frames > 0]
+    return max(held) if held else None
+
+
+def _specialist_auc(table, names: list[str]) -> tuple[dict[str, float | None], list[str]]:
+    """Each specialist's own video-level AUC on the videos it voted on (`auroc`: undefined with one
+    class only, written null, with a note), and the notes."""
+    out, notes = {}, []
     for n in names:
         voted = table[n].notna()
-        y = table.loc[voted, "label"].to_numpy()
-        out[n] = float(roc_auc_score(y, table.loc[voted, n].to_numpy())) if len(set(y)) == 2 else None
-    return out
+        auc = auroc(table.loc[voted, n].to_numpy(), table.loc[voted, "label"].to_numpy())
+        out[n] = None if np.isnan(auc) else auc
+        if out[n] is None:
+            notes.append(f"{n.upper()}: the videos it voted on hold one class only; its AUC is undefined (null)")
+    return out, notes
 
 
 # Indirections so tests can stand in for the trained models.

@@ -26,7 +26,6 @@ from dfpanel.train.run import (
     free_memory,
     is_launcher_rank_zero,
     last_checkpoint,
-    view_of,
 )
 from dfpanel.weights.fetch import WEIGHTS_FILE, resolve_init, sha256_of
 from dfpanel.weights.io import sidecar_path
@@ -48,14 +47,14 @@ def chunk_losses(cfg: StageConfig, chunks: Sequence[int], model) -> dict[int, fl
     from torch.utils.data import DataLoader, Subset
 
     from dfpanel.train.datamodule import stage_rows
-    from dfpanel.views.samples import dataset_for
+    from dfpanel.views.samples import specialist_dataset
 
     device = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu"
     model = model.to(device).eval()
     losses: dict[int, float] = {}
     for chunk in chunks:
         rows = stage_rows(cfg, cfg.data.train_split, chunks=[chunk])
-        ds = dataset_for(model.sample_kind)(cfg.data.cache, rows, view_of(model), per_video=cfg.data.frames_per_video)
+        ds = specialist_dataset(model, cfg.data.cache, rows, per_video=cfg.data.frames_per_video)
         idx = list(range(len(ds)))
         random.Random(cfg.trainer.seed + chunk).shuffle(idx)
         loader = DataLoader(Subset(ds, idx[: cfg.data.chunk_sample]), batch_size=cfg.data.batch_size,

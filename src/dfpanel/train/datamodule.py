@@ -66,6 +66,7 @@ class CacheDataModule(L.LightningDataModule):
         sample_kind: str,
         *,
         chunk: int | None = None,
+        clip_len: int | None = None,
     ):
         super().__init__()
         self.cfg = cfg
@@ -81,8 +82,16 @@ class CacheDataModule(L.LightningDataModule):
         # How the cache was extracted: copied into the weights sidecar, so detection extracts alike.
         self.input_spec = FaceTrackCache(d.cache).input_spec
         cls = dataset_for(sample_kind)
-        self.train_set = cls(d.cache, self.train_rows, view, per_video=d.frames_per_video, augment=CropAugmenter(cfg.augment.transforms))
-        self.val_set = cls(d.cache, self.val_rows, view, per_video=d.val_frames_per_video)
+        self.train_set = cls(d.cache, self.train_rows, view, per_video=d.frames_per_video, clip_len=clip_len,
+                             augment=CropAugmenter(cfg.augment.transforms))
+        self.val_set = cls(d.cache, self.val_rows, view, per_video=d.val_frames_per_video, clip_len=clip_len)
+        if not len(self.train_set):
+            raise DataError(f"{where}: the {d.train_split!r} videos give no samples; are the cached clips shorter than clip_len {clip_len}?")
+        # val_auc (early stopping, best weights) is undefined without both classes: refuse now, not NaN later.
+        val_labels = set(self.val_set.labels)
+        if len(val_labels) < 2:
+            only = {0: "real", 1: "fake"}.get(next(iter(val_labels), -1), "missing")
+            raise DataError(f"{where}: the {d.val_split!r} samples are all {only}; validation AUC needs real and fake videos in it")
         self.data_hash = data_hash(cfg, self.train_rows + self.val_rows)
 
     @property

@@ -1,45 +1,62 @@
-"""Validation monitor: AUC of video-level scores (mean sample probability per video).
+"""Validation monitor: AUC of video-level scores, aggregated by the one rule evaluation, the panel fit
+and detection use (`dfpanel.inference.aggregate.video_logits`, mean of probabilities by default).
 
 A torchmetrics Metric with "cat" states, so under DDP every rank's samples are gathered before the
 videos are scored; the frame-level AUC comes out of the same states for free.
+
+AUC with one class only is NaN (`auroc`), as everywhere else. The data module refuses a validation
+split without both classes, so NaN only shows where a run looks at part of it (`limit_val_batches`);
+the best-weights callback never prefers a NaN over a real score.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torchmetrics import Metric
-from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.utilities import dim_zero_cat
 
+from dfpanel.inference.aggregate import auroc, check_how, video_logits
 
-def _auc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    if labels.numel() == 0 or labels.min() == labels.max():
-        return torch.tensor(0.5)  # undefined with one class: report chance, not a crash
-    return binary_auroc(scores.float(), labels.long())
+NAN = float("nan")
 
 
 class VideoAUROC(Metric):
+    """update(sample logits, labels, video ids) per batch; compute() -> {"video_auc", "frame_auc"}."""
+
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, **kwargs):
+    def __init__(self, how: str = "mean", **kwargs):
         super().__init__(**kwargs)
-        self.add_state("probs", default=[], dist_reduce_fx="cat")
+        self.how = check_how(how)
+        self.add_state("logits", default=[], dist_reduce_fx="cat")
         self.add_state("labels", default=[], dist_reduce_fx="cat")
         self.add_state("videos", default=[], dist_reduce_fx="cat")
 
-    def update(self, probs: torch.Tensor, labels: torch.Tensor, videos: torch.Tensor) -> None:
-        self.probs.append(probs.detach().float().flatten())
+    def update(self, logits: torch.Tensor, labels: torch.Tensor, videos: torch.Tensor) -> None:
+        self.logits.append(logits.detach().float().flatten())
         self.labels.append(labels.detach().float().flatten())
         self.videos.append(videos.detach().long().flatten())
 
+    def _samples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        if isinstance(self.logits, list) and not self.logits:  # nothing seen (after a DDP sync: tensors)
+            return None
+        return (dim_zero_cat(self.logits).double().cpu().numpy(), dim_zero_cat(self.labels).cpu().numpy(),
+                dim_zero_cat(self.videos).cpu().numpy())
+
+    def video_scores(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(video ids, video logits, video labels), sorted by video id: what `video_auc` ranks."""
+        seen = self._samples()
+        if seen is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
+        logits, labels, videos = seen
+        ids, first = np.unique(videos, return_index=True)  # sorted, as video_logits orders its result
+        return ids, video_logits(logits, videos, self.how), labels[first]  # a video's samples share its label
+
     def compute(self) -> dict[str, torch.Tensor]:
-        if isinstance(self.probs, list) and not self.probs:  # nothing seen (after a DDP sync: tensors)
-            return {"video_auc": torch.tensor(0.5), "frame_auc": torch.tensor(0.5)}
-        probs, labels, videos = dim_zero_cat(self.probs), dim_zero_cat(self.labels), dim_zero_cat(self.videos)
-        _, inverse = torch.unique(videos, return_inverse=True)
-        n = int(inverse.max()) + 1
-        sums = torch.zeros(n, device=probs.device).scatter_add_(0, inverse, probs)
-        counts = torch.zeros(n, device=probs.device).scatter_add_(0, inverse, torch.ones_like(probs))
-        video_labels = torch.zeros(n, device=probs.device).scatter_reduce_(0, inverse, labels, reduce="amax")
-        return {"video_auc": _auc(sums / counts, video_labels), "frame_auc": _auc(probs, labels)}
+        seen = self._samples()
+        if seen is None:
+            return {"video_auc": torch.tensor(NAN), "frame_auc": torch.tensor(NAN)}
+        _, z, video_labels = self.video_scores()
+        return {"video_auc": torch.tensor(auroc(z, video_labels)), "frame_auc": torch.tensor(auroc(seen[0], seen[1]))}

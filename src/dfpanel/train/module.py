@@ -3,7 +3,7 @@
 Loss: BCE-with-logits on the fused logit plus `aux_weight` x BCE on the auxiliary logit (specialist
 tokens alone), both with the same `pos_weight` (class weight of fakes, from the train split).
 AdamW with no weight decay on biases and norms; per-step cosine (with linear warm-up) or one-cycle.
-Monitor: `val_auc`, AUC of video-level mean probabilities.
+Monitor: `val_auc`, AUC of video-level scores (`dfpanel.inference.aggregate`: mean of probabilities).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class SpecialistModule(L.LightningModule):
         out = self.model(inputs)
         loss = self.loss(out, labels)
         self.log("val_loss", loss, sync_dist=True, batch_size=labels.shape[0])
-        self.val_metric.update(torch.sigmoid(out.logit.float()), labels, meta["video"])
+        self.val_metric.update(out.logit.float(), labels, meta["video"])
 
     def on_validation_epoch_end(self) -> None:
         result = self.val_metric.compute()  # gathered across ranks by torchmetrics

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -76,6 +77,7 @@ def fit_stage(
     from dfpanel.models.specialists.base import create_specialist
     from dfpanel.train.datamodule import CacheDataModule
     from dfpanel.train.module import SpecialistModule
+    from dfpanel.views.samples import clip_len_of
     from dfpanel.weights.io import load_into, load_weights
 
     out_dir = Path(out_dir)
@@ -104,7 +106,7 @@ def fit_stage(
         run_info["parent_sha256"] = sha256_of(path)
         run_info["init_from"] = str(path)
 
-    dm = CacheDataModule(cfg, view_of(model), model.sample_kind, chunk=chunk)
+    dm = CacheDataModule(cfg, view_of(model), model.sample_kind, chunk=chunk, clip_len=clip_len_of(model))
     if cfg.init_from and not resume and parent_sidecar.get("input_spec") is not None:
         from dfpanel.weights.folder import sidecar_input_spec
 
@@ -287,7 +289,9 @@ class BestWeights(Callback):
         if trainer.sanity_checking or MONITOR not in trainer.callback_metrics:
             return
         score = float(trainer.callback_metrics[MONITOR])
-        if self.best_score is not None and score <= self.best_score:
+        # NaN (one class in a partial validation, see train/metrics.py) never beats a real score, and
+        # a real score always beats a NaN best, so best weights exist and the best is a real one.
+        if self.best_score is not None and not math.isnan(self.best_score) and not score > self.best_score:
             return
         self.best_score = score
         self.best_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val")}

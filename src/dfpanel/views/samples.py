@@ -6,8 +6,13 @@ of consecutive frames (AV, TM). An item is `(inputs, label, meta)`: `inputs` is 
 `label` a float 0/1 tensor, and `meta` ints/floats that identify the sample (`index` in the dataset,
 `video` = row number in `dataset.rows`, first frame `position`, its `time`).
 
-Items are listed from the cache index alone (n_frames / n_clips), so building a dataset over a large
-cache reads no per-video metadata; entries open lazily in the worker that needs them.
+What one sample is comes from `sample_groups`, the one grouping that training, evaluation, the panel
+fit and detection all use: a frame specialist's samples are the cached frames; a clip specialist's are
+consecutive, non-overlapping windows of its own `clip_len` inside each cached clip (a cached clip
+longer than clip_len gives several, its leftover tail and a shorter clip give none).
+
+Items are listed from the cache index alone (n_frames / n_clips, see `sample_count`), so building a
+dataset over a large cache reads no per-video metadata; entries open lazily in the worker that needs them.
 """
 
 from __future__ import annotations
@@ -73,8 +78,68 @@ def spaced(n: int, k: int | None) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, k).round().astype(int).tolist()))
 
 
+SAMPLE_KINDS = ("frame", "clip")
+
+
+def clip_windows(n: int, clip_len: int | None) -> range:
+    """Start offsets of the samples in a cached clip of n frames: consecutive, non-overlapping windows
+    of clip_len (None: the clip whole). A clip shorter than clip_len gives none: a clip specialist
+    only ever sees clip_len real consecutive frames, never a padded clip."""
+    if clip_len is not None and clip_len < 1:
+        raise ValueError(f"clip_len must be at least 1, got {clip_len}")
+    size = n if clip_len is None else clip_len
+    return range(0, n - size + 1, size) if n > 0 else range(0)
+
+
+def sample_groups(track, sample_kind: str, clip_len: int | None = None) -> list[list[int]]:
+    """The samples of one face track as lists of frame positions, in time order: THE grouping that
+    the cache datasets (training, evaluation, panel fit) and detection share.
+
+    `track`: a FaceTrackEntry (cached or in memory) or its TrackMeta. "frame": one sample per frame.
+    "clip": per cached clip, the windows `clip_windows` gives (clip_len = the specialist's own).
+    """
+    meta = getattr(track, "meta", track)
+    if sample_kind == "frame":
+        return [[p] for p in range(len(meta.frames))]
+    if sample_kind != "clip":
+        raise ValueError(f"unknown sample_kind {sample_kind!r}; choose one of {', '.join(SAMPLE_KINDS)}")
+    clips: dict[int, list[int]] = {}
+    for pos, f in enumerate(meta.frames):
+        clips.setdefault(f.clip, []).append(pos)
+    return [g[i : i + (clip_len or len(g))] for c in sorted(clips) for g in [clips[c]] for i in clip_windows(len(g), clip_len)]
+
+
+def sample_count(row: CacheIndexRow, sample_kind: str, clip_len: int | None = None,
+                 entry: Callable[[], FaceTrackEntry] | None = None) -> int:
+    """len(sample_groups(...)) of a cached video, from its index row alone.
+
+    `dfpanel extract` writes every clip of a video with the same length (`plan_clips`; a track fills
+    each clip it appears in), so a clip holds n_frames / n_clips frames. Only a video whose counts do
+    not divide (a cache not written by `dfpanel extract`) costs a read of its meta.json, via `entry`."""
+    if sample_kind == "frame":
+        return row.n_frames
+    if sample_kind != "clip":
+        raise ValueError(f"unknown sample_kind {sample_kind!r}; choose one of {', '.join(SAMPLE_KINDS)}")
+    if row.n_clips <= 0:
+        return 0
+    per_clip, rest = divmod(row.n_frames, row.n_clips)
+    if rest == 0 or entry is None:
+        return row.n_clips * len(clip_windows(per_clip, clip_len))
+    return len(sample_groups(entry(), sample_kind, clip_len))
+
+
+def clip_len_of(model) -> int | None:
+    """A specialist's own clip length (its config's clip_len), None for a model without one."""
+    cfg = getattr(model, "config", None) or {}
+    value = cfg.get("clip_len") if isinstance(cfg, dict) else None
+    return None if value is None else int(value)
+
+
 class CacheSampleDataset(Dataset):
-    """Shared machinery; subclasses say what a sample is (`_positions`)."""
+    """The samples (`sample_groups`) of the given cache rows; subclasses fix `sample_kind`.
+
+    `clip_len` is the specialist's own clip length (clip samples); None takes each cached clip whole.
+    """
 
     sample_kind = ""
 
@@ -87,23 +152,29 @@ class CacheSampleDataset(Dataset):
         per_video: int | None = None,
         augment: Callable | None = None,
         entry_cache_size: int = 64,
+        clip_len: int | None = None,
     ):
         self.root = Path(cache_root)
         self.rows = list(rows)
         self.view = view
+        self.clip_len = clip_len
         self.augment = augment if augment else None
-        self.items: list[tuple[int, int]] = [
-            (vi, k) for vi, row in enumerate(self.rows) for k in spaced(self._count(row), per_video)
-        ]
-        self.labels: list[int] = [self.rows[vi].label for vi, _ in self.items]
         self._entries: OrderedDict[int, FaceTrackEntry] = OrderedDict()
         self._entry_cache_size = entry_cache_size
+        self.items: list[tuple[int, int]] = [
+            (vi, k) for vi, row in enumerate(self.rows) for k in spaced(self._count(vi, row), per_video)
+        ]
+        self.labels: list[int] = [self.rows[vi].label for vi, _ in self.items]
 
-    def _count(self, row: CacheIndexRow) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _count(self, video: int, row: CacheIndexRow) -> int:
+        return sample_count(row, self.sample_kind, self.clip_len, entry=lambda: self.entry(video))
 
-    def _positions(self, entry: FaceTrackEntry, k: int) -> list[int]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _positions(self, entry: FaceTrackEntry, k: int) -> list[int]:
+        groups = sample_groups(entry, self.sample_kind, self.clip_len)
+        if k >= len(groups):
+            what = "frames" if self.sample_kind == "frame" else f"clips of {self.clip_len or 'its'} frames"
+            raise DataError(f"{entry.folder}: cache index says more {what} than meta.json holds; re-extract it")
+        return groups[k]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -144,29 +215,11 @@ class FrameSampleDataset(CacheSampleDataset):
 
     sample_kind = "frame"
 
-    def _count(self, row: CacheIndexRow) -> int:
-        return row.n_frames
-
-    def _positions(self, entry: FaceTrackEntry, k: int) -> list[int]:
-        if k >= len(entry):
-            raise DataError(f"{entry.folder}: cache index says more frames than meta.json holds; re-extract it")
-        return [k]
-
 
 class ClipSampleDataset(CacheSampleDataset):
-    """One sample per clip of consecutive frames (`per_video` caps it to evenly spaced clips)."""
+    """One sample per clip_len window of each cached clip (`per_video` caps it to evenly spaced ones)."""
 
     sample_kind = "clip"
-
-    def _count(self, row: CacheIndexRow) -> int:
-        return row.n_clips
-
-    def _positions(self, entry: FaceTrackEntry, k: int) -> list[int]:
-        clips = entry.clips()
-        keys = sorted(clips)
-        if k >= len(keys):
-            raise DataError(f"{entry.folder}: cache index says more clips than meta.json holds; re-extract it")
-        return clips[keys[k]]
 
 
 def dataset_for(kind: str):
@@ -175,6 +228,13 @@ def dataset_for(kind: str):
         return {"frame": FrameSampleDataset, "clip": ClipSampleDataset}[kind]
     except KeyError:
         raise ValueError(f"unknown sample_kind {kind!r}") from None
+
+
+def specialist_dataset(model, cache_root: str | os.PathLike, rows: Sequence[CacheIndexRow], **kwargs) -> CacheSampleDataset:
+    """The dataset of `model`'s samples: its sample kind, its clip length and its view (the picklable
+    `view_fn()` when it has one, so DataLoader workers get no copy of the model)."""
+    view = model.view_fn() if hasattr(model, "view_fn") else model.view
+    return dataset_for(model.sample_kind)(cache_root, rows, view, clip_len=clip_len_of(model), **kwargs)
 
 
 def balanced_sampler(

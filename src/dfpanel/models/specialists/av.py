@@ -78,6 +78,7 @@ class AVSpecialist(PanelSpecialist):
     order = 1
     title = "Lip sync"
     sample_kind = "clip"
+    needs_audio = True  # abstains on a video without audio: no made-up lip-sync score
     module_channels = 48
     extra_config = {"n_mels": 80, "mel_per_frame": 4, "mouth_size": 64, "face_scale": 1.3}
 

@@ -11,6 +11,8 @@ Contract used by training, evaluation, detection and export:
     frame positions into the specialist's inputs; training and detection call the same function.
   - `forward(inputs: dict[str, Tensor]) -> SpecialistOutput` with batched inputs.
   - `input_names()` gives the order of the inputs for ONNX export.
+  - `view_for(**cfg)` (classmethod) gives the view of a specialist with that config without building
+    the model; `specialist_view(name, **cfg)` is its registry form (ONNX detection needs only views).
 """
 
 from __future__ import annotations
@@ -37,9 +39,21 @@ class Specialist(nn.Module):
     title: ClassVar[str] = ""  # human name for reports, e.g. "Compression history"
     sample_kind: ClassVar[str] = "frame"
     order: ClassVar[int] = 100  # place in reports and tables (DESIGN.md's table order for the built-ins)
+    needs_audio: ClassVar[bool] = False  # abstains on videos without an audio track (AV)
 
     def view(self, entry, positions: Sequence[int]) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
+
+    @classmethod
+    def view_for(cls, **cfg) -> "ViewFn":
+        """The view of this specialist built with `cfg`. A specialist whose view is a method of the
+        built model can only build it; `PanelSpecialist` (all built-ins) overrides this without."""
+        return cls(**cfg).view
+
+    @classmethod
+    def full_config(cls, **cfg) -> dict:
+        """`cfg` with this specialist's defaults filled in (what `model.config` would be)."""
+        return dict(cfg)
 
     def input_names(self) -> list[str]:  # pragma: no cover
         raise NotImplementedError
@@ -77,6 +91,12 @@ def specialist_order(name: str) -> tuple[int, str]:
 def create_specialist(name: str, **cfg) -> Specialist:
     """`create_specialist("cm", backbone="efficientnet_b4", pretrained=False)`."""
     return specialist_class(name)(**cfg)
+
+
+def specialist_view(name: str, **cfg) -> "ViewFn":
+    """The view `create_specialist(name, **cfg).view` would have, without building the model (no
+    backbone, no weights): `fn(entry, positions) -> inputs`."""
+    return specialist_class(name).view_for(**cfg)
 
 
 def _load_builtin() -> None:

@@ -57,19 +57,31 @@ class PanelSpecialist(Specialist):
 
     def __init__(self, **kwargs):
         super().__init__()
-        unknown = set(kwargs) - set(COMMON_DEFAULTS) - set(self.extra_config)
-        if unknown:
-            known = ", ".join(sorted({**COMMON_DEFAULTS, **self.extra_config}))
-            raise ConfigError(f"specialist {self.name!r}: unknown option(s) {', '.join(sorted(unknown))}; known: {known}")
-        cfg = {**COMMON_DEFAULTS, **self.extra_config, **kwargs}
-        for key, value in self.extra_config.items():
-            if value is None and cfg[key] is None:
-                cfg[key] = cfg["image_size"]
+        cfg = self.full_config(**kwargs)
         self._config = cfg
         self.check_config(cfg)
         self.backbone = Backbone(cfg["backbone"], cfg["pretrained"], cfg["pretrained_path"], image_size=cfg["image_size"])
         self.module = self.build_module(cfg)
         self.fusion = AttentionFusion(self.backbone.channels, self.module_channels, cfg["fusion_dim"], cfg["fusion_heads"], cfg["dropout"])
+
+    @classmethod
+    def full_config(cls, **kwargs) -> dict:
+        """The constructor kwargs with every default filled in; unknown options are a ConfigError."""
+        unknown = set(kwargs) - set(COMMON_DEFAULTS) - set(cls.extra_config)
+        if unknown:
+            known = ", ".join(sorted({**COMMON_DEFAULTS, **cls.extra_config}))
+            raise ConfigError(f"specialist {cls.name!r}: unknown option(s) {', '.join(sorted(unknown))}; known: {known}")
+        cfg = {**COMMON_DEFAULTS, **cls.extra_config, **kwargs}
+        for key, value in cls.extra_config.items():
+            if value is None and cfg[key] is None:
+                cfg[key] = cfg["image_size"]
+        return cfg
+
+    @classmethod
+    def view_for(cls, **kwargs):
+        """The view of this specialist with config `kwargs`, without building it: `build_view` is
+        static, so no backbone or module is made (ONNX detection needs the view only)."""
+        return functools.partial(cls.build_view, cfg=cls.full_config(**kwargs))
 
     # ---- what a specialist file provides
     @staticmethod
@@ -104,7 +116,7 @@ class PanelSpecialist(Specialist):
 
     def view_fn(self):
         """A picklable `fn(entry, positions) -> inputs` for DataLoader workers."""
-        return functools.partial(type(self).build_view, cfg=dict(self._config))
+        return type(self).view_for(**self._config)
 
     def input_names(self) -> list[str]:
         return list(self.input_shapes(self._config))
