@@ -97,7 +97,7 @@ def test_the_readme_shows_dfpanel_commands():
     assert len(README_LINES) >= 5  # else the check below has nothing to check
 
 
-@pytest.mark.parametrize("line", README_LINES)
+@pytest.mark.parametrize("line", README_LINES, ids=lambda line: " ".join(line.split()[1:3]))
 def test_readme_command_names_a_command_and_options_it_accepts(line, capsys):
     argv = shlex.split(line)[1:]
     # typer brings its own copy of click: walk its command objects by what they do, not their class
