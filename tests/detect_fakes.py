@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from factories import extracted_track
 from torch import nn
 
 from dfpanel.errors import NoFaceError
-from dfpanel.extract.cache import AUDIO_RATE, AudioInfo, FrameRecord, TrackMeta
 from dfpanel.inference.runners import TorchRunner
 from dfpanel.models.specialists.base import Specialist, SpecialistOutput
 
@@ -53,30 +53,10 @@ def fake_runners(**biases) -> list[TorchRunner]:
     return [TorchRunner(s, weights_id=f"sha-{s.name}", weights_info={"file": f"{s.name}.safetensors"}) for s in specs]
 
 
-def fake_track(n_clips: int = 3, clip_len: int = 4, audio: bool = True, fps: float = 25.0, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    frames, crops = [], []
-    for c in range(n_clips):
-        for k in range(clip_len):
-            idx = c * 20 + k
-            frames.append(FrameRecord(index=idx, time=idx / fps, clip=c, box=[40.0, 40.0, 100.0, 110.0],
-                                      crop_box=[10, 5, 130, 145], landmarks=[[55, 65], [85, 65], [70, 80], [58, 95], [82, 95]],
-                                      score=0.99, file=f"crops/{len(crops):06d}.png", detected=k % 2 == 0))
-            crops.append(rng.integers(100, 156, (140, 120, 3), dtype=np.uint8))
-    duration = (n_clips * 20) / fps
-    samples = (rng.standard_normal(int(duration * AUDIO_RATE)) * 0.05).astype(np.float32) if audio else None
-    meta = TrackMeta(
-        video_id="v", dataset="detect", source="/x.mp4", source_size=[320, 240], fps=fps, duration=duration,
-        codec="h264", rotation=0, clip_len=clip_len, frames=frames,
-        audio=AudioInfo("audio.wav", AUDIO_RATE, 0.0, len(samples)) if audio else None, detector="fake",
-    )
-    return meta, crops, samples
-
-
 def fake_extract(path: Path, video_id: str, timings: dict) -> list:
     """By file name: 'noface' -> NoFaceError, 'silent' -> no audio track, anything else -> audio."""
     name = Path(path).name
     if "noface" in name:
         raise NoFaceError(f"{path}: no face found in 8 frames checked")
     timings["decode"], timings["faces"] = 0.01, 0.02
-    return [fake_track(audio="silent" not in name)]
+    return [extracted_track(audio="silent" not in name)]

@@ -9,9 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from factories import cache_video, extracted_track, index_row
 
 from dfpanel.cli import main
-from dfpanel.extract.cache import CacheIndexRow, append_index_row
+from dfpanel.extract.cache import append_index_row
 from dfpanel.index.manifest import VideoRecord, write_manifest
 from dfpanel.panel import fit as panel_fit
 from dfpanel.panel.combiner import Panel, video_logit
@@ -50,8 +51,8 @@ def setup(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     cache.mkdir()
     for vid, label, audio in videos():
-        append_index_row(cache, CacheIndexRow(id=vid, dataset="folder", dir=f"folder/{vid}", label=label, fake_type="x",
-                                              split="val", group=vid, has_audio=audio, chunk=None, n_frames=4, n_clips=1))
+        append_index_row(cache, index_row(vid, dataset="folder", label=label, fake_type="x", split="val", has_audio=audio,
+                                          n_frames=4, n_clips=1))
     manifest = tmp_path / "val.jsonl"
     write_manifest([VideoRecord(id=v, path=f"{v}.mp4", label=y, fake_type="x", split="val", dataset="folder", group=v)
                     for v, y, _ in videos()], manifest)
@@ -71,10 +72,9 @@ def test_video_logit_table_aggregates_and_masks_silent_videos():
     audio = {("folder", v): a for v, _, a in videos()}
     table = video_logit_table({"av": df, "bg": fake_scores("bg", 2)}, audio, {"av"})
     assert len(table) == N_VIDEOS
-    first = df[df.video_id == "v000"]["logit"].to_numpy()
-    v000 = table.loc[("folder", "v000")]
-    if audio[("folder", "v000")]:
-        assert v000["av"] == pytest.approx(video_logit(first))
+    talking = next(v for v, _, a in videos() if a)
+    first = df[df.video_id == talking]["logit"].to_numpy()
+    assert table.loc[("folder", talking), "av"] == pytest.approx(video_logit(first))
     silent = [k for k, a in audio.items() if not a]
     assert table.loc[silent, "av"].isna().all() and table["bg"].notna().all()
     assert table["av"].isna().sum() == len(silent)
@@ -112,25 +112,16 @@ def test_panel_fit_with_real_tiny_models_over_a_real_cache(tmp_path, capsys):
     """Nothing stood in: tiny specialists from safetensors, predict_scores over a cache written with
     EntryWriter, a manifest from write_manifest."""
     import torch
-    from detect_fakes import fake_track
 
-    from dfpanel.extract.cache import EntryWriter
     from dfpanel.models.specialists.base import create_specialist
     from dfpanel.weights.io import save_weights
 
     cache, records = tmp_path / "cache", []
     for i in range(8):
         vid, label, audio = f"v{i}", i % 2, i < 6
-        meta, crops, samples = fake_track(n_clips=2, clip_len=4, audio=audio, seed=i)
-        meta.video_id = vid
-        w = EntryWriter(cache, "folder", vid)
-        for pos, crop in enumerate(crops):
-            w.add_crop(pos, crop + np.uint8(20 * label))  # fakes a little brighter
-        if audio:
-            w.add_audio(samples)
-        w.commit(meta)
-        append_index_row(cache, CacheIndexRow(id=vid, dataset="folder", dir=f"folder/{vid}", label=label, fake_type="x",
-                                              split="val", group=vid, has_audio=audio, chunk=None, n_frames=8, n_clips=2))
+        meta, crops, samples = extracted_track(n_clips=2, clip_len=4, audio=audio, seed=i, video_id=vid, dataset="folder")
+        brighter = [crop + np.uint8(20 * label) for crop in crops]  # fakes a little brighter
+        cache_video(cache, meta, brighter, samples, label=label, split="val", fake_type="x")
         records.append(VideoRecord(id=vid, path=f"{vid}.mp4", label=label, fake_type="x", split="val", dataset="folder", group=vid))
     write_manifest(records[:5], tmp_path / "val.jsonl")  # two manifests, as FF++ + DFDC would be
     write_manifest(records[5:], tmp_path / "val2.jsonl")

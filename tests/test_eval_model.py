@@ -9,44 +9,28 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from factories import cache_video, track_meta
 from sklearn.metrics import log_loss, roc_auc_score
 
 from dfpanel.cli import main
-from dfpanel.extract.cache import (
-    CacheIndexRow,
-    EntryWriter,
-    FrameRecord,
-    TrackMeta,
-    append_index_row,
-)
 from dfpanel.index.manifest import VideoRecord, write_manifest
 
 FRAMES = 3
 SIZE = 128  # source frame, pixels
 
 
-def cache_video(root, dataset: str, vid: str, label: int, rng) -> None:
-    writer = EntryWriter(root, dataset, vid)
-    box, crop_box = [40.0, 40.0, 88.0, 88.0], [16, 16, 112, 112]
-    frames = []
-    for k in range(FRAMES):
+def cache_random_video(root, dataset: str, vid: str, label: int, rng) -> None:
+    """One silent clip of FRAMES random 96 px crops; fakes carry a darker square in the middle."""
+    crops = []
+    for _ in range(FRAMES):
         crop = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
         if label:  # a visible trace on fakes, so scores differ by class at all
             crop[24:72, 24:72] //= 2
-        frames.append(
-            FrameRecord(index=k, time=k / 25, clip=0, box=box, crop_box=crop_box,
-                        landmarks=[[52, 56], [76, 56], [64, 66], [54, 78], [74, 78]], score=0.99,
-                        file=writer.add_crop(k, crop))  # fmt: skip
-        )
-    meta = TrackMeta(video_id=vid, dataset=dataset, source=f"/videos/{vid}.mp4", source_size=[SIZE, SIZE], fps=25.0,
-                     duration=FRAMES / 25, codec="h264", rotation=0, clip_len=FRAMES, frames=frames, audio=None)  # fmt: skip
-    writer.commit(meta)
-    append_index_row(
-        root,
-        CacheIndexRow(id=vid, dataset=dataset, dir=f"{dataset}/{vid}", label=label,
-                      fake_type="fake" if label else "real", split="test", group=vid, has_audio=False, chunk=None,
-                      n_frames=FRAMES, n_clips=1),  # fmt: skip
-    )
+        crops.append(crop)
+    meta = track_meta(FRAMES, clip_len=FRAMES, box=[40.0, 40.0, 88.0, 88.0], crop_box=[16, 16, 112, 112],
+                      landmarks=[[52, 56], [76, 56], [64, 66], [54, 78], [74, 78]], video_id=vid, dataset=dataset,
+                      source_size=(SIZE, SIZE))  # fmt: skip
+    cache_video(root, meta, crops, label=label, split="test")
 
 
 @pytest.fixture
@@ -61,7 +45,7 @@ def tiny_setup(tmp_path):
         recs = []
         for i in range(4):
             vid, label = f"v{i}", i % 2  # the same ids in both datasets, as real datasets may have
-            cache_video(cache, dataset, vid, label, rng)
+            cache_random_video(cache, dataset, vid, label, rng)
             recs.append(VideoRecord(id=vid, path=f"{vid}.mp4", label=label, fake_type="fake" if label else "real",
                                     split="test", dataset=dataset, group=vid))  # fmt: skip
         manifests.append(tmp_path / f"{dataset}.jsonl")

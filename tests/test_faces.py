@@ -96,8 +96,7 @@ def test_registry_plugs_in_a_detector_and_rejects_unknown_names():
 
     try:
         det = create_detector("fixed-test", device="cpu")
-        assert det.name == "fixed-test" and det.kwargs == {"device": "cpu"}
-        assert len(det.detect([np.zeros((4, 4, 3), np.uint8)] * 3)) == 3
+        assert type(det) is Fixed and det.name == "fixed-test" and det.kwargs == {"device": "cpu"}
     finally:
         DETECTORS.pop("fixed-test")
     with pytest.raises(ConfigError, match="unknown face detector 'nope'.*mtcnn"):

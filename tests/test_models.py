@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from factories import SMALL_SPECIALIST, memory_entry
 from torch.utils.data import default_collate
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_views_support import SMALL, make_entry  # noqa: E402
-
-from dfpanel.errors import ConfigError, WeightsError  # noqa: E402
-from dfpanel.models.backbone import Backbone, GridPool  # noqa: E402
-from dfpanel.models.specialists import create_specialist, list_specialists  # noqa: E402
+from dfpanel.errors import ConfigError, WeightsError
+from dfpanel.models.backbone import Backbone, GridPool
+from dfpanel.models.specialists import create_specialist, list_specialists
 
 AV_SMALL = {"mouth_size": 32}
 MODULE_CHANNELS = {"bg": 32, "av": 48, "cm": 40, "rr": 32, "tm": 32}
 NAMES = sorted(MODULE_CHANNELS)
 
 
-
-
 def small(name, **kw):
-    return create_specialist(name, **{**SMALL, **(AV_SMALL if name == "av" else {}), **kw})
+    return create_specialist(name, **{**SMALL_SPECIALIST, **(AV_SMALL if name == "av" else {}), **kw})
 
 
 def test_registry_lists_the_five():
@@ -72,7 +65,7 @@ def test_efficientnet_b4_shapes():
 @pytest.mark.parametrize("name", NAMES)
 def test_view_of_a_cache_entry_feeds_forward(name):
     audio = np.random.default_rng(0).uniform(-0.3, 0.3, 16000 * 2).astype(np.float32)
-    entry, _ = make_entry(n_frames=8, audio=audio, clip_len=4)
+    entry, _ = memory_entry(n_frames=8, audio=audio, clip_len=4)
     model = small(name, cm_size=64) if name == "cm" else small(name)
     positions = entry.clips()[0] if model.sample_kind == "clip" else [2]
     sample = model.view(entry, positions)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_views_support import SMALL  # noqa: E402
+from factories import SMALL_SPECIALIST
 
 from dfpanel.errors import DataError, WeightsError
 from dfpanel.models.specialists import create_specialist
@@ -15,7 +15,7 @@ from dfpanel.weights.export import OnnxSpecialist, export_onnx
 
 
 def _check(name, tmp_path, **kw):
-    model = create_specialist(name, **SMALL, **kw).train()
+    model = create_specialist(name, **SMALL_SPECIALIST, **kw).train()
     path = export_onnx(model, tmp_path / f"{name}.onnx", batch=2)
     assert model.training  # handed back in the mode it came in
     model.eval()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from test_views_support import SMALL  # noqa: E402
+from factories import SMALL_SPECIALIST
 
 from dfpanel.errors import WeightsError
 from dfpanel.models.specialists import create_specialist
@@ -15,7 +15,7 @@ from dfpanel.weights.io import file_sha256, load_specialist, load_weights, save_
 
 @pytest.fixture
 def saved_cm(tmp_path):
-    model = create_specialist("cm", **SMALL).eval()
+    model = create_specialist("cm", **SMALL_SPECIALIST).eval()
     path = save_weights(model, tmp_path / "cm_stage1", {"stage": "ffpp", "parent_sha256": None, "metrics": {"auc": 0.5}})
     return model, path
 

@@ -377,5 +377,17 @@ def test_cli_test_videos_flag_sizes_the_dfdc_test_set(tmp_path, capsys):
     assert code == 2 and "--test-videos -2" in err and "Traceback" not in err
 
 
-def test_layouts_constant_lists_every_layout():
-    assert LAYOUTS == ("ffpp", "celebdf", "dfdc", "fakeavceleb", "folder")
+def test_every_layout_is_offered_by_the_cli_planned_with_both_labels_and_read_by_the_indexer(tmp_path, capsys):
+    from dfpanel.index import LAYOUT_NAMES
+    from dfpanel.synth.layouts import MIN_VIDEOS
+
+    assert set(LAYOUTS) == set(LAYOUT_NAMES)  # index reads every layout synth writes, and synth writes each
+    for layout in LAYOUTS:
+        assert {o.label for o in plan(layout, videos=MIN_VIDEOS[layout]).outputs} == {0, 1}, layout
+        # the CLI hands the layout on to synthesize, which refuses 0 videos before writing anything
+        assert main(["synth", "--layout", layout, "--out", str(tmp_path / layout), "--videos", "0"]) == 2
+        err = capsys.readouterr().err
+        assert "too few" in err and "unknown" not in err, (layout, err)
+        assert not (tmp_path / layout).exists()
+    assert main(["synth", "--layout", "youtube", "--out", str(tmp_path / "youtube")]) == 2
+    assert "unknown" in capsys.readouterr().err

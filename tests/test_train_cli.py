@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from train_fakes import make_cache
+from factories import cache_on_disk
 
 from dfpanel.cli import main
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    return make_cache(tmp_path_factory.mktemp("cache"), counts={"train": (1, 1), "val": (1, 1)}, n_frames=4)
+    return cache_on_disk(tmp_path_factory.mktemp("cache"), counts={"train": (1, 1), "val": (1, 1)}, n_frames=4)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from train_fakes import FakeClipSpecialist, FakeFrameSpecialist, make_cache, tiny_config
+from factories import cache_on_disk
+from train_fakes import FakeClipSpecialist, FakeFrameSpecialist, tiny_config
 
 from dfpanel.extract.cache import FaceTrackCache
 from dfpanel.train.augment import CropAugmenter
@@ -25,7 +26,7 @@ from dfpanel.views.samples import (
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    return make_cache(tmp_path_factory.mktemp("cache"), counts={"train": (2, 6), "val": (2, 2)}, n_frames=8, clip_len=4)
+    return cache_on_disk(tmp_path_factory.mktemp("cache"), counts={"train": (2, 6), "val": (2, 2)}, n_frames=8, clip_len=4)
 
 
 def test_frame_dataset_has_one_sample_per_cached_frame(cache):

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from factories import cache_on_disk
 from safetensors.torch import load_file
-from train_fakes import FakeFrameSpecialist, make_cache, tiny_config
+from train_fakes import FakeFrameSpecialist, tiny_config
 
 from dfpanel.errors import ConfigError, WeightsError
 from dfpanel.train.stage import train_stage
@@ -22,7 +23,7 @@ from dfpanel.weights.fetch import resolve_init, sha256_of
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    return make_cache(tmp_path_factory.mktemp("cache"))
+    return cache_on_disk(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +153,7 @@ def test_auto_chunk_order_puts_the_easiest_chunk_first(tmp_path):
     from dfpanel.train.chunks import auto_chunk_order
     from dfpanel.weights.io import save_weights
 
-    cache = make_cache(tmp_path / "dfdc", dataset="dfdc", chunks=3, invert_chunks=(0, 2),
+    cache = cache_on_disk(tmp_path / "dfdc", dataset="dfdc", chunks=3, invert_chunks=(0, 2),
                        counts={"train": (6, 6), "val": (2, 2)})
     path = save_weights(_brightness_model(), tmp_path / "w.safetensors", {"stage": "test"})
     cfg = tiny_config(cache, "fakeframe", "data.chunks=[0, 1, 2]")
@@ -162,7 +163,7 @@ def test_auto_chunk_order_puts_the_easiest_chunk_first(tmp_path):
 
 
 def test_chunked_stage_records_progress_and_resumes_at_the_unfinished_chunk(tmp_path):
-    cache = make_cache(tmp_path / "dfdc", dataset="dfdc", chunks=2, counts={"train": (4, 4), "val": (2, 2)})
+    cache = cache_on_disk(tmp_path / "dfdc", dataset="dfdc", chunks=2, counts={"train": (4, 4), "val": (2, 2)})
     out = tmp_path / "stage"
     base = ["data.chunked=true", "data.chunk_order=given", "data.chunks=[1, 0]", "trainer.max_epochs=1"]
     result = train_stage(tiny_config(cache, "fakeframe", *base), out, progress=False)

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from train_fakes import make_cache
+from factories import cache_on_disk
 
 from dfpanel.cli import main
 
@@ -20,9 +20,9 @@ FAKE = ["model.specialist=fakeframe", "trainer.max_epochs=1", "optim.lr=0.05"]
 @pytest.fixture(scope="module")
 def three_dataset_cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("cache")
-    make_cache(root, dataset="ffpp", counts={"train": (4, 4), "val": (2, 2)})
-    make_cache(root, dataset="celebdf", counts={"train": (4, 4), "val": (2, 2)})
-    make_cache(root, dataset="dfdc", chunks=2, counts={"train": (4, 4), "val": (2, 2)})
+    cache_on_disk(root, dataset="ffpp", counts={"train": (4, 4), "val": (2, 2)})
+    cache_on_disk(root, dataset="celebdf", counts={"train": (4, 4), "val": (2, 2)})
+    cache_on_disk(root, dataset="dfdc", chunks=2, counts={"train": (4, 4), "val": (2, 2)})
     return root
 
 

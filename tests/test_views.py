@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import scipy.fft
 import torch
+from factories import memory_entry
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_views_support import make_entry  # noqa: E402
-
-from dfpanel.views import ops as views  # noqa: E402
+from dfpanel.views import ops as views
 
 
 def test_block_dct_matches_scipy_dct_ii_ortho():
@@ -44,7 +39,7 @@ def _native_luma(frame, sx, sy, size):
 def test_cm_view_is_cut_on_the_source_grid_with_native_pixels():
     from dfpanel.models.specialists.cm import CMSpecialist
 
-    entry, frames = make_entry(box=(101.3, 63.7, 181.3, 151.7))
+    entry, frames = memory_entry(box=(101.3, 63.7, 181.3, 151.7))
     f = entry.meta.frames[3]
     assert f.crop_box[0] % 8 and f.crop_box[1] % 8  # the stored crop starts off the grid
     window, (sx, sy) = views.native_window(entry, 3, 64)
@@ -59,7 +54,7 @@ def test_cm_view_is_cut_on_the_source_grid_with_native_pixels():
 
 
 def test_cm_window_larger_than_the_crop_is_reflect_padded_around_native_pixels():
-    entry, frames = make_entry(box=(101.3, 61.7, 141.3, 101.7))  # crop about 80 x 80
+    entry, frames = memory_entry(box=(101.3, 61.7, 141.3, 101.7))  # crop about 80 x 80
     f = entry.meta.frames[0]
     window, (sx, sy) = views.native_window(entry, 0, 128)
     assert window.shape == (128, 128, 3) and sx % 8 == 0 and sy % 8 == 0
@@ -76,7 +71,7 @@ def test_mel_click_lands_in_the_columns_of_its_frame(fps, click_frame, t0, audio
     click_time = t0 + click_frame / fps + 0.5 / fps  # middle of the frame's duration
     at = int(round((click_time - audio_start) * 16000))
     audio[at : at + 80] = np.random.default_rng(0).uniform(-0.9, 0.9, 80)
-    entry, _ = make_entry(n_frames=8, fps=fps, t0=t0, audio=audio, audio_start=audio_start)
+    entry, _ = memory_entry(n_frames=8, fps=fps, t0=t0, audio=audio, audio_start=audio_start)
     mel, mask = views.clip_log_mel(entry, list(range(8)), n_mels=80, per_frame=4)
     assert mel.shape == (1, 80, 32) and float(mask) == 1.0
     energy = mel[0].exp().sum(dim=0)
@@ -84,14 +79,14 @@ def test_mel_click_lands_in_the_columns_of_its_frame(fps, click_frame, t0, audio
 
 
 def test_no_audio_gives_zeros_and_mask_zero():
-    entry, _ = make_entry(audio=None)
+    entry, _ = memory_entry(audio=None)
     mel, mask = views.clip_log_mel(entry, [0, 1, 2, 3], n_mels=80, per_frame=4)
     assert mel.shape == (1, 80, 16) and float(mask) == 0.0 and not mel.any()
 
 
 def test_clip_beyond_the_end_of_the_audio_track_counts_as_no_audio():
     audio = np.random.default_rng(0).uniform(-0.5, 0.5, 16000).astype(np.float32)  # 1 s of sound
-    entry, _ = make_entry(n_frames=40, fps=25.0, audio=audio)  # 1.6 s of video
+    entry, _ = memory_entry(n_frames=40, fps=25.0, audio=audio)  # 1.6 s of video
     inside, mask_inside = views.clip_log_mel(entry, list(range(8)), n_mels=80, per_frame=4)
     beyond, mask_beyond = views.clip_log_mel(entry, list(range(30, 38)), n_mels=80, per_frame=4)
     assert float(mask_inside) == 1.0 and inside.abs().sum() > 0
@@ -113,7 +108,7 @@ def test_mouth_crop_is_centred_on_the_mouth_landmarks():
     mouth = (140.0, 131.0)  # centre of the two mouth corners below
     frame[(xx - mouth[0]) ** 2 + (yy - mouth[1]) ** 2 < 36] = (255, 0, 0)
     lms = [[120, 95], [160, 95], [140, 110], [128, 131], [152, 131]]
-    entry, _ = make_entry(n_frames=1, frames=[frame], box=(100.0, 70.0, 180.0, 160.0), landmarks=lms)
+    entry, _ = memory_entry(n_frames=1, frames=[frame], box=(100.0, 70.0, 180.0, 160.0), landmarks=lms)
     crop = views.mouth_crop(entry, 0, 32).numpy()  # (3, 32, 32)
     assert crop[0, 15:17, 15:17].min() > 0.9 and crop[1, 15:17, 15:17].max() < 0.1
     assert crop[0, 0, 0] < 0.5 and crop[0, -1, -1] < 0.5
@@ -122,7 +117,7 @@ def test_mouth_crop_is_centred_on_the_mouth_landmarks():
 def test_face_crop_and_context_crop_cover_the_face_and_its_surroundings():
     frame = np.zeros((240, 320, 3), dtype=np.uint8)
     frame[70:160, 100:180] = (0, 200, 0)  # the face box painted green
-    entry, _ = make_entry(n_frames=1, frames=[frame], box=(100.0, 70.0, 180.0, 160.0))
+    entry, _ = memory_entry(n_frames=1, frames=[frame], box=(100.0, 70.0, 180.0, 160.0))
     face = views.face_crop(entry, 0, 64, scale=1.0).numpy()
     context = views.context_crop(entry, 0, 64).numpy()
     # the square crop of the 80x90 box is 90x90: all but 1/9 of it is face
@@ -135,7 +130,7 @@ def test_face_crop_and_context_crop_cover_the_face_and_its_surroundings():
 def test_landmarks_are_normalised_to_the_clip_face_box():
     box = (100.0, 70.0, 180.0, 160.0)
     lms = [[100, 70], [180, 160], [140, 115], [120, 140], [160, 140]]
-    entry, _ = make_entry(n_frames=3, box=box, landmarks=lms)
+    entry, _ = memory_entry(n_frames=3, box=box, landmarks=lms)
     traj = views.landmarks_in_box(entry, [0, 1, 2]).numpy()
     assert traj.shape == (3, 10)
     np.testing.assert_allclose(traj[0, :4], [0, 0, 1, 1], atol=1e-6)

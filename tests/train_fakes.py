@@ -1,8 +1,7 @@
-"""Test doubles for the training tests: a tiny learnable specialist and a small synthetic cache.
+"""Test doubles for the training tests: a tiny learnable specialist and a stage config that trains it.
 
-The cache's fake videos have brighter crops than the real ones (a signal a 2-layer net learns in a
-few steps); `invert_chunks` flips that signal in some DFDC chunks, making them "hard" for weights that
-learned it. Crops are small (24 px) and few, so a whole training run takes seconds on a CPU.
+They learn the brightness signal of factories.cache_on_disk (fakes brighter) in a few steps; crops are
+small (24 px) and few, so a whole training run takes seconds on a CPU.
 """
 
 from __future__ import annotations
@@ -13,20 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from dfpanel.extract.cache import (
-    CacheIndexRow,
-    EntryWriter,
-    FrameRecord,
-    TrackMeta,
-    append_index_row,
-)
 from dfpanel.models.specialists.base import (
     Specialist,
     SpecialistOutput,
     register_specialist,
 )
-
-CROP = 24
 
 
 class _Fake(Specialist):
@@ -66,64 +56,6 @@ class FakeFrameSpecialist(_Fake):
 class FakeClipSpecialist(_Fake):
     name = "fakeclip"
     sample_kind = "clip"
-
-
-def make_cache(
-    root: Path,
-    *,
-    dataset: str = "ffpp",
-    counts: dict[str, tuple[int, int]] | None = None,  # split -> (reals, fakes)
-    n_frames: int = 8,
-    clip_len: int = 4,
-    chunks: int | None = None,
-    invert_chunks: tuple[int, ...] = (),
-    seed: int = 0,
-) -> Path:
-    """A face-track cache of tiny synthetic entries; returns root."""
-    counts = counts or {"train": (6, 6), "val": (3, 3)}
-    rng = np.random.default_rng(seed + hash(dataset) % 1000)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "index.jsonl").touch()
-    n = 0
-    for split, (reals, fakes) in counts.items():
-        for label, how_many in ((0, reals), (1, fakes)):
-            for i in range(how_many):
-                chunk = (n % chunks) if chunks else None
-                vid = f"{dataset}_{split}_{label}_{i}"
-                signal = label if chunk not in invert_chunks else 1 - label
-                _write_entry(root, dataset, vid, signal, n_frames, clip_len, rng)
-                append_index_row(
-                    root,
-                    CacheIndexRow(
-                        id=vid, dataset=dataset, dir=f"{dataset}/{vid}", label=label,
-                        fake_type="real" if label == 0 else "Deepfakes", split=split, group=vid,
-                        has_audio=False, chunk=chunk, n_frames=n_frames, n_clips=n_frames // clip_len,
-                    ),
-                )
-                n += 1
-    return root
-
-
-def _write_entry(root, dataset, vid, bright, n_frames, clip_len, rng) -> None:
-    writer = EntryWriter(root, dataset, vid)
-    frames = []
-    ox, oy = 100, 60
-    for pos in range(n_frames):
-        base = 70 + 90 * bright
-        img = np.clip(rng.normal(base, 25, size=(CROP, CROP, 3)), 0, 255).astype(np.uint8)
-        rel = writer.add_crop(pos, img)
-        frames.append(
-            FrameRecord(
-                index=pos, time=pos / 25.0, clip=pos // clip_len, box=[ox + 6, oy + 6, ox + 18, oy + 18],
-                crop_box=[ox, oy, ox + CROP, oy + CROP], landmarks=[[ox + 9, oy + 9], [ox + 15, oy + 9],
-                [ox + 12, oy + 12], [ox + 10, oy + 15], [ox + 14, oy + 15]], score=0.99, file=rel,
-            )
-        )
-    meta = TrackMeta(
-        video_id=vid, dataset=dataset, source=f"/videos/{vid}.mp4", source_size=[320, 240], fps=25.0,
-        duration=n_frames / 25.0, codec="h264", rotation=0, clip_len=clip_len, frames=frames, audio=None,
-    )
-    writer.commit(meta)
 
 
 def tiny_config(cache: Path, specialist: str = "fakeframe", *extra: str):
