@@ -7,13 +7,13 @@ works. Two files for the same specialist are refused (which one would vote is am
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from dfpanel.errors import WeightsError
 from dfpanel.models.specialists.base import specialist_order
+from dfpanel.weights.sidecar import read_sidecar, training_summary
 
 ONNX_SIDECAR_SUFFIX = ".onnx.json"
 PANEL_FILE = "panel.json"  # the combiner fitted on this folder's specialists (dfpanel.panel)
@@ -33,24 +33,8 @@ class WeightFile:
             "sha256": s.get("sha256"),
             "stage": s.get("stage"),
             "version": s.get("version"),
+            **training_summary(s),  # training_data (synthetic / real / unknown) and the datasets' names
         }
-
-
-def _sidecar_path(path: Path) -> Path:
-    return path.with_name(path.name + ".json") if path.suffix == ".onnx" else path.with_suffix(".json")
-
-
-def _read_sidecar(path: Path) -> dict:
-    side = _sidecar_path(path)
-    try:
-        d = json.loads(side.read_text())
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: no sidecar {side.name} next to it; copy it from the training run") from None
-    except json.JSONDecodeError as exc:
-        raise WeightsError(f"{side}: unreadable sidecar ({exc}); copy it again from the training run") from None
-    if not isinstance(d, dict) or not d.get("specialist"):
-        raise WeightsError(f"{side}: sidecar does not say which specialist it holds; copy it again from the training run")
-    return d
 
 
 def find_weights(folder: str | os.PathLike, backend: str = "torch") -> list[WeightFile]:
@@ -63,8 +47,8 @@ def find_weights(folder: str | os.PathLike, backend: str = "torch") -> list[Weig
         raise WeightsError(f"unknown backend {backend!r}; choose torch or onnx")
     found: dict[str, WeightFile] = {}
     for path in sorted(folder.glob(f"*{ext}")):
-        side = _read_sidecar(path)
-        wf = WeightFile(specialist=str(side["specialist"]).lower(), path=path, sidecar=side)
+        side = read_sidecar(path, need=("specialist",))
+        wf = WeightFile(specialist=side["specialist"], path=path, sidecar=side)
         if wf.specialist in found:
             raise WeightsError(
                 f"{folder}: two weight files for {wf.specialist.upper()} ({found[wf.specialist].path.name}, {path.name}); keep one"
