@@ -15,11 +15,17 @@ from dfpanel.panel.combiner import DEFAULT_MARGIN, Panel, fit_panel, video_logit
 
 
 def video_logit_table(scores: Mapping[str, "object"], has_audio: Mapping[tuple[str, str], bool] | None = None,
-                      needs_audio: set[str] = frozenset({"av"}), how: str = "mean"):
+                      needs_audio: set[str] | None = None, how: str = "mean"):
     """scores: specialist -> per-sample DataFrame (predict_scores columns). Returns a DataFrame indexed
     by (dataset, video_id) with `label` and one video-level logit column per specialist, NaN where
-    that specialist has no samples or would abstain."""
+    that specialist has no samples or would abstain. `needs_audio` None: the registered specialists
+    whose class says they need audio."""
     import pandas as pd
+
+    if needs_audio is None:
+        from dfpanel.models.specialists.base import find_specialist
+
+        needs_audio = {n for n in scores if getattr(find_specialist(n), "needs_audio", False)}
 
     cols, labels = {}, {}
     for name, df in scores.items():
@@ -55,6 +61,7 @@ def fit_from_folder(
     """Fit the panel on the validation videos of `manifest` (one or several, e.g. FF++ and DFDC so
     that AV sees videos with audio); returns it (not yet saved) and the per-video table."""
     from dfpanel.extract.cache import FaceTrackCache
+    from dfpanel.models.specialists.base import find_specialist
     from dfpanel.weights.folder import find_weights
 
     files = find_weights(weights, "torch")
@@ -77,7 +84,7 @@ def fit_from_folder(
     scores, needs_audio = {}, set()
     for f in files:
         model = _load_specialist(f.path, device)
-        if getattr(model, "needs_audio", f.specialist == "av"):
+        if getattr(model, "needs_audio", getattr(find_specialist(f.specialist), "needs_audio", False)):
             needs_audio.add(f.specialist)
         scores[f.specialist] = _predict_scores(model, data, manifest=records, split=split, batch_size=batch_size,
                                                device=device, progress=progress)

@@ -7,8 +7,7 @@ import base64
 import re
 from html import escape
 
-COLORS = {"bg": "#1f77b4", "av": "#ff7f0e", "cm": "#2ca02c", "rr": "#d62728", "tm": "#9467bd"}
-_OTHER = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+_OTHER = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]  # for specialists that name no colour
 VERDICT_COLORS = {"fake": "#c62828", "real": "#2e7d32", "uncertain": "#ef8f00", None: "#616161"}
 
 CSS = """
@@ -56,7 +55,11 @@ def _code(text: str) -> str:
 
 
 def _color(name: str, i: int) -> str:
-    return COLORS.get(name, _OTHER[i % len(_OTHER)])
+    """The specialist's own colour (its class's `color`), else one from a spare palette."""
+    from dfpanel.models.specialists.base import find_specialist
+
+    cls = find_specialist(name)
+    return (cls.color if cls is not None and cls.color else None) or _OTHER[i % len(_OTHER)]
 
 
 def _pct(p: float | None) -> str:

@@ -122,7 +122,6 @@ def create_app(detector: PanelDetector, work_dir: str | Path, max_upload_mb: int
 
     @app.get("/healthz")
     def healthz() -> dict:
-        return {"ok": True, "specialists": [r.name for r in detector.runners], "panel_fitted": detector.panel.fitted,
-                "demonstration": detector.training_data()["demonstration"]}
+        return {"ok": True, "specialists": [r.name for r in detector.runners], "panel_fitted": detector.panel.fitted}
 
     return app

@@ -77,6 +77,9 @@ class AVSpecialist(PanelSpecialist):
     name = "av"
     order = 1
     title = "Lip sync"
+    needs_audio = True  # abstains on a video without sound
+    color = "#ff7f0e"
+    looks_for = "the mouth moves out of step with the voice"
     sample_kind = "clip"
     module_channels = 48
     extra_config = {"n_mels": 80, "mel_per_frame": 4, "mouth_size": 64, "face_scale": 1.3}
