@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 from detect_fakes import fake_extract, fake_runners
-from test_views_support import SMALL, make_entry
-from train_fakes import FakeClipSpecialist, make_cache
+from factories import SMALL_SPECIALIST as SMALL
+from factories import cache_on_disk as make_cache
+from factories import memory_entry as make_entry
+from train_fakes import FakeClipSpecialist
 
 import dfpanel.detect.pipeline as pipeline_mod
 import dfpanel.inference.scores as scores_mod

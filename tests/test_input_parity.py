@@ -231,7 +231,8 @@ def test_eval_and_panel_fit_refuse_a_cache_made_with_other_settings(tmp_path, ca
 
 
 def test_a_second_spec_that_finds_no_face_makes_only_its_specialists_abstain(tmp_path):
-    from detect_fakes import FakeSpecialist, fake_track
+    from detect_fakes import FakeSpecialist
+    from factories import extracted_track as fake_track
 
     from dfpanel.detect.pipeline import DetectConfig, PanelDetector
     from dfpanel.errors import NoFaceError

@@ -174,7 +174,8 @@ def test_onnx_export_carries_the_input_spec(tmp_path):
 
 
 def test_training_copies_the_cache_spec_into_the_sidecar(tmp_path):
-    from train_fakes import make_cache, tiny_config
+    from factories import cache_on_disk as make_cache
+    from train_fakes import tiny_config
 
     from dfpanel.train.stage import train_stage
 

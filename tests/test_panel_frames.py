@@ -18,9 +18,9 @@ from dfpanel.detect import build as build_mod
 from dfpanel.detect.build import build_detector, frames_per_video
 from dfpanel.detect.pipeline import PanelDetector
 from dfpanel.errors import ConfigError, DataError
-from dfpanel.extract.spec import DEFAULT_SPEC, InputSpec
 from dfpanel.extract.cache import CacheIndexRow, append_index_row
 from dfpanel.extract.report import update_report
+from dfpanel.extract.spec import DEFAULT_SPEC, InputSpec
 from dfpanel.index.manifest import VideoRecord, write_manifest
 from dfpanel.panel.combiner import Panel
 from dfpanel.panel.fit import cache_frames_per_video

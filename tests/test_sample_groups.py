@@ -9,7 +9,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from train_fakes import FakeClipSpecialist, FakeFrameSpecialist, make_cache
+from factories import cache_on_disk as make_cache
+from train_fakes import FakeClipSpecialist, FakeFrameSpecialist
 
 from dfpanel.detect.pipeline import DetectConfig, PanelDetector
 from dfpanel.errors import DataError

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from train_fakes import make_cache, tiny_config
+from factories import cache_on_disk as make_cache
+from train_fakes import tiny_config
 
 from dfpanel.detect.pipeline import DetectConfig, PanelDetector
 from dfpanel.errors import ConfigError, DataError

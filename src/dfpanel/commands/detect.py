@@ -10,6 +10,7 @@ import typer
 
 from dfpanel.detect.build import build_detector, resolve_weights
 from dfpanel.errors import ConfigError, DataError, DfpanelError
+from dfpanel.report.training import short_notice
 
 
 class Device(str, Enum):
@@ -41,7 +42,10 @@ def outcome_line(outcome) -> str:
     abst = [s["name"].upper() for s in r["specialists"] if s["status"] == "abstained"]
     abst_txt = f"  [dim]abstained: {', '.join(abst)}[/]" if abst else ""
     style = VERDICT_STYLE.get(verdict, "bold")
-    return f"[green]✓[/] {name}  [{style}]{verdict.upper():9}[/] {prob}  {escape(strong_txt)}{abst_txt}"
+    td = r.get("training_data") or {}
+    said = short_notice(td)
+    demo_txt = f"  [bold yellow]{escape(said)}[/]" if td.get("demonstration") else (f"  [dim]{escape(said)}[/]" if said else "")
+    return f"[green]✓[/] {name}  [{style}]{verdict.upper():9}[/] {prob}  {escape(strong_txt)}{abst_txt}{demo_txt}"
 
 
 def register(app: typer.Typer) -> None:
@@ -86,6 +90,10 @@ def register(app: typer.Typer) -> None:
         if as_json:
             reports = [o.report for o in run.outcomes]
             typer.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=1))
+        td = detector.training_data()
+        for line in (td["notice"], td["note"]):
+            if line:
+                err_console.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
         n_bad = len(run.failed)
         tail = f"; summary: {run.summary[1]}" if run.summary else ""
         # soft_wrap: paths stay whole (copyable, greppable) instead of being cut at the terminal width

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
 from dfpanel.weights.export import export_folder
+from dfpanel.weights.sidecar import read_sidecar
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         with con.status("exporting to ONNX…"):
             paths = export_folder(weights, out, names, verify=verify)
         for p in paths:
-            meta = json.loads(p.with_name(p.name + ".json").read_text())
+            meta = read_sidecar(p)
             diff = meta.get("max_abs_diff")
             check = f"max |torch - onnx| {diff:.1e}" if diff is not None else "not verified"
             con.print(f"[green]✓[/] {meta['specialist'].upper()}: {p} ({check})")

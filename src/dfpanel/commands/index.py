@@ -42,6 +42,10 @@ def register(app: typer.Typer) -> None:
         console.print(summary_table(records))
         console.print(f"wrote {n} rows to [bold]{out}[/] (dataset {records[0].dataset}, root {records[0].root})",
                       highlight=False, soft_wrap=True)
+        n_synth = sum(1 for r in records if r.synthetic)
+        if n_synth:
+            console.print(f"[yellow]note:[/] {n_synth} of {len(records)} videos were made by `dfpanel synth` "
+                          "(marked synthetic; weights trained on them will say so)", highlight=False, soft_wrap=True)
         shared = groups_in_several_splits(records)
         if shared:
             why = ("Celeb-DF's official test list shares identities with train" if records[0].dataset == "celebdf"

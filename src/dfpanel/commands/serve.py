@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve a page on http://HOST:PORT/ where a dropped video is analysed and its report shown."""
         import uvicorn
+        from rich.markup import escape
 
         from dfpanel.console import err_console
         from dfpanel.serve.app import create_app
@@ -31,4 +32,8 @@ def register(app: typer.Typer) -> None:
         detector = build_detector(resolve_weights(weights), frames=frames, device=device.value, backend=backend.value)
         app_ = create_app(detector, work, max_upload_mb=max_upload_mb)
         err_console.print(f"dfpanel serving on [bold]http://{host}:{port}/[/] (Ctrl+C to stop); reports in {work}")
+        td = detector.training_data()
+        for line in (td["notice"], td["note"]):
+            if line:
+                err_console.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
         uvicorn.run(app_, host=host, port=port, log_level="warning")

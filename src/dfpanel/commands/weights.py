@@ -21,6 +21,13 @@ def register(app: typer.Typer) -> None:
         """Download once (cached in ~/.cache/dfpanel or $DFPANEL_CACHE), check the sha256, and install the
         weights and their sidecar into OUT/<specialist>.safetensors + .json."""
         from dfpanel.weights.install import fetch_weights
+        from dfpanel.weights.sidecar import read_sidecar, training_summary
 
         path = fetch_weights(url, sha256=sha256, out=out, sidecar_url=sidecar_url)
         typer.echo(f"installed {path} (sha256 {sha256.lower()[:12]}...)")
+        learned = training_summary(read_sidecar(path))
+        what = {"synthetic": "learned from synthetic data only (a demonstration, not a detector)",
+                "real": "learned from real datasets",
+                "unknown": "training data unknown (its sidecar records no complete provenance)"}[learned["training_data"]]
+        names = f": {', '.join(learned['datasets'])}" if learned["datasets"] else ""
+        typer.echo(f"{what}{names}")

@@ -29,6 +29,7 @@ from dfpanel.inference.runners import SpecialistRunner
 from dfpanel.panel.combiner import Panel
 from dfpanel.report.explain import explain
 from dfpanel.report.schema import REPORT_KIND, REPORT_VERSION, validate_report
+from dfpanel.report.training import training_data
 from dfpanel.views.samples import sample_groups
 
 log = logging.getLogger(__name__)
@@ -219,6 +220,10 @@ class PanelDetector:
         timings["total"] = time.perf_counter() - t_start
         return VideoOutcome(path=path, report=validate_report(report), thumbnails=thumbs)
 
+    def training_data(self) -> dict:
+        """What the loaded specialists learned from (report.json's `training_data`)."""
+        return training_data({r.name: r.weights_info for r in self.runners})
+
     def fail(self, path: str | Path, kind: str, message: str) -> VideoOutcome:
         """The outcome of a file that never reached analysis (e.g. it failed discovery)."""
         return self._failed(Path(path), None, kind, message, {}, time.perf_counter())
@@ -353,6 +358,7 @@ class PanelDetector:
             "timeline": {"times": [], "panel": [], "moments": []},
             "timings": timings,
             "weights": {r.name: dict(r.weights_info, sha256=r.weights_id) for r in self.runners},
+            "training_data": self.training_data(),
             "backend": self.cfg.backend,
             "device": self.cfg.device,
             "explanation": [],

@@ -19,6 +19,8 @@ import pandas as pd
 from dfpanel.errors import DataError, WeightsError
 from dfpanel.evaluate.metrics import binary_metrics
 from dfpanel.inference.aggregate import aggregate_videos, check_samples
+from dfpanel.weights.sidecar import read_sidecar as _read_sidecar
+from dfpanel.weights.sidecar import training_summary
 
 METRICS_VERSION = 1
 
@@ -68,13 +70,7 @@ def resolve_weights(weights: Path) -> Path:
 
 def read_sidecar(weights: Path) -> dict:
     """The JSON sidecar next to a weights file (plain JSON: safe to read before loading anything)."""
-    side = resolve_weights(weights).with_suffix(".json")
-    if not side.is_file():
-        raise WeightsError(f"{side.name}: sidecar of {Path(weights).name} not found; keep the .json next to the weights")
-    try:
-        return json.loads(side.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise WeightsError(f"{side.name}: sidecar is not valid JSON ({exc.msg}); re-save the weights") from None
+    return _read_sidecar(resolve_weights(weights))
 
 
 def weights_info(weights: Path, sidecar: dict) -> dict:
@@ -85,6 +81,7 @@ def weights_info(weights: Path, sidecar: dict) -> dict:
         "sha256": sha,
         "specialist": sidecar.get("specialist", ""),
         "stage": sidecar.get("stage", ""),
+        **training_summary(sidecar),  # what the weights learned from: metrics on synthetic-only weights say so
     }
 
 

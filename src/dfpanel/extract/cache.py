@@ -115,6 +115,10 @@ class CacheIndexRow:
     n_frames: int
     n_clips: int
     manipulations: list[str] = field(default_factory=list)
+    # From the manifest row: True when `dfpanel synth` made the video, False when not. None = unknown:
+    # a cache extracted before dfpanel recorded it (or from a manifest that did not say). Unknown, not
+    # False, because an old demo cache holds synthetic videos and must not pass for real data.
+    synthetic: bool | None = None
 
 
 class FaceTrackEntry:

@@ -406,6 +406,7 @@ def write_tracks(out: Path, tracks, record: VideoRecord) -> list[CacheIndexRow]:
                 n_frames=len(meta.frames),
                 n_clips=len({f.clip for f in meta.frames}),
                 manipulations=list(record.manipulations),
+                synthetic=record.synthetic,
             )
         )
     return rows

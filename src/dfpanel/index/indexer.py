@@ -43,9 +43,7 @@ def index_dataset(
     _make_ids_unique(records)
     for r in records:
         r.root = str(root)
-    sidecar = read_sidecar(root)
-    if sidecar:
-        apply_sidecar(records, sidecar)
+    apply_sidecar(records, read_sidecar(root))  # also marks each row synthetic or not
     if layout.probe_audio_by_default if probe_audio is None else probe_audio:
         probe_records(records)
     return records

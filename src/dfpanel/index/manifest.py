@@ -36,6 +36,9 @@ class VideoRecord:
     chunk: int | None = None  # DFDC chunk (0-based); None elsewhere
     root: str = ""  # absolute dataset root
     manipulations: list[str] = field(default_factory=list)  # traces a fake carries, when known (synth sidecar)
+    # True: written by `dfpanel synth` (listed in the dataset's dfpanel_synth.json); False: `dfpanel index`
+    # found no such record of it; None: not stated (a manifest written before dfpanel recorded this).
+    synthetic: bool | None = None
     extra: dict = field(default_factory=dict)  # dataset-specific facts (e.g. DFDC "original", FF++ compression)
 
     @property
@@ -56,6 +59,8 @@ class VideoRecord:
         kwargs.setdefault("group", d["id"])
         rec = cls(**kwargs)
         rec.label = int(rec.label)
+        if rec.synthetic is not None and not isinstance(rec.synthetic, bool):
+            raise ValueError(f"synthetic must be true, false or null, got {rec.synthetic!r}")
         if rec.label not in (REAL, FAKE):
             raise ValueError(f"label must be 0 or 1, got {rec.label}")
         if rec.split not in SPLITS:

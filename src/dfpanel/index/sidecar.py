@@ -5,7 +5,8 @@ Format (written next to the dataset, at ROOT)::
     {"videos": {"<relpath>": {"label": 1, "fake_type": "...", "manipulations": ["blend", ...],
                               "identity": "id3", "source_identity": "id5", "has_audio": true}}}
 
-Its `manipulations` and `has_audio` are copied into the rows. It never changes a row's label,
+Its `manipulations` and `has_audio` are copied into the rows, and every row it lists is marked
+`synthetic` (rows it does not list, e.g. a real video dropped into the folder, are not). It never changes a row's label,
 split or fake type: those always come from the dataset's own files. The `folder` layout, which has
 no identity information of its own, reads `identity` as the group before splitting (folder.py).
 """
@@ -32,10 +33,12 @@ def read_sidecar(root: Path) -> dict[str, dict] | None:
     return {str(k).replace("\\", "/"): v for k, v in videos.items() if isinstance(v, dict)}
 
 
-def apply_sidecar(records: list[VideoRecord], videos: dict[str, dict]) -> None:
+def apply_sidecar(records: list[VideoRecord], videos: dict[str, dict] | None) -> None:
+    """Copy the sidecar's facts into the rows; every row learns whether `dfpanel synth` made it."""
     disagree = 0
     for r in records:
-        facts = videos.get(r.path)
+        facts = (videos or {}).get(r.path)
+        r.synthetic = facts is not None
         if facts is None:
             continue
         manipulations = facts.get("manipulations")

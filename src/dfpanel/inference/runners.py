@@ -44,7 +44,7 @@ def _meta(spec, config: dict | None = None) -> dict:
         "title": spec.title or spec.name.upper(),
         "sample_kind": spec.sample_kind,
         "clip_len": int(cfg.get("clip_len", 8)),
-        "needs_audio": bool(getattr(spec, "needs_audio", False)),
+        "needs_audio": bool(getattr(spec, "needs_audio", False)),  # Specialist.needs_audio (AV: True)
     }
 
 

@@ -16,11 +16,17 @@ from dfpanel.panel.combiner import DEFAULT_MARGIN, Panel, fit_panel
 
 
 def video_logit_table(scores: Mapping[str, "object"], has_audio: Mapping[tuple[str, str], bool] | None = None,
-                      needs_audio: set[str] = frozenset({"av"}), how: str = "mean"):
+                      needs_audio: set[str] | None = None, how: str = "mean"):
     """scores: specialist -> per-sample DataFrame (predict_scores columns). Returns a DataFrame indexed
     by (dataset, video_id) with `label` and one video-level logit column per specialist (`aggregate_videos`,
-    the aggregation detection uses), NaN where that specialist has no samples or would abstain."""
+    the aggregation detection uses), NaN where that specialist has no samples or would abstain.
+    `needs_audio` None: the registered specialists whose class says they need audio."""
     import pandas as pd
+
+    if needs_audio is None:
+        from dfpanel.models.specialists.base import find_specialist
+
+        needs_audio = {n for n in scores if getattr(find_specialist(n), "needs_audio", False)}
 
     cols, labels = {}, {}
     for name, df in scores.items():
@@ -61,6 +67,7 @@ def fit_from_folder(
     logit from its samples) and `frames_per_video` of the cache (see `cache_frames_per_video`)."""
     check_how(how)
     from dfpanel.extract.cache import FaceTrackCache
+    from dfpanel.models.specialists.base import find_specialist
     from dfpanel.weights.folder import check_cache_spec, find_weights
 
     files = find_weights(weights, "torch")
@@ -85,7 +92,7 @@ def fit_from_folder(
     scores, needs_audio = {}, set()
     for f in files:
         model = _load_specialist(f.path, device)
-        if getattr(model, "needs_audio", f.specialist == "av"):
+        if getattr(model, "needs_audio", getattr(find_specialist(f.specialist), "needs_audio", False)):
             needs_audio.add(f.specialist)
         scores[f.specialist] = _predict_scores(model, data, manifest=records, split=split, batch_size=batch_size,
                                                device=device, progress=progress)

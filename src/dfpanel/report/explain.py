@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-# What each specialist's "fake" means, for people who do not know the model names.
-LOOKS_FOR = {
-    "bg": "the face is lit or coloured unlike its surroundings",
-    "av": "the mouth moves out of step with the voice",
-    "cm": "the face carries a different compression history than the rest of the frame",
-    "rr": "the face shows traces of being resized or warped into the frame",
-    "tm": "the face flickers or jitters from frame to frame",
-}
+def looks_for(name: str) -> str:
+    """What a specialist's "fake" means, for people who do not know the model names (its class's
+    `looks_for`; a specialist that is not registered gets the generic sentence)."""
+    from dfpanel.models.specialists.base import Specialist, find_specialist
+
+    return (find_specialist(name) or Specialist).looks_for
 
 
 def _strength(p: float) -> str:
@@ -46,7 +44,7 @@ def explain(report: dict) -> list[str]:
     quiet = [s for s in scored if s["probability"] < 0.45]
     undecided = [s for s in scored if 0.45 <= s["probability"] < 0.55]
     for s in fired:
-        what = LOOKS_FOR.get(s["name"], "signs of manipulation")
+        what = looks_for(s["name"])
         out.append(f"{s['title']} ({s['name'].upper()}) {_strength(s['probability'])} suspects that {what} "
                    f"({round(100 * s['probability'])}%).")
     if quiet:

@@ -4,10 +4,10 @@ external assets, no script), readable offline and safe to mail around."""
 from __future__ import annotations
 
 import base64
+import re
 from html import escape
 
-COLORS = {"bg": "#1f77b4", "av": "#ff7f0e", "cm": "#2ca02c", "rr": "#d62728", "tm": "#9467bd"}
-_OTHER = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+_OTHER = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]  # for specialists that name no colour
 VERDICT_COLORS = {"fake": "#c62828", "real": "#2e7d32", "uncertain": "#ef8f00", None: "#616161"}
 
 CSS = """
@@ -29,11 +29,37 @@ th{color:#5f6368;font-weight:600}
 code{font-size:12px;background:#f1f3f4;padding:1px 4px;border-radius:3px}
 svg text{font-family:inherit}
 .err{color:#c62828;font-weight:600}
+.demo{background:#fff3cd;border:2px solid #ef8f00;color:#4e3400;border-radius:10px;padding:14px 18px;margin:0 0 18px;font-size:15px;line-height:1.5}
+.demo b{text-transform:uppercase;letter-spacing:.04em}
+.note{background:#eceff1;border-radius:10px;padding:10px 16px;margin:0 0 18px;font-size:14px;color:#37474f}
 """
 
 
+def training_banner(td: dict | None) -> str:
+    """The banner shown at the top of a page when a specialist learned only from synthetic data, and
+    the neutral note when some specialists' training data is unknown ('' when neither)."""
+    if not td:
+        return ""
+    out = ""
+    if td.get("notice"):
+        head, _, rest = td["notice"].partition(": ")
+        out += f'<div class="demo" role="alert"><b>{escape(head)}</b>: {_code(rest)}</div>'
+    if td.get("note"):
+        out += f'<div class="note">{_code(td["note"])}</div>'
+    return out
+
+
+def _code(text: str) -> str:
+    """Escaped text with `commands` set as code."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text))
+
+
 def _color(name: str, i: int) -> str:
-    return COLORS.get(name, _OTHER[i % len(_OTHER)])
+    """The specialist's own colour (its class's `color`), else one from a spare palette."""
+    from dfpanel.models.specialists.base import find_specialist
+
+    cls = find_specialist(name)
+    return (cls.color if cls is not None and cls.color else None) or _OTHER[i % len(_OTHER)]
 
 
 def _pct(p: float | None) -> str:
@@ -181,6 +207,7 @@ def render_html(report: dict, thumbnails: list[dict] | None = None) -> str:
     head = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>dfpanel · {name}</title>
 <style>{CSS}</style></head><body><main>
+{training_banner(report.get("training_data")) if report["status"] == "analysed" else ""}
 <h1>{name}</h1><div class="muted">{escape(v['path'])} · analysed {escape(report['created'])} · dfpanel {escape(report['dfpanel_version'])}</div>"""
     if report["status"] != "analysed":
         err = report["error"] or {}

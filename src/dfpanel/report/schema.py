@@ -3,7 +3,11 @@
 The schema is plain JSON Schema (draft 2020-12 subset: type, required, properties, enum, items,
 minimum/maximum, additionalProperties) so other tools can validate reports too; `validate_report`
 checks that subset here without a jsonschema dependency. Bump REPORT_VERSION when a field changes
-meaning or disappears; adding an optional field does not need a bump.
+meaning or disappears, or a new field becomes required; adding an optional field does not need a bump.
+
+Versions: 1, the first; 2 adds the required `training_data` (what the specialists in use learned from,
+and the demonstration notice when some learned only from synthetic data; `dfpanel.report.training`).
+A version-1 report is not read as version 2: its silence about training data would pass for "real".
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import Any
 
 from dfpanel.errors import DataError
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 REPORT_KIND = "dfpanel.report"
 
 _NUM = {"type": "number"}
@@ -51,12 +55,27 @@ SPECIALIST = {
     },
 }
 
+_NAMES = {"type": "array", "items": {"type": "string"}}
+
+TRAINING_DATA = {
+    "type": "object",
+    "required": ["demonstration", "synthetic_only", "real", "unknown", "notice", "note"],
+    "properties": {
+        "demonstration": {"type": "boolean"},  # some specialist in use learned only from synthetic data
+        "synthetic_only": _NAMES,  # those specialists
+        "real": _NAMES,  # specialists whose weights learned from datasets not made by `dfpanel synth`
+        "unknown": _NAMES,  # specialists whose weights record no provenance
+        "notice": _STR_OR_NULL,  # the demonstration banner, when demonstration
+        "note": _STR_OR_NULL,  # the neutral "training data unknown" note, when some are unknown
+    },
+}
+
 REPORT_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "dfpanel detection report",
     "type": "object",
     "required": ["kind", "version", "dfpanel_version", "created", "video", "status", "error", "verdict",
-                 "panel", "specialists", "faces", "timeline", "timings", "weights", "explanation"],
+                 "panel", "specialists", "faces", "timeline", "timings", "weights", "training_data", "explanation"],
     "properties": {
         "kind": {"enum": [REPORT_KIND]},
         "version": {"enum": [REPORT_VERSION]},
@@ -130,7 +149,8 @@ REPORT_SCHEMA: dict[str, Any] = {
             },
         },
         "timings": {"type": "object", "additionalProperties": _NUM},
-        "weights": {"type": "object"},
+        "weights": {"type": "object"},  # specialist -> file, stage, sha256, training_data, datasets
+        "training_data": TRAINING_DATA,
         "backend": {"enum": ["torch", "onnx"]},
         "device": {"type": "string"},
         "explanation": {"type": "array", "items": {"type": "string"}},

@@ -9,9 +9,11 @@ from html import escape
 from pathlib import Path
 
 from dfpanel.models.specialists.base import specialist_order
-from dfpanel.report.html import CSS, VERDICT_COLORS
+from dfpanel.report.html import CSS, VERDICT_COLORS, training_banner
+from dfpanel.report.training import summary_cell, training_data
 
-BASE_COLUMNS = ["video", "path", "status", "verdict", "probability", "threshold", "strongest", "faces", "reason", "report"]
+BASE_COLUMNS = ["video", "path", "status", "verdict", "probability", "threshold", "strongest", "faces", "reason",
+                "training_data", "report"]
 
 
 def summary_row(report: dict, report_dir: str | None = None) -> dict:
@@ -25,17 +27,33 @@ def summary_row(report: dict, report_dir: str | None = None) -> dict:
         "strongest": report.get("strongest") or "",
         "faces": report["faces"]["tracks"],
         "reason": (report.get("error") or {}).get("message", ""),
+        "training_data": summary_cell(report.get("training_data")),
         "report": f"{report_dir}/report.html" if report_dir else "",
+        "_training_data": report.get("training_data"),  # for the page's banner; not a column
     }
     for s in report["specialists"]:
         row[s["name"]] = "abstained" if s["status"] == "abstained" else round(s["probability"], 4)
     return row
 
 
+def merged_training_data(rows: list[dict]) -> dict | None:
+    """One training_data for a folder run: every specialist that was synthetic-only (or unknown) in any row."""
+    tds = [r.get("_training_data") for r in rows if r.get("_training_data")]
+    if not tds:
+        return None
+    weights: dict[str, dict] = {}
+    for td in tds:
+        for kind, key in (("real", "real"), ("unknown", "unknown"), ("synthetic", "synthetic_only")):
+            for name in td.get(key, []):
+                weights.setdefault(name, {})["training_data"] = kind  # the last (most cautious) kind wins
+    return training_data(weights)
+
+
 def write_summary(rows: list[dict], out_dir: str | os.PathLike) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    spec_cols = sorted({k for r in rows for k in r if k not in BASE_COLUMNS}, key=specialist_order)
+    spec_cols = sorted({k for r in rows for k in r if k not in BASE_COLUMNS and not k.startswith("_")},
+                       key=specialist_order)
     cols = BASE_COLUMNS[:7] + spec_cols + BASE_COLUMNS[7:]
     csv_path = out_dir / "summary.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as fh:
@@ -75,7 +93,8 @@ def render_summary_html(rows: list[dict], cols: list[str]) -> str:
         body.append("<tr>" + "".join(cells) + "</tr>")
     tally = " · ".join(f"{escape(k)}: {v}" for k, v in sorted(counts.items()))
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>dfpanel summary</title>'
-            f"<style>{CSS}</style></head><body><main><h1>dfpanel summary</h1>"
+            f"<style>{CSS}</style></head><body><main>{training_banner(merged_training_data(rows))}"
+            f"<h1>dfpanel summary</h1>"
             f'<div class="muted">{len(rows)} video(s) · {tally}</div>'
             f'<div class="card" style="margin-top:14px;overflow-x:auto"><table><tr>{head}</tr>{"".join(body)}</table></div>'
             f"</main></body></html>")

@@ -77,6 +77,7 @@ def create_app(detector: PanelDetector, work_dir: str | Path, max_upload_mb: int
             "probability": r["panel"]["probability"],
             "strongest": r.get("strongest"),
             "reason": outcome.reason,
+            "training_data": r["training_data"],  # its notice says when the verdict is a demonstration
             "report_url": f"reports/{rid}",
             "json_url": f"reports/{rid}/report.json",
         }
@@ -100,7 +101,7 @@ def create_app(detector: PanelDetector, work_dir: str | Path, max_upload_mb: int
     def index() -> str:
         panel = detector.panel
         note = "fitted panel" if panel.fitted else "equal-weights panel"
-        return render_page([r.name for r in detector.runners], recent(), note)
+        return render_page([r.name for r in detector.runners], recent(), note, detector.training_data())
 
     @app.post("/api/detect")
     def api_detect(file: UploadFile = File(...)) -> JSONResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from html import escape
 
-from dfpanel.report.html import CSS, VERDICT_COLORS
+from dfpanel.report.html import CSS, VERDICT_COLORS, training_banner
 
 PAGE_CSS = """
 .drop{border:3px dashed #90a4ae;border-radius:14px;padding:56px 20px;text-align:center;background:#fff;cursor:pointer;transition:.15s}
@@ -35,7 +35,9 @@ drop.addEventListener('drop',ev=>send(ev.dataTransfer.files[0]));
 """
 
 
-def render_page(specialists: list[str], recent: list[dict], panel_note: str) -> str:
+def render_page(specialists: list[str], recent: list[dict], panel_note: str, training: dict | None = None) -> str:
+    """`training`: the loaded specialists' training data (PanelDetector.training_data()); when some learned
+    only from synthetic data the page says, above everything, that verdicts are demonstrations."""
     rows = []
     for r in recent:
         prob = "" if r["probability"] is None else f"{100 * r['probability']:.0f}%"
@@ -49,6 +51,7 @@ def render_page(specialists: list[str], recent: list[dict], panel_note: str) -> 
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>dfpanel</title>
 <style>{CSS}{PAGE_CSS}</style></head><body><main>
+{training_banner(training)}
 <h1>dfpanel — is this video a deepfake?</h1>
 <div class="muted" style="margin-bottom:16px">Specialists loaded: {escape(names)} · {escape(panel_note)} · videos stay on this machine.</div>
 <form id="form" action="detect" method="post" enctype="multipart/form-data">

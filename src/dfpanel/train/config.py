@@ -26,18 +26,6 @@ CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
 SCHEDULES = ("cosine", "onecycle", "constant")
 CHUNK_ORDERS = ("given", "auto")
 PRECISIONS = ("auto", "32", "32-true", "16-mixed", "bf16-mixed")
-# Albumentations transforms that resample or recompress pixels: they destroy the compression traces CM
-# reads (8x8 block grid, quantisation), so a CM stage must opt in with `augment.allow_resample: true`.
-RESAMPLING_TRANSFORMS = frozenset(
-    {
-        "Resize", "RandomResizedCrop", "RandomSizedCrop", "RandomScale", "LongestMaxSize", "SmallestMaxSize",
-        "Downscale", "ImageCompression", "JpegCompression", "Affine", "ShiftScaleRotate", "Rotate",
-        "SafeRotate", "Perspective", "ElasticTransform", "GridDistortion", "OpticalDistortion",
-        "RandomSizedBBoxSafeCrop", "RandomGridShuffle", "PiecewiseAffine", "ThinPlateSpline",
-    }
-)
-
-
 @dataclass
 class ModelConfig:
     """Arguments of `create_specialist`; None means the specialist's own default."""
@@ -87,7 +75,9 @@ class AugmentConfig:
     # Albumentations transforms by class name, applied to the cached crops before the view:
     #   - {name: HorizontalFlip, p: 0.5}
     transforms: list[dict] = field(default_factory=list)
-    allow_resample: bool = False  # let a CM stage resize/recompress (off: refused at load)
+    # Each specialist says which transforms would destroy its traces (Specialist.augment_refusal; CM's
+    # list is in models/specialists/cm.py); this lets a stage opt in to the resizing/recompressing ones.
+    allow_resample: bool = False
 
 
 @dataclass
@@ -289,15 +279,23 @@ def validate(cfg: StageConfig) -> None:
     for i, spec in enumerate(cfg.augment.transforms):
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
             raise ConfigError(f"{src}: augment.transforms[{i}] needs a `name:` (an albumentations transform)")
-        if (
-            cfg.model.specialist.lower() == "cm"
-            and spec["name"] in RESAMPLING_TRANSFORMS
-            and not cfg.augment.allow_resample
-        ):
-            raise ConfigError(
-                f"{src}: augment.transforms[{i}] {spec['name']} resizes or recompresses CM's input; "
-                "remove it or set augment.allow_resample: true for this stage"
-            )
+    check_augmentation(cfg)
+
+
+def check_augmentation(cfg: StageConfig) -> None:
+    """Refuse a transform the stage's specialist says would destroy its traces (one line naming it)."""
+    if not cfg.augment.transforms:
+        return
+    from dfpanel.models.specialists.base import find_specialist
+
+    cls = find_specialist(cfg.model.specialist)
+    if cls is None:  # not registered (yet): `create_specialist` will say so when training starts
+        return
+    flags = {f.name: getattr(cfg.augment, f.name) for f in fields(cfg.augment) if f.name.startswith("allow_")}
+    for i, spec in enumerate(cfg.augment.transforms):
+        why = cls.augment_refusal(spec, flags)
+        if why:
+            raise ConfigError(f"{cfg.source or '<config>'}: augment.transforms[{i}] {spec['name']} {why}")
 
 
 # ------------------------------------------------------------------------------------- typed building

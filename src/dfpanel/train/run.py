@@ -99,6 +99,7 @@ def fit_stage(
     if cfg.init_from and not resume:
         path = resolve_init(cfg.init_from, sha256=cfg.init_sha256, runs_root=out_dir.parent, progress=progress)
         state, parent_sidecar = load_weights(path, expected_specialist=cfg.specialist, expected_sha256=cfg.init_sha256)
+        run_info["parent_provenance"] = parent_sidecar.get("provenance")  # inherited: what the parent learned from
         if cfg.init_strict:
             load_into(model, state, source=str(path))
         else:
@@ -133,6 +134,7 @@ def fit_stage(
         # The training cache's InputSpec: every setting that shaped the pixels and audio these
         # weights learned from. `detect` extracts with it; `eval` and `panel fit` check caches against it.
         "input_spec": dm.input_spec.to_dict(),
+        "provenance": stage_provenance(cfg, dm, chunk, run_info),
     }
     best_cb = BestWeights(out_dir / WEIGHTS_FILE, sidecar)
     trainer = build_trainer(cfg, out_dir, [best_cb, ResumeCheckpoint(last, cfg.trainer.checkpoint_every_n_steps)], progress)
@@ -157,6 +159,26 @@ def fit_stage(
     if trainer.is_global_zero:
         _write_json(out_dir / RESULT_FILE, result)
     return result
+
+
+def stage_provenance(cfg: StageConfig, dm, chunk: int | None, run_info: dict) -> dict:
+    """What these weights learned from: the parent's chain (init_from) + the datasets of this run."""
+    from dfpanel.weights.sidecar import chain_provenance, dataset_entries, read_sidecar
+
+    entries = dataset_entries(dm.train_rows + dm.val_rows, stage=cfg.stage, chunk=chunk,
+                              manifest_hash=dm.data_hash if cfg.data.manifest else None)
+    unknown = [e["name"] for e in entries if e["synthetic"] is None]
+    if unknown:
+        log.warning("%s: the cache rows of %s do not say whether their videos are synthetic (extracted before "
+                    "dfpanel recorded it); these weights will report their training data as unknown. Re-run "
+                    "`dfpanel index` and `dfpanel extract` into a new cache to record it",
+                    cfg.data.cache, ", ".join(unknown))
+    has_parent = run_info.get("parent_sha256") is not None
+    if has_parent and "parent_provenance" not in run_info:  # a run.json from before provenance: re-read the parent
+        parent = Path(run_info.get("init_from") or "")
+        same = parent.is_file() and sha256_of(parent) == run_info["parent_sha256"]
+        run_info["parent_provenance"] = read_sidecar(parent, missing_ok=True).get("provenance") if same else None
+    return chain_provenance({"provenance": run_info.get("parent_provenance")}, entries, has_parent=has_parent)
 
 
 def _run_info(out_dir: Path, cfg: StageConfig, resume: bool) -> dict:

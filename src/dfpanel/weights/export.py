@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from dfpanel.errors import DataError, WeightsError
+from dfpanel.weights.sidecar import read_sidecar
 
 OUTPUT_NAMES = ("logit", "aux_logit")
 OPSET = 17
@@ -121,8 +122,7 @@ class OnnxSpecialist:
             raise WeightsError(f"{self.path.name}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        side = onnx_sidecar_path(self.path)
-        self.meta = json.loads(side.read_text()) if side.is_file() else {}
+        self.meta = read_sidecar(self.path, missing_ok=True)
         self.name = self.meta.get("specialist", "")
 
     def __call__(self, inputs: dict) -> dict[str, np.ndarray]:
@@ -139,8 +139,8 @@ class OnnxSpecialist:
 
 def export_folder(weights: Path, out: Path, only: list[str] | None = None, verify: bool = True) -> list[Path]:
     """`<stem>.onnx` + `<stem>.onnx.json` per specialist (the sidecar keeps the source weights' sha256,
-    stage and input_spec, so reports name the same weights ids and detection extracts the same way)
-    and panel.json."""
+    stage, input_spec and provenance, so reports name the same weights ids and what they learned
+    from, and detection extracts the same way) and panel.json."""
     import json
     import shutil
 
@@ -157,11 +157,13 @@ def export_folder(weights: Path, out: Path, only: list[str] | None = None, verif
         model = load_specialist(f.path, device="cpu")
         dest = export_onnx(model, out / f"{f.path.stem}.onnx", verify=verify)
         side = onnx_sidecar_path(dest)
-        meta = json.loads(side.read_text())
+        meta = read_sidecar(dest)
         meta.update(sha256=f.sidecar.get("sha256"), stage=f.sidecar.get("stage"), source=f.path.name,
                     onnx_sha256=file_sha256(dest))
         if f.sidecar.get("input_spec") is not None:  # detection extracts as the training cache did
             meta["input_spec"] = f.input_spec.to_dict()
+        if f.sidecar.get("provenance") is not None:
+            meta["provenance"] = f.sidecar["provenance"]
         side.write_text(json.dumps(meta, indent=1, default=str))
         written.append(dest)
     panel = Path(weights) / PANEL_FILE

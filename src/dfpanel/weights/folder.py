@@ -7,7 +7,6 @@ works. Two files for the same specialist are refused (which one would vote is am
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 from dfpanel.errors import ConfigError, WeightsError
 from dfpanel.extract.spec import DEFAULT_SPEC, InputSpec
 from dfpanel.models.specialists.base import specialist_order
+from dfpanel.weights.sidecar import read_sidecar, training_summary
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class WeightFile:
             "sha256": s.get("sha256"),
             "stage": s.get("stage"),
             "version": s.get("version"),
+            **training_summary(s),  # training_data (synthetic / real / unknown) and the datasets' names
         }
 
     @property
@@ -65,23 +66,6 @@ def sidecar_input_spec(sidecar: dict, path: str | os.PathLike) -> InputSpec:
         raise WeightsError(str(exc)) from None
 
 
-def _sidecar_path(path: Path) -> Path:
-    return path.with_name(path.name + ".json") if path.suffix == ".onnx" else path.with_suffix(".json")
-
-
-def _read_sidecar(path: Path) -> dict:
-    side = _sidecar_path(path)
-    try:
-        d = json.loads(side.read_text())
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: no sidecar {side.name} next to it; copy it from the training run") from None
-    except json.JSONDecodeError as exc:
-        raise WeightsError(f"{side}: unreadable sidecar ({exc}); copy it again from the training run") from None
-    if not isinstance(d, dict) or not d.get("specialist"):
-        raise WeightsError(f"{side}: sidecar does not say which specialist it holds; copy it again from the training run")
-    return d
-
-
 def find_weights(folder: str | os.PathLike, backend: str = "torch") -> list[WeightFile]:
     """The weight files of one backend in a folder, in the BG, AV, CM, RR, TM order."""
     folder = Path(folder)
@@ -92,8 +76,8 @@ def find_weights(folder: str | os.PathLike, backend: str = "torch") -> list[Weig
         raise WeightsError(f"unknown backend {backend!r}; choose torch or onnx")
     found: dict[str, WeightFile] = {}
     for path in sorted(folder.glob(f"*{ext}")):
-        side = _read_sidecar(path)
-        wf = WeightFile(specialist=str(side["specialist"]).lower(), path=path, sidecar=side)
+        side = read_sidecar(path, need=("specialist",))
+        wf = WeightFile(specialist=side["specialist"], path=path, sidecar=side)
         if wf.specialist in found:
             raise WeightsError(
                 f"{folder}: two weight files for {wf.specialist.upper()} ({found[wf.specialist].path.name}, {path.name}); keep one"

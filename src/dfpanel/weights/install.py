@@ -1,14 +1,17 @@
-"""Install published weights from a URL into a weights folder, checked against their sha256."""
+"""Install published weights from a URL into a weights folder, checked against their sha256.
+
+The sidecar is copied as published, so its provenance (what the weights learned from) travels with it.
+"""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from dfpanel.errors import WeightsError
 from dfpanel.weights.fetch import download
-from dfpanel.weights.io import load_weights, sidecar_path
+from dfpanel.weights.io import load_weights
+from dfpanel.weights.sidecar import read_sidecar, sidecar_path
 
 
 def fetch_weights(url: str, *, sha256: str, out: str | Path, sidecar_url: str | None = None, progress: bool = True) -> Path:
@@ -20,15 +23,12 @@ def fetch_weights(url: str, *, sha256: str, out: str | Path, sidecar_url: str | 
     cached_side = sidecar_path(weights)
     if side_src != cached_side:
         shutil.copy2(side_src, cached_side)
-    try:  # checked here so the error names the URL; load_weights reads it again below
-        json.loads(cached_side.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise WeightsError(f"{side_url}: sidecar is not JSON ({exc}); check --sidecar-url") from None
+    # Checked here so an error names the URL (check --sidecar-url); load_weights reads it again below.
+    if not read_sidecar(weights, label=side_url).get("specialist"):
+        raise WeightsError(f"{side_url}: sidecar names no specialist; these are not dfpanel weights")
     # load_weights checks the file is real safetensors, matches the sidecar's specialist and sha256.
     _, sidecar = load_weights(weights, expected_sha256=sha256)
-    name = str(sidecar.get("specialist") or "")
-    if not name:
-        raise WeightsError(f"{side_url}: sidecar names no specialist; these are not dfpanel weights")
+    name = sidecar["specialist"]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"{name}.safetensors"

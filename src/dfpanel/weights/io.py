@@ -2,7 +2,8 @@
 
     NAME.safetensors   the state dict; its header metadata names the specialist
     NAME.json          sidecar: specialist, model_config, version, sha256 of the .safetensors file, plus
-                       whatever the caller adds (stage, config, manifest_hash, parent_sha256, metrics)
+                       whatever the caller adds (stage, config, manifest_hash, parent_sha256, metrics,
+                       provenance); read only through `dfpanel.weights.sidecar.read_sidecar`
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from dfpanel.errors import WeightsError
 from dfpanel.hashing import file_sha256  # noqa: F401  (re-exported: part of this module's API)
+from dfpanel.weights.sidecar import read_sidecar, sidecar_path  # noqa: F401  (sidecar_path re-exported)
 
 SUFFIX = ".safetensors"
 
@@ -22,10 +24,6 @@ SUFFIX = ".safetensors"
 def _weights_path(path: str | os.PathLike) -> Path:
     p = Path(path)
     return p if p.suffix == SUFFIX else p.with_name(p.name + SUFFIX)
-
-
-def sidecar_path(path: str | os.PathLike) -> Path:
-    return _weights_path(path).with_suffix(".json")
 
 
 def save_weights(model, path: str | os.PathLike, sidecar: dict | None = None) -> Path:
@@ -71,15 +69,9 @@ def load_weights(
             state = {k: fh.get_tensor(k) for k in fh.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{p.name}: not a safetensors weights file ({str(exc).splitlines()[0]}); dfpanel only loads .safetensors") from None
-    side_file = sidecar_path(p)
-    sidecar: dict = {}
-    if side_file.is_file():
-        try:
-            sidecar = json.loads(side_file.read_text())
-        except json.JSONDecodeError as exc:
-            raise WeightsError(f"{side_file.name}: unreadable weights sidecar ({exc}); restore it or re-save the weights") from None
-        if sidecar.get("sha256") and sidecar["sha256"] != actual:
-            raise WeightsError(f"{p.name}: contents do not match the sha256 in {side_file.name}; the file was changed or truncated")
+    sidecar = read_sidecar(p, missing_ok=True)  # the header still names the specialist without one
+    if sidecar.get("sha256") and sidecar["sha256"] != actual:
+        raise WeightsError(f"{p.name}: contents do not match the sha256 in {sidecar_path(p).name}; the file was changed or truncated")
     made_for = sidecar.get("specialist") or header.get("specialist")
     if expected_specialist and made_for and made_for != expected_specialist.lower():
         raise WeightsError(f"{p.name}: weights were made for specialist {made_for!r}, not {expected_specialist.lower()!r}; pass the {expected_specialist.lower()} weights")

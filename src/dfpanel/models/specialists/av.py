@@ -77,6 +77,9 @@ class AVSpecialist(PanelSpecialist):
     name = "av"
     order = 1
     title = "Lip sync"
+    needs_audio = True  # abstains on a video without sound
+    color = "#ff7f0e"
+    looks_for = "the mouth moves out of step with the voice"
     sample_kind = "clip"
     needs_audio = True  # abstains on a video without audio: no made-up lip-sync score
     module_channels = 48

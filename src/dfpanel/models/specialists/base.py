@@ -35,11 +35,24 @@ class SpecialistOutput:
 
 
 class Specialist(nn.Module):
+    """Per-specialist facts live here, as class attributes, so reports, training and inference read them
+    from the registry instead of keeping lists of names; a third-party specialist gets the defaults."""
+
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""  # human name for reports, e.g. "Compression history"
     sample_kind: ClassVar[str] = "frame"
     order: ClassVar[int] = 100  # place in reports and tables (DESIGN.md's table order for the built-ins)
-    needs_audio: ClassVar[bool] = False  # abstains on videos without an audio track (AV)
+    needs_audio: ClassVar[bool] = False  # abstains on a video without an audio track (AV)
+    color: ClassVar[str | None] = None  # its colour in reports ("#rrggbb"); None: one from a spare palette
+    # What its "fake" means, in plain words, completing "... suspects that {looks_for}".
+    looks_for: ClassVar[str] = "signs of manipulation are present"
+
+    @classmethod
+    def augment_refusal(cls, transform: dict, flags: dict[str, bool]) -> str | None:
+        """Why this specialist cannot train with the augmentation `transform` ({"name": albumentations
+        class name, **its arguments}), given the stage's augment flags (e.g. {"allow_resample": False});
+        None when it can. The default accepts every transform."""
+        return None
 
     def view(self, entry, positions: Sequence[int]) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
@@ -79,6 +92,12 @@ def specialist_class(name: str) -> type[Specialist]:
 
         raise ConfigError(f"unknown specialist {name!r}; choose one of {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[key]
+
+
+def find_specialist(name: str) -> type[Specialist] | None:
+    """The registered class for `name`, or None (no error: callers fall back to the defaults)."""
+    _load_builtin()
+    return _REGISTRY.get(str(name).lower())
 
 
 def specialist_order(name: str) -> tuple[int, str]:

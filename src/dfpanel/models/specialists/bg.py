@@ -53,6 +53,8 @@ class BGSpecialist(PanelSpecialist):
     name = "bg"
     order = 0
     title = "Background and lighting"
+    color = "#1f77b4"
+    looks_for = "the face is lit or coloured unlike its surroundings"
     sample_kind = "frame"
     module_channels = 32
     extra_config = {"face_scale": 1.3, "context_scale": 2.0}

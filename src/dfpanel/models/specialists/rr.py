@@ -57,6 +57,8 @@ class RRSpecialist(PanelSpecialist):
     name = "rr"
     order = 3
     title = "Resampling traces"
+    color = "#d62728"
+    looks_for = "the face shows traces of being resized or warped into the frame"
     sample_kind = "frame"
     module_channels = 32
     extra_config = {"rr_size": None, "face_scale": 1.3}

@@ -117,6 +117,8 @@ class TMSpecialist(PanelSpecialist):
     name = "tm"
     order = 4
     title = "Temporal consistency"
+    color = "#9467bd"
+    looks_for = "the face flickers or jitters from frame to frame"
     sample_kind = "clip"
     module_channels = 32
     extra_config = {"face_scale": 1.3}
