@@ -155,3 +155,14 @@ def test_commands_only_parse_and_call_the_library():
     users = [f"{m} imports {t}" for m, p in all_modules().items() if sub_package(m) not in {"commands", "cli", "__main__"}
              for _, t in imports_of(p) if sub_package(t) == "commands"]
     assert users == []
+
+
+def test_the_cli_imports_no_heavy_library_until_a_command_runs():
+    """`dfpanel --help` stays fast: commands import torch, PyAV, timm... inside their bodies."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dfpanel.cli; "
+            "print(','.join(m for m in ('torch', 'av', 'timm', 'cv2', 'lightning', 'pandas', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""

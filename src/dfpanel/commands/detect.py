@@ -8,9 +8,7 @@ from pathlib import Path
 
 import typer
 
-from dfpanel.detect.build import build_detector, resolve_weights
 from dfpanel.errors import ConfigError, DataError, DfpanelError
-from dfpanel.report.training import short_notice
 
 
 class Device(str, Enum):
@@ -42,6 +40,8 @@ def outcome_line(outcome) -> str:
     abst = [s["name"].upper() for s in r["specialists"] if s["status"] == "abstained"]
     abst_txt = f"  [dim]abstained: {', '.join(abst)}[/]" if abst else ""
     style = VERDICT_STYLE.get(verdict, "bold")
+    from dfpanel.report.training import short_notice
+
     td = r.get("training_data") or {}
     said = short_notice(td)
     demo_txt = f"  [bold yellow]{escape(said)}[/]" if td.get("demonstration") else (f"  [dim]{escape(said)}[/]" if said else "")
@@ -71,6 +71,7 @@ def register(app: typer.Typer) -> None:
         from rich.markup import escape
 
         from dfpanel.console import err_console
+        from dfpanel.detect.build import build_detector, resolve_weights
         from dfpanel.detect.run import run_detect
 
         for p in paths:  # before loading any weights: a typo should fail fast

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import typer
 
-from dfpanel.weights.export import export_folder
-from dfpanel.weights.sidecar import read_sidecar
 
 
 def register(app: typer.Typer) -> None:
@@ -21,6 +19,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Export each specialist to ONNX (dynamic batch) for `dfpanel detect --backend onnx`."""
         from rich.console import Console
+
+        from dfpanel.weights.export import export_folder
+        from dfpanel.weights.sidecar import read_sidecar
 
         con = Console(highlight=False)
         names = [s.strip() for s in only.split(",") if s.strip()] if only else None

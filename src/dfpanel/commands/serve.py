@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from dfpanel.commands.detect import Backend, Device
-from dfpanel.detect.build import build_detector, resolve_weights
 
 
 def register(app: typer.Typer) -> None:
@@ -27,6 +26,7 @@ def register(app: typer.Typer) -> None:
         from rich.markup import escape
 
         from dfpanel.console import err_console
+        from dfpanel.detect.build import build_detector, resolve_weights
         from dfpanel.serve.app import create_app
 
         detector = build_detector(resolve_weights(weights), frames=frames, device=device.value, backend=backend.value)
