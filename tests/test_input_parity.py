@@ -166,6 +166,7 @@ def test_detection_extracts_with_the_weights_non_default_settings(golden, tmp_pa
     seen = capture_views(det.runners)
     report = det.analyse(videos["rotated"]).report
     assert report["status"] == "analysed" and report["faces"]["frames"] == 12
+    assert report["weights"]["cm"]["input_spec"] == report["weights"]["tm"]["input_spec"] == spec.to_dict()  # the report says how
     entries = {id(e): e for calls in seen.values() for e, _, _ in calls}
     assert len(entries) == 1  # one extraction for both
     (entry,) = entries.values()

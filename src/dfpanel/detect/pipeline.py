@@ -357,7 +357,8 @@ class PanelDetector:
             "faces": {"tracks": 0, "frames": 0, "detected_frames": 0, "mean_score": None, "detector": None},
             "timeline": {"times": [], "panel": [], "moments": []},
             "timings": timings,
-            "weights": {r.name: dict(r.weights_info, sha256=r.weights_id) for r in self.runners},
+            # what each specialist learned from and the extraction settings its views were cut with
+            "weights": {r.name: dict(r.weights_info, sha256=r.weights_id, input_spec=r.input_spec.to_dict()) for r in self.runners},
             "training_data": self.training_data(),
             "backend": self.cfg.backend,
             "device": self.cfg.device,

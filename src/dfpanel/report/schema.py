@@ -149,7 +149,7 @@ REPORT_SCHEMA: dict[str, Any] = {
             },
         },
         "timings": {"type": "object", "additionalProperties": _NUM},
-        "weights": {"type": "object"},  # specialist -> file, stage, sha256, training_data, datasets
+        "weights": {"type": "object"},  # specialist -> file, stage, sha256, training_data, datasets, input_spec
         "training_data": TRAINING_DATA,
         "backend": {"enum": ["torch", "onnx"]},
         "device": {"type": "string"},
