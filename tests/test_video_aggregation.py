@@ -150,14 +150,21 @@ def test_one_class_auc_is_nan_everywhere():
     assert len(notes) == 1 and notes[0].startswith("AV:")
 
 
-def test_training_refuses_a_validation_split_without_both_classes(tmp_path):
-    from train_fakes import FakeFrameSpecialist
+def test_a_validation_split_without_both_classes_trains_on_without_early_stopping(tmp_path, caplog):
+    """An all-fake val split (AUC undefined) still trains: a warning, no early stopping, the last
+    epoch's weights, and val_auc written as null (JSON has no NaN), never a made-up 0.5."""
+    import json
 
-    from dfpanel.train.datamodule import CacheDataModule
+    from dfpanel.train.stage import train_stage
 
     cache = make_cache(tmp_path / "cache", counts={"train": (2, 2), "val": (0, 2)})
-    with pytest.raises(DataError, match="'val' samples are all fake"):
-        CacheDataModule(tiny_config(cache), FakeFrameSpecialist().view, "frame")
+    cfg = tiny_config(cache, "fakeframe", "trainer.max_epochs=3", "trainer.early_stopping_patience=1")
+    with caplog.at_level("WARNING"):
+        result = train_stage(cfg, tmp_path / "run", progress=False)
+    assert any("'val' samples are all fake" in r.getMessage() and "early stopping is off" in r.getMessage() for r in caplog.records)
+    assert result["epochs"] == 3  # patience 1 on an undefined AUC would have stopped after epoch 2
+    side = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert side["metrics"]["val_auc"] is None and side["metrics"]["epoch"] == 2
 
 
 def test_best_weights_never_take_a_nan_over_a_real_score(tmp_path):

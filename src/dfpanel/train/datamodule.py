@@ -7,6 +7,8 @@ loss's class weight must be known before the LightningModule exists.
 
 from __future__ import annotations
 
+import logging
+
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -27,6 +29,8 @@ from dfpanel.views.samples import (
     select_rows,
 )
 
+
+log = logging.getLogger(__name__)
 
 def manifest_ids(path: str | None) -> set[str] | None:
     return None if path is None else {r.id for r in read_manifest(path)}
@@ -87,11 +91,15 @@ class CacheDataModule(L.LightningDataModule):
         self.val_set = cls(d.cache, self.val_rows, view, per_video=d.val_frames_per_video, clip_len=clip_len)
         if not len(self.train_set):
             raise DataError(f"{where}: the {d.train_split!r} videos give no samples; are the cached clips shorter than clip_len {clip_len}?")
-        # val_auc (early stopping, best weights) is undefined without both classes: refuse now, not NaN later.
+        # val_auc is undefined without both classes (a small Celeb-DF or synthetic val split can be all
+        # real). Training still runs: the stage keeps its last weights and skips early stopping (run.py).
         val_labels = set(self.val_set.labels)
+        self.val_one_class: str | None = None
         if len(val_labels) < 2:
-            only = {0: "real", 1: "fake"}.get(next(iter(val_labels), -1), "missing")
-            raise DataError(f"{where}: the {d.val_split!r} samples are all {only}; validation AUC needs real and fake videos in it")
+            self.val_one_class = {0: "real", 1: "fake"}.get(next(iter(val_labels), -1), "missing")
+            log.warning("%s: the %r samples are all %s, so validation AUC is undefined: early stopping is off and "
+                        "the best weights are the last epoch's; give the val split both classes to select by AUC",
+                        where, d.val_split, self.val_one_class)
         self.data_hash = data_hash(cfg, self.train_rows + self.val_rows)
 
     @property

@@ -4,9 +4,9 @@ and detection use (`dfpanel.inference.aggregate.video_logits`, mean of probabili
 A torchmetrics Metric with "cat" states, so under DDP every rank's samples are gathered before the
 videos are scored; the frame-level AUC comes out of the same states for free.
 
-AUC with one class only is NaN (`auroc`), as everywhere else. The data module refuses a validation
-split without both classes, so NaN only shows where a run looks at part of it (`limit_val_batches`);
-the best-weights callback never prefers a NaN over a real score.
+AUC with one class only is NaN (`auroc`), as everywhere else. A validation split without both classes
+(small Celeb-DF or synthetic splits can be all real) trains with a warning, no early stopping and the
+last epoch's weights; the best-weights callback never prefers a NaN over a real score.
 """
 
 from __future__ import annotations

@@ -137,7 +137,8 @@ def fit_stage(
         "provenance": stage_provenance(cfg, dm, chunk, run_info),
     }
     best_cb = BestWeights(out_dir / WEIGHTS_FILE, sidecar)
-    trainer = build_trainer(cfg, out_dir, [best_cb, ResumeCheckpoint(last, cfg.trainer.checkpoint_every_n_steps)], progress)
+    trainer = build_trainer(cfg, out_dir, [best_cb, ResumeCheckpoint(last, cfg.trainer.checkpoint_every_n_steps)], progress,
+                            early_stopping=dm.val_one_class is None)  # no AUC to stop on with one class
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
     _save_atomic(trainer, last)
     if best_cb.best_score is None:  # stopped before any validation (tiny max_steps): score what we have
@@ -199,7 +200,7 @@ def resolve_precision(requested: str, on_gpu: bool) -> str:
     return "32-true" if requested == "32" else requested
 
 
-def build_trainer(cfg: StageConfig, out_dir: Path, callbacks: list, progress: bool) -> L.Trainer:
+def build_trainer(cfg: StageConfig, out_dir: Path, callbacks: list, progress: bool, *, early_stopping: bool = True) -> L.Trainer:
     from lightning.pytorch.loggers import CSVLogger
 
     t = cfg.trainer
@@ -218,7 +219,7 @@ def build_trainer(cfg: StageConfig, out_dir: Path, callbacks: list, progress: bo
     except ModuleNotFoundError:  # tensorboard not installed: CSV only
         pass
     callbacks = list(callbacks)
-    if t.early_stopping_patience > 0:
+    if early_stopping and t.early_stopping_patience > 0:
         callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=t.early_stopping_patience, check_finite=False))
     if progress:
         callbacks.append(_progress_bar())
@@ -316,7 +317,8 @@ class BestWeights(Callback):
         if self.best_score is not None and not math.isnan(self.best_score) and not score > self.best_score:
             return
         self.best_score = score
-        self.best_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val")}
+        self.best_metrics = {k: (None if math.isnan(float(v)) else float(v))  # JSON has no NaN: undefined is null
+                             for k, v in trainer.callback_metrics.items() if k.startswith("val")}
         self.best_metrics.update(global_step=int(trainer.global_step), epoch=int(trainer.current_epoch))
         if trainer.is_global_zero:
             from dfpanel.weights.io import save_weights
