@@ -178,3 +178,20 @@ def test_best_weights_never_take_a_nan_over_a_real_score(tmp_path):
         cb.on_validation_end(trainer, None)
         bests.append(cb.best_score)
     assert math.isnan(bests[0]) and bests[1:] == pytest.approx([0.7, 0.7, 0.7, 0.8])
+
+
+def test_the_train_command_prints_an_undefined_val_auc_and_exits_zero(tmp_path, capsys):
+    """The CLI's result table once crashed formatting a null val_auc after such a run."""
+    import train_fakes  # noqa: F401  (registers the stand-in specialists)
+
+    from dfpanel.cli import main
+
+    cache = make_cache(tmp_path / "cache", counts={"train": (2, 2), "val": (2, 0)})
+    sets = ["model.specialist=fakeframe", "model.backbone=null", "model.pretrained=null", "model.image_size=null",
+            "model.dropout=null", "data.dataset=null", "data.max_videos=null", "data.frames_per_video=null",
+            "data.val_frames_per_video=null", "data.batch_size=8", "trainer.max_epochs=1"]
+    argv = ["train", "--config", "cm/tiny_ffpp", "--data", str(cache), "--out", str(tmp_path / "run"), "--quiet"]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    assert "undefined" in "".join(capsys.readouterr().out.split())

@@ -55,12 +55,17 @@ def _print_result(result: dict, title: str) -> None:
         m = r.get("metrics") or {}
         table.add_row(
             Path(r["run_dir"]).name,
-            f"{m.get('val_auc', float('nan')):.4f}",
-            f"{m.get('val_frame_auc', float('nan')):.4f}",
+            _auc(m.get("val_auc")),
+            _auc(m.get("val_frame_auc")),
             str(r.get("global_step", "")),
             str(r.get("weights", "")),
         )
     Console().print(table)
+
+
+def _auc(value) -> str:
+    """An AUC for the table; undefined (null: the val split held one class) says so."""
+    return "undefined (one class)" if value is None else f"{value:.4f}"
 
 
 def register(app: typer.Typer) -> None:
