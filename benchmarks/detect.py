@@ -89,7 +89,7 @@ counts: dict[str, int] = {}
 def timed_extract(frames: int, clip_len: int, detect_every: int | None):
     """Extraction as detection runs it, or with the detector on every frame (naive)."""
     from dfpanel.detect.pipeline import _TimedDetector
-    from dfpanel.extract.run import ExtractConfig, extract_video, get_detector
+    from dfpanel.extract.video import ExtractConfig, extract_video, get_detector
 
     cfg = ExtractConfig(frames=frames, clip_len=clip_len)
     if detect_every:
@@ -114,7 +114,7 @@ def naive_extract(frames: int, clip_len: int):
     same extraction code, whose own time is not counted (only the naive decode and detection are)."""
     import av
 
-    from dfpanel.extract.run import ExtractConfig, extract_video, get_detector
+    from dfpanel.extract.video import ExtractConfig, extract_video, get_detector
 
     cfg = ExtractConfig(frames=frames, clip_len=clip_len, detect_every=1)
 

@@ -24,14 +24,8 @@ from dfpanel.extract.faces import (
     track_faces,
 )
 from dfpanel.extract.merge import merge_caches
-from dfpanel.extract.run import (
-    ExtractConfig,
-    extract_video,
-    get_detector,
-    run_extraction,
-    select_records,
-    shard_of,
-)
+from dfpanel.extract.run import run_extraction, select_records, shard_of
+from dfpanel.extract.video import ExtractConfig, extract_video, get_detector
 from dfpanel.index.manifest import VideoRecord, write_manifest
 
 CFG = ExtractConfig(frames=16, clip_len=8)
@@ -148,7 +142,7 @@ def test_rotated_video_is_extracted_upright(dataset):
 
 
 def test_a_face_lost_by_refinement_is_detected_in_full_in_that_clip():
-    from dfpanel.extract.run import detect_clips
+    from dfpanel.extract.video import detect_clips
 
     class Flaky(FaceDetector):
         name = "flaky"

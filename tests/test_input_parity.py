@@ -182,7 +182,7 @@ def test_detection_extracts_with_the_weights_non_default_settings(golden, tmp_pa
 
 def test_specialists_with_different_specs_extract_once_per_spec(golden, tmp_path, monkeypatch):
     _, videos, _ = golden
-    import dfpanel.extract.run as extract_run
+    import dfpanel.extract.video as extract_run
 
     a = InputSpec(frames=8, clip_len=4)
     b = a.replace(min_face_size=30, context_scale=1.6)

@@ -104,7 +104,7 @@ def test_extraction_records_the_spec_and_refuses_to_mix_settings(tmp_path, capsy
 def test_cache_entries_record_their_spec_in_meta(tmp_path):
     from video_factory import VideoSpec, make_video
 
-    from dfpanel.extract.run import extract_video
+    from dfpanel.extract.video import extract_video
 
     path = make_video(tmp_path / "v.mp4", VideoSpec(seconds=0.4, click_at=0.2, square=0.9))
     spec = InputSpec(frames=4, clip_len=4, context_scale=1.6)

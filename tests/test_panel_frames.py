@@ -162,7 +162,7 @@ def test_the_demo_fits_and_detects_on_the_same_frames(tmp_path, monkeypatch):
     assert extract and all(a[a.index("--frames") + 1] == "12" for a in extract)
     assert len(detect) == 1 and "--frames" not in detect[0]
     # what `extract --frames 12` records is what the fit writes to panel.json
-    from dfpanel.extract.run import ExtractConfig
+    from dfpanel.extract.video import ExtractConfig
 
     cache = tmp_path / "cache"
     from dfpanel.extract.cache import record_cache_spec

@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 
-
 def register(app: typer.Typer) -> None:
     @app.command("export")
     def export(

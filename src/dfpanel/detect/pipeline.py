@@ -74,7 +74,7 @@ class VideoOutcome:
 def default_extract(spec: InputSpec, device: str = "cpu") -> ExtractFn:
     """`extract_video` with exactly `spec` (the weights' input spec), the detector timed so decode
     and face finding report separately."""
-    from dfpanel.extract.run import ExtractConfig, extract_video, get_detector
+    from dfpanel.extract.video import ExtractConfig, extract_video, get_detector
 
     ecfg = ExtractConfig(spec, device=device)
 

@@ -25,8 +25,8 @@ from dfpanel.extract.cache import (
     read_cache_spec,
     record_cache_spec,
 )
-from dfpanel.extract.spec import check_same_views
 from dfpanel.extract.report import failure_key, merge_reports, read_report
+from dfpanel.extract.spec import check_same_views
 
 
 def merge_caches(out: str | os.PathLike, sources: list[str | os.PathLike], move: bool = False) -> dict:

@@ -1,16 +1,7 @@
-"""Videos -> face-track cache.
-
-`extract_video` turns one video into face tracks in memory (detection of a single video reuses it);
-`run_extraction` does a whole manifest into a cache: a process pool, resume (a video with a
-committed entry and an index row is skipped), `--shard i/n` by a stable hash of the id, and
-per-video failures recorded with their reason instead of stopping the run.
-
-Per video: decode only the sampled frames (clips of consecutive frames spread over the video, by
-seeking); search each clip's first frame for faces and follow them through the clip with the
-detector's refine step (MTCNN's O-Net on the previous frame's box: real boxes and landmarks on every
-frame for ~2% of a full detection each); where a face is lost, or with `track="interpolate"`, detect
-on every k-th frame (every frame where those disagree) and interpolate between; link into tracks;
-cut square context crops (2x the face box) at native resolution; keep the audio (16 kHz mono).
+"""A manifest -> face-track cache: `run_extraction` runs `extract_video` (`dfpanel.extract.video`) over a
+manifest with a process pool, resume (a video with a committed entry and an index row is skipped),
+`--shard i/n` by a stable hash of the id, and per-video failures recorded with their reason instead of
+stopping the run. Each video's tracks are committed atomically (`write_tracks`).
 """
 
 from __future__ import annotations
@@ -21,358 +12,25 @@ import os
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
-from dfpanel.errors import ConfigError, DfpanelError, NoFaceError, VideoError
+from dfpanel.errors import ConfigError, DfpanelError
 from dfpanel.extract.cache import (
     INDEX_FILE,
-    AudioInfo,
     CacheIndexRow,
     EntryWriter,
-    FrameRecord,
-    TrackMeta,
     append_index_row,
-    normalise_audio,
     record_cache_spec,
 )
-from dfpanel.extract.decode import VideoReader, plan_clips
-from dfpanel.extract.faces import (
-    Detection,
-    FaceDetector,
-    FaceTrack,
-    context_box,
-    create_detector,
-    iou,
-    track_faces,
-)
+from dfpanel.extract.faces import FaceDetector
 from dfpanel.extract.report import failure_key, update_report
-from dfpanel.extract.spec import DEFAULT_SPEC, InputSpec
+from dfpanel.extract.video import ExtractConfig, extract_video, get_detector
 from dfpanel.index.manifest import VideoRecord, iter_manifest
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, init=False)
-class ExtractConfig:
-    """How to extract: the InputSpec (every setting that shapes pixels and audio: the one source of
-    truth, recorded in the cache) plus operational settings that change nothing in the output.
-
-    `ExtractConfig(spec)`, or `ExtractConfig(frames=16, min_face_size=60, device="cuda")` for a
-    default spec with those fields changed (`all_faces=True` is `faces="all"`)."""
-
-    spec: InputSpec
-    device: str  # for the detector: cpu or cuda[:N]
-    decode_threads: int  # codec threads (0 = FFmpeg's choice); workers use 1
-
-    def __init__(self, spec: InputSpec | None = None, *, device: str = "cpu", decode_threads: int = 0, **spec_fields):
-        if "all_faces" in spec_fields:
-            spec_fields["faces"] = "all" if spec_fields.pop("all_faces") else "main"
-        spec = spec or DEFAULT_SPEC
-        object.__setattr__(self, "spec", spec.replace(**spec_fields) if spec_fields else spec)
-        object.__setattr__(self, "device", device)
-        object.__setattr__(self, "decode_threads", decode_threads)
-
-    # Read access to the spec's fields, so extraction code reads cfg.frames, cfg.min_score...
-    frames = property(lambda self: self.spec.frames)
-    clip_len = property(lambda self: self.spec.clip_len)
-    detector = property(lambda self: self.spec.detector)
-    min_face_size = property(lambda self: self.spec.min_face_size)
-    max_side = property(lambda self: self.spec.max_side)
-    min_score = property(lambda self: self.spec.min_score)
-    track = property(lambda self: self.spec.track)
-    detect_every = property(lambda self: self.spec.detect_every)
-    context_scale = property(lambda self: self.spec.context_scale)
-    all_faces = property(lambda self: self.spec.all_faces)
-
-    def with_spec(self, **changes) -> "ExtractConfig":
-        return ExtractConfig(self.spec.replace(**changes), device=self.device, decode_threads=self.decode_threads)
-
-    def as_dict(self) -> dict:
-        return {"input_spec": self.spec.to_dict(), "device": self.device, "decode_threads": self.decode_threads}
-
-    def validate(self) -> "ExtractConfig":
-        if self.frames < 1 or self.clip_len < 1:
-            raise ConfigError(f"--frames ({self.frames}) and --clip-len ({self.clip_len}) must be at least 1")
-        from dfpanel.extract.faces import DETECTORS
-
-        if self.detector not in DETECTORS:
-            raise ConfigError(f"unknown face detector {self.detector!r}; choose one of: {', '.join(sorted(DETECTORS))}")
-        return self
-
-
-# -- one video -----------------------------------------------------------------------------------
-
-_detector_cache: dict[tuple, FaceDetector] = {}
-
-
-def get_detector(cfg: ExtractConfig) -> FaceDetector:
-    """One detector per process and configuration (loading MTCNN costs ~0.1 s; keep it)."""
-    key = (cfg.detector, cfg.device, cfg.min_face_size, cfg.max_side)
-    if key not in _detector_cache:
-        _detector_cache[key] = create_detector(
-            cfg.detector, device=cfg.device, min_face_size=cfg.min_face_size, max_side=cfg.max_side
-        )
-    return _detector_cache[key]
-
-
-def sparse_positions(clip_positions: list[int], every: int) -> list[int]:
-    """First, every k-th and last position of one clip."""
-    picked = clip_positions[::every]
-    if clip_positions and clip_positions[-1] not in picked:
-        picked.append(clip_positions[-1])
-    return picked
-
-
-def _unsteady(dets_by_pos: list[list[Detection]], main_only: bool) -> bool:
-    """Should this clip get dense detection? Yes when the detected frames disagree on how many
-    faces there are (only whether there is one, when keeping the main face), or the largest face
-    jumps (IoU < 0.3: more than about half its width) between them."""
-    counts = {min(len(d), 1) if main_only else len(d) for d in dets_by_pos}
-    if len(counts) > 1:
-        return True
-    if counts == {0}:
-        return False
-    tops = [max(d, key=lambda x: x.area).box for d in dets_by_pos]
-    return any(iou(a, b) < 0.3 for a, b in zip(tops, tops[1:]))
-
-
-def _detect(detector: FaceDetector, frames: list[np.ndarray], positions: list[int], min_score: float) -> dict[int, list[Detection]]:
-    if not positions:
-        return {}
-    found = detector.detect([frames[p] for p in positions])
-    return {p: [d for d in ds if d.score >= min_score] for p, ds in zip(positions, found)}
-
-
-ROI_SCALE = 2.5  # region searched around a known face, x its box
-ROI_FACE_PX = 80  # the region is downscaled so the known face is about this big (2x min_face_size)
-
-
-def _detect_roi(
-    detector: FaceDetector, frames: list[np.ndarray], positions: list[int], anchor: Detection, cfg: ExtractConfig
-) -> dict[int, list[Detection]]:
-    """Detect only in a region around a face found a few frames earlier, downscaled so that face is
-    ~ROI_FACE_PX: a fraction of a full-frame pass. Boxes come back in frame pixels."""
-    import cv2
-
-    if not positions:
-        return {}
-    h, w = frames[positions[0]].shape[:2]
-    x0, y0, x1, y1 = context_box(anchor.box, w, h, scale=ROI_SCALE)
-    face = max(anchor.box[2] - anchor.box[0], anchor.box[3] - anchor.box[1], 1.0)
-    s = min(1.0, max(ROI_FACE_PX, 2 * cfg.min_face_size) / face)
-    size = (max(1, round((x1 - x0) * s)), max(1, round((y1 - y0) * s)))
-    crops = [frames[p][y0:y1, x0:x1] for p in positions]
-    if s < 1.0:
-        crops = [cv2.resize(c, size, interpolation=cv2.INTER_AREA) for c in crops]
-    sx, sy = (x1 - x0) / crops[0].shape[1], (y1 - y0) / crops[0].shape[0]
-    out = {}
-    for p, ds in zip(positions, detector.detect(crops)):
-        out[p] = [
-            Detection(d.box * [sx, sy, sx, sy] + [x0, y0, x0, y0], d.landmarks * [sx, sy] + [x0, y0], d.score)
-            for d in ds
-            if d.score >= cfg.min_score
-        ]
-    return out
-
-
-def detect_clips(
-    detector: FaceDetector, frames: list[np.ndarray], clip_positions: list[list[int]], cfg: ExtractConfig
-) -> tuple[dict[int, list[Detection]], int]:
-    """Detections for the sampled frames: position -> detections, and how many positions needed a
-    full-frame pass beyond the plan. With `track="refine"` (and a detector that can), each clip's
-    first frame is searched whole and its faces followed frame to frame by the detector's refine
-    step; otherwise detection runs on every k-th frame and tracking interpolates between."""
-    stats = {"full": 0, "roi": 0, "refined": 0, "dense": 0}
-    if cfg.track == "refine" and detector.refine([], []) is not None:
-        dets = _detect_refine(detector, frames, clip_positions, cfg, stats)
-    else:
-        dets = _detect_sparse(detector, frames, clip_positions, cfg, {}, stats)
-    return dets, stats
-
-
-def _detect_refine(detector, frames, clip_positions, cfg, stats):
-    dets = _detect(detector, frames, [cp[0] for cp in clip_positions], cfg.min_score)
-    stats["full"] += len(clip_positions)
-    chains: dict[int, list[Detection]] = {}
-    for c, cp in enumerate(clip_positions):
-        found = dets[cp[0]]
-        chains[c] = found if cfg.all_faces else sorted(found, key=lambda d: -d.area)[:1]
-    lost: set[int] = set()
-    for k in range(1, max(len(cp) for cp in clip_positions)):
-        batch = [(c, cp[k], d) for c, cp in enumerate(clip_positions) if c not in lost and k < len(cp) for d in chains[c]]
-        if not batch:
-            break
-        refined = detector.refine([frames[p] for _, p, _ in batch], [d.box for _, _, d in batch])
-        stats["refined"] += len(batch)
-        new: dict[int, list[Detection]] = {}
-        for (c, p, _), r in zip(batch, refined):
-            dets.setdefault(p, [])
-            if r.score >= cfg.min_score:
-                new.setdefault(c, []).append(r)
-                dets[p].append(r)
-            else:
-                lost.add(c)  # the face slipped away mid-clip: detect this clip in full instead
-        chains.update(new)
-    # Clips with no face on their first frame, or a face lost: the full-frame way.
-    redo = [c for c, cp in enumerate(clip_positions) if c in lost or not dets[cp[0]]]
-    for c in redo:
-        for p in clip_positions[c][1:]:
-            dets.pop(p, None)
-    return _detect_sparse(detector, frames, [clip_positions[c] for c in redo], cfg.with_spec(faces="all"), dets, stats)
-
-
-def _detect_sparse(detector, frames, clip_positions, cfg, known, stats):
-    """Per clip its first, every k-th and last frame; every frame of a clip where those disagree.
-    Keeping only the main face, the first frame of each clip is searched whole and the others
-    only around the largest face found there. Positions in `known` are not detected again."""
-    dets = dict(known)
-    sparse = [sparse_positions(ps, cfg.detect_every) for ps in clip_positions]
-    main_only = not cfg.all_faces
-
-    def run(positions):
-        todo = [p for p in positions if p not in dets]
-        stats["full"] += len(todo)
-        dets.update(_detect(detector, frames, todo, cfg.min_score))
-
-    if main_only:
-        run([sp[0] for sp in sparse])
-        full = []
-        for sp in sparse:
-            if dets[sp[0]]:
-                anchor = max(dets[sp[0]], key=lambda d: d.area)
-                todo = [p for p in sp[1:] if p not in dets]
-                stats["roi"] += len(todo)
-                dets.update(_detect_roi(detector, frames, todo, anchor, cfg))
-            else:
-                full.extend(sp[1:])
-        run(full)
-    else:
-        run([p for sp in sparse for p in sp])
-    dense = [p for ps, sp in zip(clip_positions, sparse) if _unsteady([dets[q] for q in sp], main_only) for p in ps if p not in dets]
-    run(dense)
-    stats["dense"] += len(dense)
-    return dets
-
-
-def extract_video(
-    path: str | os.PathLike,
-    cfg: ExtractConfig | None = None,
-    video_id: str = "video",
-    dataset: str = "folder",
-    detector: FaceDetector | None = None,
-    timings: dict | None = None,
-) -> list[tuple[TrackMeta, list[np.ndarray], np.ndarray | None]]:
-    """Face tracks of one video, main track first: (meta, RGB crops in meta.frames order, audio
-    float32 mono at the spec's rate, already normalised exactly as the cache stores it, or None). Raises VideoError (unreadable) or NoFaceError. `timings`, if
-    given, receives seconds spent per stage (decode, audio, faces, crops)."""
-    cfg = (cfg or ExtractConfig()).validate()
-    detector = detector or get_detector(cfg)
-    path = Path(path)
-    timings = {} if timings is None else timings
-    t = time.perf_counter()
-    with VideoReader(path, threads=cfg.decode_threads) as reader:
-        info = reader.info
-        planned = plan_clips(info.n_frames, cfg.frames, cfg.clip_len)
-        decoded = {f.index: f for f in reader.frames([i for c in planned for i in c])}
-        clips = [c for c in planned if all(i in decoded for i in c)]  # only whole clips
-        if not clips:
-            raise VideoError(f"{path}: none of the sampled frames could be decoded; the file is corrupt or truncated")
-        timings["decode"] = time.perf_counter() - t
-        t = time.perf_counter()
-        audio = reader.audio(cfg.spec.audio_rate) if info.has_audio else None
-        if audio is not None:  # normalised once, here: the cache's WAV holds exactly these floats
-            audio = (normalise_audio(audio[0], cfg.spec.audio_norm), audio[1])
-        truncated = reader.truncated
-        timings["audio"] = time.perf_counter() - t
-    t = time.perf_counter()
-
-    sampled = [decoded[i] for c in clips for i in c]
-    clip_of = [k for k, c in enumerate(clips) for _ in c]
-    frames = [f.rgb for f in sampled]
-    clip_positions = [[p for p, k in enumerate(clip_of) if k == c] for c in range(len(clips))]
-
-    dets, stats = detect_clips(detector, frames, clip_positions, cfg)
-
-    tracks = track_faces(clip_of, dets)
-    if not tracks:
-        raise NoFaceError(f"{path}: no face found in {len(dets)} frames checked; remove it from the manifest or lower --min-face-size")
-    n_found = len(tracks)
-    timings["faces"] = time.perf_counter() - t
-    t = time.perf_counter()
-    if not cfg.all_faces:
-        tracks = tracks[:1]
-
-    audio_info = None
-    if audio is not None:
-        samples, start = audio
-        audio_info = AudioInfo(file="audio.wav", sample_rate=cfg.spec.audio_rate, start_time=start, n_samples=int(len(samples)))
-    out = []
-    for k, track in enumerate(tracks):
-        meta, crops = _track_output(track, sampled, clip_of, info, cfg, audio_info, video_id, dataset, k, detector.name)
-        meta.extra.update(detection=stats, track=cfg.track, n_tracks=n_found, truncated=truncated)
-        meta.input_spec = cfg.spec.to_dict()
-        out.append((meta, crops, audio[0] if audio is not None else None))
-    timings["crops"] = time.perf_counter() - t
-    return out
-
-
-def _clip_sizes(records: list[FrameRecord]) -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for f in records:
-        out.setdefault(f.clip, []).append(f.index)
-    return out
-
-
-def track_video_id(video_id: str, k: int) -> str:
-    return video_id if k == 0 else f"{video_id}__t{k}"
-
-
-def _track_output(track: FaceTrack, sampled, clip_of, info, cfg, audio_info, video_id, dataset, k, detector_name):
-    records, crops = [], []
-    # Renumber clips so each track's clips count from 0 (a face may miss some clips).
-    clip_ids = {c: n for n, c in enumerate(sorted({clip_of[p.pos] for p in track.points}))}
-    # One crop size per clip (the median face size in it): TM and AV stack a clip's crops.
-    sides: dict[int, float] = {}
-    for c in clip_ids:
-        boxes = np.stack([p.box for p in track.points if clip_of[p.pos] == c])
-        sides[c] = cfg.context_scale * float(np.median(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])))
-    for n, point in enumerate(track.points):
-        frame = sampled[point.pos]
-        crop_box = context_box(point.box, info.width, info.height, side=sides[clip_of[point.pos]])
-        x0, y0, x1, y1 = crop_box
-        crops.append(np.ascontiguousarray(frame.rgb[y0:y1, x0:x1]))
-        records.append(
-            FrameRecord(
-                index=frame.index,
-                time=frame.time,
-                clip=clip_ids[clip_of[point.pos]],
-                box=[round(float(v), 2) for v in point.box],
-                crop_box=crop_box,
-                landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in point.landmarks],
-                score=round(float(point.score), 4),
-                file=f"crops/{n:06d}.png",
-                detected=point.detected,
-            )
-        )
-    meta = TrackMeta(
-        video_id=track_video_id(video_id, k),
-        dataset=dataset,
-        source=str(Path(info.path).resolve()),
-        source_size=[info.width, info.height],
-        fps=info.fps,
-        duration=info.duration,
-        codec=info.codec,
-        rotation=info.rotation,
-        clip_len=max(len(v) for v in _clip_sizes(records).values()),  # shorter than asked for a short video
-        frames=records,
-        audio=audio_info,
-        track_id=k,
-        detector=detector_name,
-    )
-    return meta, crops
 
 
 # -- one video into the cache --------------------------------------------------------------------
@@ -632,7 +290,7 @@ class _WorkerPool:
         self.cfg, self.workers = replace(cfg, decode_threads=1), workers
         if "forkserver" in mp.get_all_start_methods():
             self.ctx = mp.get_context("forkserver")
-            self.ctx.set_forkserver_preload(["torch", "facenet_pytorch", "cv2", "av", "dfpanel.extract.run"])
+            self.ctx.set_forkserver_preload(["torch", "facenet_pytorch", "cv2", "av", "dfpanel.extract.run", "dfpanel.extract.video"])
         else:
             self.ctx = mp.get_context("spawn")
 

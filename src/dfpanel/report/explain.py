@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 def looks_for(name: str) -> str:
     """What a specialist's "fake" means, for people who do not know the model names (its class's
     `looks_for`; a specialist that is not registered gets the generic sentence)."""

@@ -7,10 +7,9 @@ loss's class weight must be known before the LightningModule exists.
 
 from __future__ import annotations
 
-import logging
-
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Sequence
 
 import lightning as L
@@ -28,7 +27,6 @@ from dfpanel.views.samples import (
     pos_weight_from_labels,
     select_rows,
 )
-
 
 log = logging.getLogger(__name__)
 
