@@ -394,3 +394,32 @@ def test_fuzz_mutated_containers_fail_cleanly(tmp_path, seeds, case):
 @given(case=mutated())
 def test_fuzz_mutated_containers_fail_cleanly_many(tmp_path, seeds, case):
     fuzz_once(tmp_path, seeds, case)
+
+
+# What the fuzzing found, kept as fixed cases.
+def test_unknown_codec_id_is_a_clean_error(tmp_path):
+    """An MKV whose CodecID is damaged has a stream without a codec context: it was AttributeError."""
+    mkv = make_video(tmp_path / "a.mkv", VideoSpec(seconds=0.4, size=(96, 72), face_height=40, container_ext=".mkv"))
+    bad = tmp_path / "bad.mkv"
+    bad.write_bytes(mkv.read_bytes().replace(b"V_MPEG4/ISO/AVC", b"V_MPEG4/ISO/XYZ"))
+    with pytest.raises(NotAVideo, match="codec cannot be decoded") as probe_err:
+        probe_video(bad)
+    assert probe_err.value.corrupt
+    with pytest.raises(VideoError, match="bad.mkv: the video stream's codec cannot be decoded"):
+        VideoReader(bad)
+
+
+def test_damaged_keyframe_table_still_decodes(tmp_path):
+    """An MP4 whose stss (keyframe table) names no frame at or before 0: seeking raised
+    av.error.PermissionError out of VideoReader; now it seeks to any frame and decodes on."""
+    spec = VideoSpec(seconds=0.5, size=(96, 72), face_height=40, gop=4)
+    mp4 = faststart(make_video(tmp_path / "a.mp4", spec), tmp_path / "fs.mp4")
+    b = bytearray(mp4.read_bytes())
+    i = b.find(b"stss")
+    assert b[i + 12:i + 16] == b"\x00\x00\x00\x01"
+    b[i + 15] = 5  # the first keyframe is said to be frame 5
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(b))
+    with VideoReader(bad) as reader:
+        assert reader.info.n_frames == 12
+        assert len(reader.frames(range(12))) > 0

@@ -83,11 +83,14 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         with av.open(str(path), metadata_errors="ignore") as container:
             fmt = container.format.name
             streams = container.streams.video
-            if fmt in TEXT_FORMATS or any(s.codec_context.name in TEXT_CODECS for s in streams):
+            if fmt in TEXT_FORMATS or any(s.codec_context is not None and s.codec_context.name in TEXT_CODECS
+                                          for s in streams):
                 raise NotAVideo("not a video (a text file)")
             if fmt in _IMAGE_FORMATS or not streams:
                 raise NotAVideo(f"no video stream (format {fmt})")
             vs = streams[0]
+            if vs.codec_context is None:  # a codec id FFmpeg cannot decode (often a damaged header)
+                raise NotAVideo("the video stream's codec cannot be decoded", corrupt=True)
             if vs.frames == 1 or (vs.codec_context.name in {"png", "mjpeg", "bmp"} and fmt.endswith("_pipe")):
                 raise NotAVideo("a still image, not a video")
             fps = float(vs.average_rate) if vs.average_rate else None

@@ -105,6 +105,10 @@ class VideoReader:
             raise VideoError(f"{self.path}: cannot open video ({_reason(exc)}); the file is corrupt or not a video") from None
         try:
             self._setup(threads)
+        except (av.error.FFmpegError, ValueError, OverflowError, MemoryError) as exc:
+            # a damaged file can fail anywhere while the index and first frame are read
+            self.container.close()
+            raise VideoError(f"{self.path}: cannot read video ({_reason(exc)}); the file is corrupt or truncated") from None
         except BaseException:
             self.container.close()
             raise
@@ -113,6 +117,8 @@ class VideoReader:
         if not self.container.streams.video:
             raise VideoError(f"{self.path}: has no video stream")
         self.stream = self.container.streams.video[0]
+        if self.stream.codec_context is None:  # a codec id FFmpeg has no decoder for (or a damaged header)
+            raise VideoError(f"{self.path}: the video stream's codec cannot be decoded; the file is corrupt or uses an unsupported codec")
         if self.container.format.name in TEXT_FORMATS or self.stream.codec_context.name in TEXT_CODECS:
             raise VideoError(f"{self.path}: not a video (a text file)")
         self.stream.thread_count = threads
@@ -192,7 +198,17 @@ class VideoReader:
         """Seek to the keyframe at or before target_pts and yield decoded frames from there. If the
         seek lands past the target (formats without an index), decode from the start instead."""
         for seek_pts in (target_pts, self.pts[0]):
-            self.container.seek(seek_pts, stream=self.stream, backward=True, any_frame=False)
+            try:
+                self.container.seek(seek_pts, stream=self.stream, backward=True, any_frame=False)
+            except av.error.FFmpegError as exc:
+                # A damaged keyframe table (stss) can leave no keyframe to seek back to: seek to any
+                # frame at or before the target instead, and let the decoder find its footing.
+                try:
+                    self.container.seek(seek_pts, stream=self.stream, backward=True, any_frame=True)
+                except av.error.FFmpegError:
+                    log.warning("%s: seeking failed (%s)", self.path, _reason(exc))
+                    self.truncated = True
+                    return
             frames = self._decode_stream()
             first = next(frames, None)
             if first is None:
