@@ -72,13 +72,14 @@ def register(app: typer.Typer) -> None:
 
         from dfpanel.console import err_console
         from dfpanel.detect.build import build_detector, resolve_weights
-        from dfpanel.detect.run import run_detect
+        from dfpanel.detect.run import check_out_dir, run_detect
 
         for p in paths:  # before loading any weights: a typo should fail fast
             if not p.exists():
                 raise DataError(f"{p}: no such file or folder; check the path")
         if margin is not None and not 0.0 <= margin < 0.5:
             raise ConfigError(f"--margin must be in [0, 0.5), got {margin}")
+        check_out_dir(out)  # an --out that cannot hold reports fails now, not after the analysis
         detector = build_detector(
             resolve_weights(weights), frames=frames, device=device.value, backend=backend.value, margin=margin,
             only=[s.strip() for s in only.split(",") if s.strip()] if only else None, batch_size=batch_size,
@@ -95,6 +96,8 @@ def register(app: typer.Typer) -> None:
         for line in (td["notice"], td["note"]):
             if line:
                 err_console.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        for line in run.warnings:
+            err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
         n_bad = len(run.failed)
         tail = f"; summary: {run.summary[1]}" if run.summary else ""
         # soft_wrap: paths stay whole (copyable, greppable) instead of being cut at the terminal width
@@ -102,8 +105,10 @@ def register(app: typer.Typer) -> None:
             f"{len(run.outcomes) - n_bad}/{len(run.outcomes)} video(s) analysed; reports in {out}{tail}",
             highlight=False, soft_wrap=True,
         )
-        if n_bad:
-            for o in run.failed:
-                err_console.print(f"[red]not analysed[/]: {escape(str(o.path))}: {escape(o.reason or '')}",
-                                  highlight=False, soft_wrap=True)
+        for o in run.failed:
+            err_console.print(f"[red]not analysed[/]: {escape(str(o.path))}: {escape(o.reason or '')}",
+                              highlight=False, soft_wrap=True)
+        if run.summary_error:
+            err_console.print(f"[red]error:[/] {escape(run.summary_error)}", highlight=False, soft_wrap=True)
+        if run.exit_code:
             raise typer.Exit(1)

@@ -196,6 +196,11 @@ class PanelDetector:
 
         video = (info.as_dict() if info else {"path": str(path), "name": path.name})
         video["has_audio"] = entry.has_audio
+        cut = _truncation(meta.extra)
+        if cut:  # the report covers what the file holds, not what its header claims
+            video["truncation"] = cut
+            if cut["seconds_covered"] is not None:
+                video["duration"] = cut["seconds_covered"]
         detected = [f for f in meta.frames if f.detected]
         report = self._base(video, timings)
         report.update(
@@ -392,6 +397,15 @@ def face_thumbnail(entry, position: int, height: int = 112) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _truncation(extra: dict) -> dict | None:
+    """report.video.truncation from the extraction's record (None when the file is whole)."""
+    if not extra.get("truncated"):
+        return None
+    cov = extra.get("coverage") or {}
+    keys = ("frames_found", "frames_expected", "frames_decoded", "frames_sampled", "seconds_covered", "seconds_claimed")
+    return {k: cov.get(k) for k in keys}
 
 
 def _video_id(path: Path) -> str:

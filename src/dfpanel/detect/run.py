@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dfpanel.detect.discovery import Unreadable, VideoInfo, discover_videos
 from dfpanel.detect.pipeline import PanelDetector, VideoOutcome
+from dfpanel.errors import DataError
 from dfpanel.report.summary import summary_row, write_summary
 from dfpanel.report.write import write_report
 
@@ -23,6 +25,8 @@ class DetectRun:
     report_dirs: list[Path] = field(default_factory=list)
     summary: tuple[Path, Path] | None = None
     skipped: int = 0  # non-video files in folders
+    warnings: list[str] = field(default_factory=list)  # paths skipped for a reason worth naming
+    summary_error: str | None = None  # why summary.csv/html could not be written
 
     @property
     def failed(self) -> list[VideoOutcome]:
@@ -30,7 +34,33 @@ class DetectRun:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        return 1 if self.failed or self.summary_error else 0
+
+
+def check_out_dir(out: str | os.PathLike) -> Path:
+    """Make sure reports can be written under `out` before any video is analysed: it is (or can be
+    made) a folder, and a file can be created in it. A one-line DataError otherwise."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out}: is a file, not a folder; give a folder for the reports")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".dfpanel-write-check.", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise DataError(f"--out {out}: cannot write there ({exc.strerror or exc}); give a folder you can write to") from None
+    return out
+
+
+def write_failure(outcome: VideoOutcome, exc: OSError) -> VideoOutcome:
+    """The outcome of a video whose report could not be written: failed, with the reason (the
+    analysis, if any, stays in the in-memory report)."""
+    message = f"could not write report: {exc.strerror or exc}"
+    outcome.report["status"] = "failed"
+    outcome.report["error"] = {"kind": "error", "message": message}
+    outcome.report["explanation"] = [f"The report could not be written: {exc.strerror or exc}."]
+    return outcome
 
 
 def _unique_dir(out: Path, path: Path, used: set[str]) -> Path:
@@ -55,15 +85,19 @@ def run_detect(
 ) -> DetectRun:
     """Analyse every video under `paths`; a report folder per video under `out`. `summary` None:
     written when a folder was given or there is more than one video."""
-    out = Path(out)
+    out = check_out_dir(out)
     found = discover_videos(paths, exclude=[out])
-    run = DetectRun(skipped=found.skipped)
+    run = DetectRun(skipped=found.skipped, warnings=list(found.warnings))
     used: set[str] = set()
     jobs: list = sorted([*found.videos, *found.failures], key=lambda j: str(j.path))
 
     def handle(outcome: VideoOutcome) -> None:
         folder = _unique_dir(out, outcome.path, used)
-        write_report(outcome.report, folder, outcome.thumbnails)
+        try:
+            write_report(outcome.report, folder, outcome.thumbnails)
+        except OSError as exc:  # a full disk fails this video, not the run: the next may fit
+            log.warning("%s: could not write its report in %s (%s)", outcome.path, folder, exc)
+            outcome = write_failure(outcome, exc)
         run.outcomes.append(outcome)
         run.report_dirs.append(folder)
         if on_outcome:
@@ -71,7 +105,7 @@ def run_detect(
 
     def analyse(job: VideoInfo | Unreadable) -> VideoOutcome:
         if isinstance(job, Unreadable):
-            return detector.fail(job.path, "corrupt" if job.corrupt else "not_video", job.reason)
+            return detector.fail(job.path, job.error_kind, job.reason)
         try:
             return detector.analyse(job)
         except Exception as exc:  # a bug on one video must not lose the others; keep its traceback in the log
@@ -104,5 +138,9 @@ def run_detect(
     folder_given = any(Path(p).is_dir() for p in paths)
     if summary or (summary is None and (folder_given or len(run.outcomes) > 1)):
         rows = [summary_row(o.report, d.name) for o, d in zip(run.outcomes, run.report_dirs)]
-        run.summary = write_summary(rows, out)
+        try:
+            run.summary = write_summary(rows, out)
+        except OSError as exc:
+            run.summary_error = f"could not write the summary in {out}: {exc.strerror or exc}"
+            log.warning("%s", run.summary_error)
     return run

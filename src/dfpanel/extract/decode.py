@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 
 AUDIO_RATE = 16000
 
+# FFmpeg opens text files as "video": the tty demuxer renders .txt/.nfo/.asc/.diz/.ans as ANSI art,
+# and its cousins do BIN/XBIN/ADF/IDF art files. None of them is a camera's video.
+TEXT_FORMATS = {"tty", "bin", "xbin", "adf", "idf"}
+TEXT_CODECS = {"ansi", "bintext", "xbin", "idf"}
+
 
 @dataclass
 class DecodedFrame:
@@ -65,7 +70,7 @@ def plan_clips(n_frames: int, frames: int, clip_len: int) -> list[list[int]]:
     return clips
 
 
-def _rotation_of(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> int:
+def rotation_of(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> int:
     """Counterclockwise degrees that turn the decoded picture upright (multiple of 90)."""
     try:
         rot = frame.rotation  # display matrix side data (ffmpeg attaches the stream's to frames)
@@ -78,6 +83,9 @@ def _rotation_of(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> i
         except ValueError:
             rot = 0
     return (int(round(rot / 90.0)) * 90) % 360
+
+
+_rotation_of = rotation_of  # the old name
 
 
 class VideoReader:
@@ -97,6 +105,10 @@ class VideoReader:
             raise VideoError(f"{self.path}: cannot open video ({_reason(exc)}); the file is corrupt or not a video") from None
         try:
             self._setup(threads)
+        except (av.error.FFmpegError, ValueError, OverflowError, MemoryError) as exc:
+            # a damaged file can fail anywhere while the index and first frame are read
+            self.container.close()
+            raise VideoError(f"{self.path}: cannot read video ({_reason(exc)}); the file is corrupt or truncated") from None
         except BaseException:
             self.container.close()
             raise
@@ -105,11 +117,16 @@ class VideoReader:
         if not self.container.streams.video:
             raise VideoError(f"{self.path}: has no video stream")
         self.stream = self.container.streams.video[0]
+        if self.stream.codec_context is None:  # a codec id FFmpeg has no decoder for (or a damaged header)
+            raise VideoError(f"{self.path}: the video stream's codec cannot be decoded; the file is corrupt or uses an unsupported codec")
+        if self.container.format.name in TEXT_FORMATS or self.stream.codec_context.name in TEXT_CODECS:
+            raise VideoError(f"{self.path}: not a video (a text file)")
         self.stream.thread_count = threads
         self.tb = self.stream.time_base
         if self.tb is None:
             raise VideoError(f"{self.path}: video stream has no time base")
         self.truncated = False
+        self.expected_frames: int | None = None
         self._skip_below: int | None = None  # see _decode_stream
         self.pts, self.key_pts = self._index_packets()
         if not self.pts:
@@ -118,7 +135,7 @@ class VideoReader:
         first = next(self._decode_from(self.pts[0]), None)
         if first is None:
             raise VideoError(f"{self.path}: no frame could be decoded; the file is corrupt or uses an unsupported codec")
-        self.rotation = _rotation_of(first, self.stream)
+        self.rotation = rotation_of(first, self.stream)
         w, h = first.width, first.height
         if self.rotation in (90, 270):
             w, h = h, w
@@ -138,6 +155,12 @@ class VideoReader:
             has_audio=bool(self.container.streams.audio),
             start_time=times[0],
         )
+        claimed = None
+        if self.stream.duration is not None:
+            claimed = float(self.stream.duration * self.tb)
+        elif self.container.duration is not None:
+            claimed = self.container.duration / 1_000_000
+        self.claimed_duration = claimed  # what the header says (more than info.duration when truncated)
 
     # -- index ---------------------------------------------------------------------------------
     def _index_packets(self) -> tuple[list[int], list[int]]:
@@ -159,6 +182,13 @@ class VideoReader:
             # Keep what was read: a truncated tail still leaves the frames before it usable.
             log.warning("%s: stopped reading packets (%s); using the frames before that", self.path, _reason(exc))
             self.truncated = True
+        expected = int(self.stream.frames or 0)  # from the container's index (0: not recorded)
+        self.expected_frames = expected or None
+        if expected and len(pts) < expected:
+            # The index lists frames whose data is not in the file: it was cut (a partial download).
+            log.warning("%s: the index lists %d frames, the file holds %d; the rest is missing", self.path,
+                        expected, len(pts))
+            self.truncated = True
         if no_pts and not pts:
             raise VideoError(f"{self.path}: video packets carry no timestamps; remux it (ffmpeg -i IN -c copy OUT.mp4)")
         return sorted(pts), sorted(keys)
@@ -168,7 +198,17 @@ class VideoReader:
         """Seek to the keyframe at or before target_pts and yield decoded frames from there. If the
         seek lands past the target (formats without an index), decode from the start instead."""
         for seek_pts in (target_pts, self.pts[0]):
-            self.container.seek(seek_pts, stream=self.stream, backward=True, any_frame=False)
+            try:
+                self.container.seek(seek_pts, stream=self.stream, backward=True, any_frame=False)
+            except av.error.FFmpegError as exc:
+                # A damaged keyframe table (stss) can leave no keyframe to seek back to: seek to any
+                # frame at or before the target instead, and let the decoder find its footing.
+                try:
+                    self.container.seek(seek_pts, stream=self.stream, backward=True, any_frame=True)
+                except av.error.FFmpegError:
+                    log.warning("%s: seeking failed (%s)", self.path, _reason(exc))
+                    self.truncated = True
+                    return
             frames = self._decode_stream()
             first = next(frames, None)
             if first is None:

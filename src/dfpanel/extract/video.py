@@ -272,6 +272,10 @@ def extract_video(
         if audio is not None:  # normalised once, here: the cache's WAV holds exactly these floats
             audio = (normalise_audio(audio[0], cfg.spec.audio_norm), audio[1])
         truncated = reader.truncated
+        # what the file holds against what its header claims (a cut file: fewer frames, less time)
+        coverage = {"frames_found": info.n_frames, "frames_expected": reader.expected_frames,
+                    "frames_decoded": len(decoded), "frames_sampled": sum(len(c) for c in planned),
+                    "seconds_covered": info.duration, "seconds_claimed": reader.claimed_duration}
         timings["audio"] = time.perf_counter() - t
     t = time.perf_counter()
 
@@ -298,7 +302,7 @@ def extract_video(
     out = []
     for k, track in enumerate(tracks):
         meta, crops = _track_output(track, sampled, clip_of, info, cfg, audio_info, video_id, dataset, k, detector.name)
-        meta.extra.update(detection=stats, track=cfg.track, n_tracks=n_found, truncated=truncated)
+        meta.extra.update(detection=stats, track=cfg.track, n_tracks=n_found, truncated=truncated, coverage=coverage)
         meta.input_spec = cfg.spec.to_dict()
         out.append((meta, crops, audio[0] if audio is not None else None))
     timings["crops"] = time.perf_counter() - t

@@ -19,6 +19,19 @@ def _strength(p: float) -> str:
     return "weakly"
 
 
+def truncation_sentence(video: dict) -> str | None:
+    """What a cut file's verdict covers, or None when the file is whole."""
+    t = video.get("truncation")
+    if not t:
+        return None
+    covered, claimed = t.get("seconds_covered"), t.get("seconds_claimed")
+    span = (f"only its first {covered:.1f} s of {claimed:.1f} s" if covered is not None and claimed
+            else "only part of it")
+    found, expected = t.get("frames_found"), t.get("frames_expected")
+    frames = f" ({found} of {expected} frames)" if found is not None and expected else ""
+    return f"The file is truncated: {span}{frames} could be read; the verdict covers that part only."
+
+
 def explain(report: dict) -> list[str]:
     """Sentences for report['explanation'], from the verdict, specialists and moments."""
     if report["status"] != "analysed":
@@ -61,6 +74,9 @@ def explain(report: dict) -> list[str]:
     if moments and verdict != "real" and p is not None:
         times = ", ".join(f"{m['time']:.1f} s" for m in moments)
         out.append(f"The most suspicious moments are at {times} (marked on the timeline).")
+    cut = truncation_sentence(report["video"])
+    if cut:
+        out.insert(1, cut)
     faces = report["faces"]
     if faces["tracks"] > 1:
         out.append(f"{faces['tracks']} faces were found; the report covers the main (largest, longest) one.")

@@ -197,6 +197,13 @@ def _rows(pairs: list[tuple[str, str]]) -> str:
     return "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>" for k, v in pairs)
 
 
+def _truncation_banner(video: dict) -> str:
+    from dfpanel.report.explain import truncation_sentence
+
+    said = truncation_sentence(video)
+    return f'<div class="note" role="alert"><b>Truncated file</b>: {escape(said)}</div>' if said else ""
+
+
 def render_html(report: dict, thumbnails: list[dict] | None = None) -> str:
     v = report["video"]
     verdict = report["verdict"]
@@ -208,6 +215,7 @@ def render_html(report: dict, thumbnails: list[dict] | None = None) -> str:
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>dfpanel · {name}</title>
 <style>{CSS}</style></head><body><main>
 {training_banner(report.get("training_data")) if report["status"] == "analysed" else ""}
+{_truncation_banner(v)}
 <h1>{name}</h1><div class="muted">{escape(v['path'])} · analysed {escape(report['created'])} · dfpanel {escape(report['dfpanel_version'])}</div>"""
     if report["status"] != "analysed":
         err = report["error"] or {}

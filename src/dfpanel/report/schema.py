@@ -95,6 +95,16 @@ REPORT_SCHEMA: dict[str, Any] = {
                 "fps": _NUM_OR_NULL,
                 "duration": _NUM_OR_NULL,
                 "has_audio": {"type": ["boolean", "null"]},
+                # a cut file (index intact, data missing): what was analysed against what the header
+                # claims; null or absent when the file is whole. `duration` is then the time covered.
+                "truncation": {"type": ["object", "null"], "properties": {
+                    "frames_found": {"type": ["integer", "null"], "minimum": 0},
+                    "frames_expected": {"type": ["integer", "null"], "minimum": 0},
+                    "frames_decoded": {"type": ["integer", "null"], "minimum": 0},
+                    "frames_sampled": {"type": ["integer", "null"], "minimum": 0},
+                    "seconds_covered": _NUM_OR_NULL,
+                    "seconds_claimed": _NUM_OR_NULL,
+                }},
             },
         },
         "status": {"enum": ["analysed", "failed"]},

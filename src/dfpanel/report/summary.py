@@ -4,6 +4,7 @@ specialist's score, failure reason, link to its report) as summary.csv and summa
 from __future__ import annotations
 
 import csv
+import io
 import os
 from html import escape
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from dfpanel.models.specialists.base import specialist_order
 from dfpanel.report.html import CSS, VERDICT_COLORS, training_banner
 from dfpanel.report.training import summary_cell, training_data
+from dfpanel.report.write import atomic_write
 
 BASE_COLUMNS = ["video", "path", "status", "verdict", "probability", "threshold", "strongest", "faces", "reason",
                 "training_data", "report"]
@@ -55,14 +57,14 @@ def write_summary(rows: list[dict], out_dir: str | os.PathLike) -> tuple[Path, P
     spec_cols = sorted({k for r in rows for k in r if k not in BASE_COLUMNS and not k.startswith("_")},
                        key=specialist_order)
     cols = BASE_COLUMNS[:7] + spec_cols + BASE_COLUMNS[7:]
-    csv_path = out_dir / "summary.csv"
-    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: r.get(c, "") for c in cols})
-    html_path = out_dir / "summary.html"
-    html_path.write_text(render_summary_html(rows, cols), encoding="utf-8")
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: r.get(c, "") for c in cols})
+    # each file whole or not at all (a temporary name, then os.replace)
+    csv_path = atomic_write(out_dir / "summary.csv", buf.getvalue(), newline="")
+    html_path = atomic_write(out_dir / "summary.html", render_summary_html(rows, cols))
     return csv_path, html_path
 
 

@@ -1,22 +1,52 @@
-"""Write one video's report.json and report.html into its folder."""
+"""Write one video's report.json and report.html into its folder, each atomically: to a temporary
+name in the same folder, then os.replace, so a full disk or a crash never leaves a torn file (an old
+report stays whole, or there is none)."""
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
 from dfpanel.report.html import render_html
 
 
+def atomic_write(path: str | os.PathLike, data: str | bytes, encoding: str = "utf-8", newline: str | None = None) -> Path:
+    """Write `data` to `path` via a temporary file in the same folder and os.replace; on any error
+    the temporary file is removed and the error raised (the target is untouched)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        if isinstance(data, str):
+            with open(fd, "w", encoding=encoding, newline=newline) as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        else:
+            with open(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
 def write_report(report: dict, folder: str | os.PathLike, thumbnails: list[dict] | None = None) -> tuple[Path, Path]:
-    """The page is rendered first so report.json can carry the time the report step took."""
+    """The page is rendered first so report.json can carry the time the report step took. Raises
+    OSError when a file cannot be written (the caller decides what that means for the run)."""
     t = time.perf_counter()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     json_path, html_path = folder / "report.json", folder / "report.html"
-    html_path.write_text(render_html(report, thumbnails), encoding="utf-8")
+    atomic_write(html_path, render_html(report, thumbnails))
     report["timings"]["report"] = time.perf_counter() - t
-    json_path.write_text(json.dumps(report, indent=1, allow_nan=False), encoding="utf-8")
+    atomic_write(json_path, json.dumps(report, indent=1, allow_nan=False))
     return json_path, html_path
