@@ -427,11 +427,14 @@ class _WorkerPool:
 
         from dfpanel.extract.forkserver_guard import PARENT_ENV
 
-        os.environ[PARENT_ENV] = str(os.getpid())
         if self.ctx.get_start_method() == "forkserver":
             from multiprocessing import forkserver
 
-            forkserver.ensure_running()
+            os.environ[PARENT_ENV] = str(os.getpid())  # read by the fork server as it starts
+            try:
+                forkserver.ensure_running()
+            finally:
+                os.environ.pop(PARENT_ENV, None)
         pool = ProcessPoolExecutor(
             max_workers=self.workers, mp_context=self.ctx, initializer=_init_worker,
             initargs=(self.cfg, logging.getLogger().level, os.getpid()),
