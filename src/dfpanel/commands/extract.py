@@ -60,10 +60,17 @@ def register(app: typer.Typer) -> None:
             min_face_size=min_face_size, track=track, detect_every=detect_every, min_score=min_score,
             max_side=max_side, context_scale=context_scale,
         )
-        summary = run_extraction(
-            manifest, out, cfg, workers=max(1, workers), shard=parse_shard(shard), strict=strict,
-            progress=progress, splits=splits,
-        )
+        try:
+            summary = run_extraction(
+                manifest, out, cfg, workers=max(1, workers), shard=parse_shard(shard), strict=strict,
+                progress=progress, splits=splits,
+            )
+        except KeyboardInterrupt as exc:  # Ctrl-C (130) or SIGTERM (143): what finished is on record
+            done = getattr(exc, "summary", None)
+            what = getattr(exc, "signal_name", "SIGINT")
+            tally = f"{done['ok']} video(s) done this run, {done['failed']} failed, recorded in {out}; " if done else ""
+            console.print(f"[red]extract interrupted[/] ({what}): {tally}re-run the same command to resume", highlight=False, soft_wrap=True)
+            raise typer.Exit(getattr(exc, "exit_code", 130)) from None
         print_summary(summary)
         if summary["exit_code"]:
             raise typer.Exit(summary["exit_code"])

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dfpanel.errors import ConfigError, DataError
+from dfpanel.errors import ConfigError, DataError, DfpanelError
 from dfpanel.extract.spec import DEFAULT_SPEC, SPEC_FILE, InputSpec, check_same_views
 
 log = logging.getLogger(__name__)
@@ -214,14 +214,102 @@ def write_wav(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = A
         w.writeframes(pcm.tobytes())
 
 
+TMP_PREFIX = ".tmp-"
+_OWNER_SEP = "~"  # .tmp-<video_id>~<host>~<pid>.<process start>~<random>: parsed from the right
+
+
+def _host() -> str:
+    import socket
+
+    return "".join(c if c.isalnum() or c in ".-_" else "_" for c in socket.gethostname()) or "host"
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot, Linux /proc), so a reused pid is not taken for
+    the process that made a temp entry; None where /proc is not available or the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode("ascii", "replace")
+        fields = stat[stat.rindex(")") + 2:].split()
+        return None if fields[0] == "Z" else fields[19]  # a zombie is gone too
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def temp_owner_tag() -> str:
+    """<host>~<pid>.<start time>: who owns the temp entries this process writes."""
+    pid = os.getpid()
+    return f"{_host()}{_OWNER_SEP}{pid}.{_start_time(pid) or 0}"
+
+
+def temp_entry_owner_alive(name: str) -> bool | None:
+    """For a temp entry folder name: True when the process that writes it is alive, False when it is
+    gone, None when that cannot be known here (another host, or a name without an owner: an older
+    dfpanel)."""
+    if not name.startswith(TMP_PREFIX):
+        return None
+    parts = name[len(TMP_PREFIX):].rsplit(_OWNER_SEP, 3)
+    if len(parts) != 4:
+        return None
+    _, host, proc, _ = parts
+    if host != _host():
+        return None
+    try:
+        pid_text, start = proc.split(".", 1)
+        pid = int(pid_text)
+    except ValueError:
+        return None
+    if pid == os.getpid():
+        return True
+    now = _start_time(pid)
+    if now is not None:
+        return start == "0" or now == start
+    if os.path.isdir("/proc"):
+        return False  # no such process (or a zombie)
+    try:  # no /proc: ask the kernel whether the pid exists
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+class CacheFullError(DfpanelError):
+    """The cache's disk is full (ENOSPC) or its quota spent (EDQUOT): the run stops, nothing is
+    recorded as a failed video, and a re-run resumes once there is space."""
+
+    exit_code = 1
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    import errno
+
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_message(cache_root: str | os.PathLike, what: str) -> str:
+    return (f"no space left on the disk of the cache folder {cache_root} while writing {what}; free some space "
+            f"(or extract into another --out) and re-run the same command to resume")
+
+
 class EntryWriter:
     """Builds one entry in a temp folder and renames it into place on commit, so an entry is
-    complete or absent even if the process is killed mid-write."""
+    complete or absent even if the process is killed mid-write. The temp folder's name says which
+    process on which host owns it (`temp_owner_tag`), so a later run removes the temp folders of a
+    killed run at once and never those of a live concurrent one. A failed write (a full disk:
+    OSError) removes the temp folder before the error propagates."""
 
     def __init__(self, cache_root: str | os.PathLike, dataset: str, video_id: str):
         self.final = Path(cache_root) / dataset / video_id
-        self.tmp = Path(cache_root) / dataset / f".tmp-{video_id}-{uuid.uuid4().hex[:8]}"
-        (self.tmp / "crops").mkdir(parents=True, exist_ok=False)
+        self.tmp = Path(cache_root) / dataset / (
+            f"{TMP_PREFIX}{video_id}{_OWNER_SEP}{temp_owner_tag()}{_OWNER_SEP}{uuid.uuid4().hex[:8]}"
+        )
+        try:
+            (self.tmp / "crops").mkdir(parents=True, exist_ok=False)
+        except BaseException:
+            self.abort()
+            raise
 
     def add_crop(self, position: int, rgb: np.ndarray) -> str:
         from PIL import Image

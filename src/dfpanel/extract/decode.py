@@ -248,8 +248,12 @@ class VideoReader:
         """Decode the frames at these indices (any order; returned sorted). Seeks to the nearest
         keyframe before each run of wanted frames unless decoding on from the current position is
         no longer than that. Frames that cannot be decoded are missing from the result."""
+        return list(self.iter_frames(indices))
+
+    def iter_frames(self, indices: Sequence[int]) -> Iterator[DecodedFrame]:
+        """`frames`, one frame at a time as it is decoded (the same frames, the same decoding), so a
+        caller can hold only some of them."""
         wanted = sorted({i for i in indices if 0 <= i < len(self.pts)})
-        out: list[DecodedFrame] = []
         frames_iter: Iterator[av.VideoFrame] | None = None
         last_pts: int | None = None
         j = 0
@@ -266,8 +270,8 @@ class VideoReader:
                     while j < len(wanted) and self.pts[wanted[j]] < frame.pts:
                         j += 1  # a wanted frame the decoder never produced
                     if j < len(wanted) and frame.pts == self.pts[wanted[j]]:
-                        out.append(DecodedFrame(wanted[j], float(frame.pts * self.tb), self._to_rgb(frame)))
                         j += 1
+                        yield DecodedFrame(wanted[j - 1], float(frame.pts * self.tb), self._to_rgb(frame))
                     if j >= len(wanted):
                         break
                     target = self._skip_below = self.pts[wanted[j]]
@@ -277,7 +281,6 @@ class VideoReader:
                     break  # decoder ran dry: whatever is still wanted cannot be decoded
         finally:
             self._skip_below = None
-        return out
 
     def _keyframe_between(self, after_pts: int, upto_pts: int) -> bool:
         """Is there a keyframe in (after_pts, upto_pts]? Then seeking there beats decoding on."""

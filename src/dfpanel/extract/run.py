@@ -20,13 +20,18 @@ import numpy as np
 from dfpanel.errors import ConfigError, DfpanelError
 from dfpanel.extract.cache import (
     INDEX_FILE,
+    TMP_PREFIX,
+    CacheFullError,
     CacheIndexRow,
     EntryWriter,
     append_index_row,
+    disk_full_message,
+    is_disk_full,
     record_cache_spec,
+    temp_entry_owner_alive,
 )
 from dfpanel.extract.faces import FaceDetector
-from dfpanel.extract.report import failure_key, update_report
+from dfpanel.extract.report import REPORT_FILE, failure_key, update_report
 from dfpanel.extract.video import ExtractConfig, extract_video, get_detector
 from dfpanel.index.manifest import VideoRecord, iter_manifest
 
@@ -80,7 +85,14 @@ def process_record(record: VideoRecord, out: Path, cfg: ExtractConfig, detector:
         result["timings"] = timings
         tracks = extract_video(record.abspath, cfg, video_id=record.id, dataset=record.dataset, detector=detector, timings=timings)
         t = time.perf_counter()
-        rows = write_tracks(out, tracks, record)
+        try:
+            rows = write_tracks(out, tracks, record)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            # Not this video's fault: the run must stop (and the video stay to do), not record a failure.
+            result.update(error="DiskFull", disk_full=True, reason=disk_full_message(out, f"the entry of {record.id}"))
+            return result
         timings["write"] = time.perf_counter() - t
         result.update(ok=True, rows=[asdict(r) for r in rows], frames=sum(len(m.frames) for m, _, _ in tracks))
     except DfpanelError as exc:
@@ -131,18 +143,25 @@ def done_ids(out: Path) -> set[tuple[str, str]]:
 
 
 def remove_stale_temp(out: Path, older_than_s: float = 3600.0) -> int:
-    """Delete entry temp folders left by killed runs. Only old ones: another run sharing the cache
-    may be writing a young one right now (an entry takes seconds to write)."""
+    """Delete entry temp folders left by killed runs: those whose owning process (named in the
+    folder's name, `EntryWriter`) is gone, whatever their age; never one whose owner is alive (a
+    concurrent run writing it right now). A folder whose owner cannot be checked (another host
+    sharing the cache, or an older dfpanel's name) is removed only once older than `older_than_s`."""
     import shutil
 
     now, n = time.time(), 0
-    for tmp in out.glob("*/.tmp-*"):
+    for tmp in out.glob(f"*/{TMP_PREFIX}*"):
         try:
-            if tmp.is_dir() and now - tmp.stat().st_mtime > older_than_s:
+            if not tmp.is_dir():
+                continue
+            alive = temp_entry_owner_alive(tmp.name)
+            if alive is False or (alive is None and now - tmp.stat().st_mtime > older_than_s):
                 shutil.rmtree(tmp, ignore_errors=True)
                 n += 1
         except OSError:
             continue
+    if n:
+        log.info("%s: removed %d temp entry folder(s) left by killed runs", out, n)
     return n
 
 
@@ -156,19 +175,94 @@ def select_records(
     return [r for r in rows if n == 1 or shard_of(r.id, n) == i]
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (what `timeout`, systemd and job schedulers send) stops a run as Ctrl-C does: the
+    parent stops handing out videos, records what finished, and the command exits 143 (128 + 15)."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(signum)
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+
+
+class _stop_on_sigterm:
+    """While a run is on (in the main thread): SIGTERM raises Interrupted, once; later ones are ignored
+    while the run records what finished. The previous handler comes back afterwards."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.previous = None
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        fired = []
+
+        def handler(signum, frame):
+            if not fired:
+                fired.append(signum)
+                raise Interrupted(signum)
+
+        self.previous = signal.signal(signal.SIGTERM, handler)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
 _worker_cfg: ExtractConfig | None = None
 
 
-def _init_worker(cfg: ExtractConfig, log_level: int) -> None:
+def _watch_parent(parent_pid: int, interval_s: float = 1.0) -> None:
+    """Worker thread: exit at once when the extraction's main process is gone (where the kernel's
+    parent-death signal is not available, or the fork server in between outlived it)."""
+    from dfpanel.extract.cache import _start_time
+
+    start = _start_time(parent_pid)
+    while True:
+        time.sleep(interval_s)
+        if os.path.isdir("/proc"):
+            gone = _start_time(parent_pid) != start  # gone, a zombie, or its pid reused
+        else:
+            try:
+                os.kill(parent_pid, 0)
+                gone = False
+            except ProcessLookupError:
+                gone = True
+            except OSError:
+                gone = False
+        if gone:
+            os._exit(1)  # its temp entry names a dead process: the next run removes it
+
+
+def _init_worker(cfg: ExtractConfig, log_level: int, parent_pid: int | None = None) -> None:
     global _worker_cfg
     import signal
+    import threading
+
+    # Die with the parent (the fork server; it dies with the main process, forkserver_guard), and
+    # watch the main process too: a worker (0.65-1 GB) must never outlive the run.
+    from dfpanel.extract.forkserver_guard import die_with_parent
+
+    die_with_parent()
+    if parent_pid is not None:
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="dfpanel-parent-watch").start()
 
     import cv2
     import torch
 
-    # Ctrl-C is the parent's to handle: it stops handing out videos and records what finished;
-    # a worker finishes (or its EntryWriter leaves no trace of) the video it holds.
+    # Ctrl-C and SIGTERM (sent to the whole process group or cgroup by terminals, systemd, Slurm)
+    # are the parent's to handle: it stops handing out videos and records what finished; a worker
+    # finishes (or its EntryWriter leaves no trace of) the video it holds.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -199,8 +293,13 @@ def run_extraction(
     _check_device(cfg.device)
     out = Path(out)
     records = select_records(manifest_path, shard, splits)
-    out.mkdir(parents=True, exist_ok=True)
-    record_cache_spec(out, cfg.spec)  # refuses a cache extracted with other settings
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        record_cache_spec(out, cfg.spec)  # refuses a cache extracted with other settings
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise CacheFullError(disk_full_message(out, "input_spec.json")) from None
+        raise
     remove_stale_temp(out)
     done = done_ids(out)
     todo = [r for r in records if (r.dataset, r.id) not in done]
@@ -231,18 +330,30 @@ def run_extraction(
         elapsed = time.perf_counter() - t0
         run = {k: v for k, v in summary.items() if k != "failures"}
         run.update(seconds=round(elapsed, 2), config=cfg.as_dict(), finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        update_report(out, failures=pending_fail, succeeded=pending_ok, run=run, run_key=run_key)
+        try:
+            update_report(out, failures=pending_fail, succeeded=pending_ok, run=run, run_key=run_key)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise CacheFullError(disk_full_message(out, REPORT_FILE)) from None
+            raise
         pending_fail, pending_ok, last_save = {}, [], time.monotonic()
 
     def on_result(res: dict) -> None:
+        if res.get("disk_full"):
+            raise CacheFullError(res["reason"])
         key = failure_key(res["dataset"], res["id"])
         summary["video_cpu_seconds"] += res.get("cpu_seconds", 0.0)
         for stage, secs in res.get("timings", {}).items():
             summary["stage_seconds"][stage] = summary["stage_seconds"].get(stage, 0.0) + secs
         if res["ok"]:
             rows = res["rows"]
-            for row in rows[1:] + rows[:1]:  # main track last: its row marks the video done
-                append_index_row(out, CacheIndexRow(**row))
+            try:
+                for row in rows[1:] + rows[:1]:  # main track last: its row marks the video done
+                    append_index_row(out, CacheIndexRow(**row))
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise CacheFullError(disk_full_message(out, INDEX_FILE)) from None
+                raise
             summary["ok"] += 1
             summary["tracks"] += len(rows)
             summary["frames"] += res.get("frames", 0)
@@ -257,21 +368,35 @@ def run_extraction(
             save()
 
     pools = _WorkerPool(cfg, workers) if workers > 1 and len(todo) > 1 else None
-    pool = pools.start() if pools else None
+    stop = None
     try:
-        with _progress(progress, len(todo)) as advance:
-            if pools is None:
-                for record in todo:
-                    on_result(process_record(record, out, cfg))
-                    advance(summary["failed"])
-            else:
-                _run_pool(todo, out, pools, pool, on_result, lambda: advance(summary["failed"]))
+        with _stop_on_sigterm():
+            pool = pools.start() if pools else None
+            with _progress(progress, len(todo)) as advance:
+                if pools is None:
+                    for record in todo:
+                        on_result(process_record(record, out, cfg))
+                        advance(summary["failed"])
+                else:
+                    _run_pool(todo, out, pools, pool, on_result, lambda: advance(summary["failed"]))
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Interrupted): record what finished, then stop
+        summary["interrupted"] = getattr(exc, "signal_name", "SIGINT")
+        exc.summary = summary
+        stop = exc
+        raise
+    except CacheFullError as exc:
+        stop = exc
+        raise
     finally:
         elapsed = time.perf_counter() - t0
         summary["seconds"] = round(elapsed, 3)
         summary["videos_per_s"] = round(len(todo) / elapsed, 3) if elapsed > 0 and todo else 0.0
         summary["frames_per_s"] = round(summary["frames"] / elapsed, 2) if elapsed > 0 else 0.0
-        save()
+        try:
+            save()
+        except CacheFullError:
+            if not isinstance(stop, CacheFullError):
+                raise  # else: the disk is still full; what is on record stays as it was
     summary["report"] = str(out / "extract_report.json")
     summary["exit_code"] = 1 if strict and summary["failed"] else 0
     return summary
@@ -290,19 +415,35 @@ class _WorkerPool:
         self.cfg, self.workers = replace(cfg, decode_threads=1), workers
         if "forkserver" in mp.get_all_start_methods():
             self.ctx = mp.get_context("forkserver")
-            self.ctx.set_forkserver_preload(["torch", "facenet_pytorch", "cv2", "av", "dfpanel.extract.run", "dfpanel.extract.video"])
+            self.ctx.set_forkserver_preload(["dfpanel.extract.forkserver_guard", "torch", "facenet_pytorch", "cv2", "av",
+                                             "dfpanel.extract.run", "dfpanel.extract.video"])
         else:
             self.ctx = mp.get_context("spawn")
 
     def start(self):
-        """A pool whose workers are up (started here, before any progress-bar thread exists)."""
+        """A pool whose workers are up (started here, in the main thread, before any progress-bar
+        thread exists: the fork server's parent-death signal follows the thread that started it)."""
         from concurrent.futures import ProcessPoolExecutor
 
+        from dfpanel.extract.forkserver_guard import PARENT_ENV
+
+        if self.ctx.get_start_method() == "forkserver":
+            from multiprocessing import forkserver
+
+            os.environ[PARENT_ENV] = str(os.getpid())  # read by the fork server as it starts
+            try:
+                forkserver.ensure_running()
+            finally:
+                os.environ.pop(PARENT_ENV, None)
         pool = ProcessPoolExecutor(
             max_workers=self.workers, mp_context=self.ctx, initializer=_init_worker,
-            initargs=(self.cfg, logging.getLogger().level),
+            initargs=(self.cfg, logging.getLogger().level, os.getpid()),
         )
-        pool.submit(_ready).result()
+        try:
+            pool.submit(_ready).result()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
         return pool
 
 

@@ -36,6 +36,7 @@ FACE_MODES = ("main", "all")
 AUDIO_NORMS = ("pcm16",)  # clip to [-1, 1) and quantise to the 16-bit grid k / 32768
 
 SAMPLING_FIELDS = ("frames",)
+MAX_FRAMES = 512  # frames per video: beyond this a video is decoded nearly whole (and views add little)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,10 @@ class InputSpec:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 bad(name, "must be a number")
+        if self.frames > MAX_FRAMES:
+            bad("frames", f"must be at most {MAX_FRAMES} (frames sampled per video)")
+        if self.clip_len > MAX_FRAMES:
+            bad("clip_len", f"must be at most {MAX_FRAMES}")
         if not 0.0 <= self.min_score <= 1.0:
             bad("min_score", "must be between 0 and 1")
         if self.context_scale < 1.0:

@@ -259,14 +259,35 @@ def extract_video(
     path = Path(path)
     timings = {} if timings is None else timings
     t = time.perf_counter()
+    # One clip of full frames at a time: decode it, find its faces, keep only the part of each frame
+    # its crops can come from (_ClipPixels), let the full frames go, decode the next clip.
+    sampled: list[_KeptFrame] = []
+    clip_of: list[int] = []
+    dets: dict[int, list[Detection]] = {}
+    stats = {"full": 0, "roi": 0, "refined": 0, "dense": 0}
+    t_faces = 0.0
     with VideoReader(path, threads=cfg.decode_threads) as reader:
         info = reader.info
         planned = plan_clips(info.n_frames, cfg.frames, cfg.clip_len)
-        decoded = {f.index: f for f in reader.frames([i for c in planned for i in c])}
-        clips = [c for c in planned if all(i in decoded for i in c)]  # only whole clips
-        if not clips:
+        n_clips = 0
+        for clip_frames in _whole_clips(reader, planned):  # only whole clips
+            t1 = time.perf_counter()
+            frames = [f.rgb for f in clip_frames]
+            found, clip_stats = detect_clips(detector, frames, [list(range(len(frames)))], cfg)
+            for k in stats:
+                stats[k] += clip_stats[k]
+            base = len(sampled)
+            for p in sorted(found):
+                dets[base + p] = found[p]
+            pixels = _ClipPixels(path, cfg, frames, [d for ds in found.values() for d in ds], info.width, info.height)
+            sampled.extend(_KeptFrame(f.index, f.time, pixels, k) for k, f in enumerate(clip_frames))
+            clip_of.extend([n_clips] * len(clip_frames))
+            n_clips += 1
+            del frames, clip_frames
+            t_faces += time.perf_counter() - t1
+        if not n_clips:
             raise VideoError(f"{path}: none of the sampled frames could be decoded; the file is corrupt or truncated")
-        timings["decode"] = time.perf_counter() - t
+        timings["decode"] = time.perf_counter() - t - t_faces
         t = time.perf_counter()
         audio = reader.audio(cfg.spec.audio_rate) if info.has_audio else None
         if audio is not None:  # normalised once, here: the cache's WAV holds exactly these floats
@@ -277,14 +298,7 @@ def extract_video(
                     "frames_decoded": len(decoded), "frames_sampled": sum(len(c) for c in planned),
                     "seconds_covered": info.duration, "seconds_claimed": reader.claimed_duration}
         timings["audio"] = time.perf_counter() - t
-    t = time.perf_counter()
-
-    sampled = [decoded[i] for c in clips for i in c]
-    clip_of = [k for k, c in enumerate(clips) for _ in c]
-    frames = [f.rgb for f in sampled]
-    clip_positions = [[p for p, k in enumerate(clip_of) if k == c] for c in range(len(clips))]
-
-    dets, stats = detect_clips(detector, frames, clip_positions, cfg)
+    t = time.perf_counter() - t_faces
 
     tracks = track_faces(clip_of, dets)
     if not tracks:
@@ -307,6 +321,68 @@ def extract_video(
         out.append((meta, crops, audio[0] if audio is not None else None))
     timings["crops"] = time.perf_counter() - t
     return out
+
+
+def _whole_clips(reader: VideoReader, planned: list[list[int]]):
+    """The planned clips whose every frame decodes, one clip of DecodedFrames at a time (the frames
+    are decoded as by `reader.frames` over all clips at once: the same seeks, the same pixels)."""
+    clip_at = {i: c for c, clip in enumerate(planned) for i in clip}
+    current, got = -1, []
+    for f in reader.iter_frames([i for c in planned for i in c]):
+        c = clip_at[f.index]
+        if c != current:
+            got, current = [], c
+        got.append(f)
+        if [g.index for g in got] == planned[c]:
+            yield got
+            got = []
+
+
+class _ClipPixels:
+    """What is kept of one clip's frames once its faces are found: per frame the part that any crop
+    of the clip can come from (every detection's centre +- the largest crop side its clip can get),
+    not the whole frame. A crop outside it (not expected) is decoded again from the video."""
+
+    def __init__(self, path, cfg: ExtractConfig, frames: list[np.ndarray], dets: list[Detection], width: int, height: int):
+        self.path, self.cfg = path, cfg
+        self.region = None
+        self.parts: list[np.ndarray] = []
+        if not dets:
+            return
+        # Crop centres lie within the hull of the clip's face centres (interpolation and smoothing
+        # average them), and a crop's side is context_scale x a median face side of the clip.
+        side = self.cfg.context_scale * max(max(d.box[2] - d.box[0], d.box[3] - d.box[1], 1.0) for d in dets)
+        half = side / 2 + 2
+        cx = [(d.box[0] + d.box[2]) / 2 for d in dets]
+        cy = [(d.box[1] + d.box[3]) / 2 for d in dets]
+        x0, y0 = max(0, int(np.floor(min(cx) - half))), max(0, int(np.floor(min(cy) - half)))
+        x1, y1 = min(width, int(np.ceil(max(cx) + half))), min(height, int(np.ceil(max(cy) + half)))
+        if x1 <= x0 or y1 <= y0:
+            return
+        self.region = (x0, y0, x1, y1)
+        self.parts = [np.ascontiguousarray(f[y0:y1, x0:x1]) for f in frames]
+
+    def cut(self, k: int, index: int, box: list[int]) -> np.ndarray:
+        x0, y0, x1, y1 = box
+        if self.region is not None:
+            rx0, ry0, rx1, ry1 = self.region
+            if rx0 <= x0 and ry0 <= y0 and x1 <= rx1 and y1 <= ry1:
+                return np.ascontiguousarray(self.parts[k][y0 - ry0:y1 - ry0, x0 - rx0:x1 - rx0])
+        log.debug("%s: crop %s of frame %d outside the kept region %s; decoding it again", self.path, box, index, self.region)
+        with VideoReader(self.path, threads=self.cfg.decode_threads) as reader:
+            (frame,) = reader.frames([index])
+        return np.ascontiguousarray(frame.rgb[y0:y1, x0:x1])
+
+
+@dataclass
+class _KeptFrame:
+    index: int
+    time: float
+    pixels: _ClipPixels
+    k: int  # its place in the clip
+
+    def cut(self, box: list[int]) -> np.ndarray:
+        return self.pixels.cut(self.k, self.index, box)
 
 
 def _clip_sizes(records: list[FrameRecord]) -> dict[int, list[int]]:
@@ -332,8 +408,7 @@ def _track_output(track: FaceTrack, sampled, clip_of, info, cfg, audio_info, vid
     for n, point in enumerate(track.points):
         frame = sampled[point.pos]
         crop_box = context_box(point.box, info.width, info.height, side=sides[clip_of[point.pos]])
-        x0, y0, x1, y1 = crop_box
-        crops.append(np.ascontiguousarray(frame.rgb[y0:y1, x0:x1]))
+        crops.append(frame.cut(crop_box))
         records.append(
             FrameRecord(
                 index=frame.index,
