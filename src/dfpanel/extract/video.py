@@ -295,7 +295,7 @@ def extract_video(
         truncated = reader.truncated
         # what the file holds against what its header claims (a cut file: fewer frames, less time)
         coverage = {"frames_found": info.n_frames, "frames_expected": reader.expected_frames,
-                    "frames_decoded": len(decoded), "frames_sampled": sum(len(c) for c in planned),
+                    "frames_decoded": len(sampled), "frames_sampled": sum(len(c) for c in planned),  # decoded: in whole clips
                     "seconds_covered": info.duration, "seconds_claimed": reader.claimed_duration}
         timings["audio"] = time.perf_counter() - t
     t = time.perf_counter() - t_faces
