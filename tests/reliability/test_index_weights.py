@@ -146,3 +146,114 @@ def test_cli_detect_with_a_wrong_sidecar_is_one_line(weights_folder, tmp_path, c
     code = main(["detect", str(video), "--weights", str(folder)])
     assert code == 2
     assert "cm.json" in _one_line_error(capsys)
+
+
+# ------------------------------------------------------------------------------ index: symlinked trees
+
+
+def _touch(root: Path, *relpaths: str) -> Path:
+    for r in relpaths:
+        (root / r).parent.mkdir(parents=True, exist_ok=True)
+        (root / r).write_bytes(b"")
+    return root
+
+
+def _index(root, **kw):
+    from dfpanel.index import index_dataset
+
+    return index_dataset(root, "folder", probe_audio=False, **kw)
+
+
+def test_folder_symlink_loop_indexes_each_video_once(tmp_path):
+    root = _touch(tmp_path / "ds", "real/a.mp4", "real/p1/b.mp4", "fake/c.mp4")
+    (root / "real" / "self").symlink_to(".")
+    (root / "real" / "p1" / "up").symlink_to("..")
+    rows = _index(root)
+    assert sorted(r.path for r in rows) == ["fake/c.mp4", "real/a.mp4", "real/p1/b.mp4"]
+
+
+def test_folder_link_into_fake_does_not_relabel_fakes_as_real(tmp_path):
+    root = _touch(tmp_path / "ds", "real/a.mp4", "fake/Deepfakes/c.mp4")
+    (root / "real" / "shared").symlink_to("../fake")
+    (root / "real" / "c_again.mp4").symlink_to("../fake/Deepfakes/c.mp4")
+    rows = {r.path: r for r in _index(root)}
+    assert sorted(rows) == ["fake/Deepfakes/c.mp4", "real/a.mp4"]
+    assert (rows["fake/Deepfakes/c.mp4"].label, rows["fake/Deepfakes/c.mp4"].fake_type) == (1, "Deepfakes")
+
+
+def test_folder_link_leaving_the_root_is_followed_once_and_warned(tmp_path, caplog, capsys):
+    outside = _touch(tmp_path / "elsewhere", "x.mp4", "sub/y.mp4")
+    (outside / "sub" / "back").symlink_to("..")  # a loop outside the root too
+    root = _touch(tmp_path / "ds", "real/a.mp4", "fake/c.mp4")
+    (root / "real" / "ext").symlink_to(outside)
+    (root / "fake" / "ext2").symlink_to(outside)  # the same real folder again: indexed once, as real
+    notes: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="dfpanel.index"):
+        rows = _index(root, notes=notes)
+    assert sorted(r.path for r in rows) == ["fake/c.mp4", "real/a.mp4", "real/ext/sub/y.mp4", "real/ext/x.mp4"]
+    assert len(notes) == 1 and "real/ext ->" in notes[0] and "leave" in notes[0]
+    assert "leave" in caplog.text
+    out = tmp_path / "m.jsonl"
+    assert main(["index", str(root), "--out", str(out), "--dataset", "folder", "--no-probe-audio"]) == 0
+    assert "symlink(s) that leave" in capsys.readouterr().out
+    assert len(out.read_text().splitlines()) == 4
+
+
+# ------------------------------------------------------------------------------------ index --out
+
+
+@pytest.fixture()
+def folder_ds(tmp_path):
+    return _touch(tmp_path / "ds", "real/a.mp4", "fake/c.mp4")
+
+
+def test_index_out_that_is_a_folder_is_one_line_and_leaves_nothing(folder_ds, tmp_path, capsys):
+    out = tmp_path / "outdir"
+    out.mkdir()
+    assert main(["index", str(folder_ds), "--out", str(out), "--no-probe-audio"]) == 2
+    err = _one_line_error(capsys)
+    assert str(out) in err and "folder" in err
+    assert list(out.iterdir()) == [] and not list(tmp_path.glob("*.tmp"))
+
+
+def test_index_out_under_a_file_is_one_line(folder_ds, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "sub" / "m.jsonl"
+    assert main(["index", str(folder_ds), "--out", str(out), "--no-probe-audio"]) == 2
+    assert "afile is a file" in _one_line_error(capsys)
+
+
+def test_index_out_unwritable_is_one_line_and_leaves_no_temp_file(folder_ds, tmp_path, capsys, monkeypatch):
+    import dfpanel.index.manifest as manifest
+
+    out = tmp_path / "m.jsonl"
+    out.write_text("old\n")
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(manifest.os, "replace", refuse)  # as on a read-only mount: the rename fails
+    assert main(["index", str(folder_ds), "--out", str(out), "--no-probe-audio"]) == 2
+    assert "Permission denied" in _one_line_error(capsys)
+    assert out.read_text() == "old\n" and not (tmp_path / "m.jsonl.tmp").exists()
+
+
+def test_index_out_in_a_read_only_folder_is_refused_up_front(folder_ds, tmp_path, capsys, monkeypatch):
+    import dfpanel.index.manifest as manifest
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(manifest.os, "access", lambda p, mode: False if Path(p) == ro else real_access(p, mode))
+    assert main(["index", str(folder_ds), "--out", str(ro / "m.jsonl"), "--no-probe-audio"]) == 2
+    assert "not writable" in _one_line_error(capsys)
+    assert list(ro.iterdir()) == []
+
+
+def test_write_manifest_duplicate_ids_leave_no_temp_file(tmp_path):
+    from dfpanel.index.manifest import VideoRecord, write_manifest
+
+    row = VideoRecord(id="a", path="a.mp4", label=0, fake_type="real", split="train", dataset="folder", group="a")
+    with pytest.raises(DataError, match="duplicate video id"):
+        write_manifest([row, row], tmp_path / "m.jsonl")
+    assert list(tmp_path.iterdir()) == []
