@@ -257,3 +257,138 @@ def test_write_manifest_duplicate_ids_leave_no_temp_file(tmp_path):
     with pytest.raises(DataError, match="duplicate video id"):
         write_manifest([row, row], tmp_path / "m.jsonl")
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------- fuzzing the datasets' metadata
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+# Each dataset's own metadata files (tests/fixtures/index/<dataset>/), the targets of the mutations.
+METADATA = {
+    "ffpp": ["splits/train.json", "splits/val.json", "splits/test.json"],
+    "dfdc": ["dfdc_train_part_0/metadata.json", "dfdc_train_part_2/metadata.json", "test/labels.csv"],
+    "celebdf": ["List_of_testing_videos.txt"],
+    "fakeavceleb": ["meta_data.csv"],
+}
+TARGETS = [(ds, f) for ds, files in METADATA.items() for f in files]
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 10**20) | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@st.composite
+def mutated(draw, data: bytes, is_json: bool):
+    """A damaged copy of a valid metadata file, as bytes."""
+    kind = draw(st.sampled_from(["bytes", "truncate", "flip", "insert", "non_utf8", "line", "json"]
+                                if is_json else ["bytes", "truncate", "flip", "insert", "non_utf8", "line"]))
+    n = len(data)
+    at = draw(st.integers(0, max(n - 1, 0)))
+    if kind == "bytes":
+        return draw(st.binary(max_size=64))
+    if kind == "truncate":
+        return data[:at]
+    if kind == "flip":
+        return data[:at] + bytes([data[at] ^ draw(st.integers(1, 255))]) + data[at + 1:] if n else data
+    if kind == "insert":
+        return data[:at] + draw(st.binary(min_size=1, max_size=8)) + data[at:]
+    if kind == "non_utf8":
+        return data[:at] + b"\xff\xfe\xc3(" + data[at:]
+    if kind == "line":  # a line replaced by random text: cells, separators, labels, quotes
+        lines = data.split(b"\n")
+        i = draw(st.integers(0, len(lines) - 1))
+        alphabet = st.sampled_from(list("01,; \t\"'/\\.-_abcFAKEREALid") + ["..", "mp4", "\r", "\x00"])
+        lines[i] = "".join(draw(st.lists(alphabet, max_size=20))).encode()
+        return b"\n".join(lines)
+    # json: a value of the wrong type at the top, or in place of one entry / key
+    import json as _json
+
+    doc = _json.loads(data)
+    how = draw(st.sampled_from(["top", "entry", "drop", "key"]))
+    if how == "top" or not doc:
+        doc = draw(json_values)
+    elif isinstance(doc, list):
+        i = draw(st.integers(0, len(doc) - 1))
+        if how == "drop":
+            del doc[i]
+        else:
+            doc[i] = draw(json_values)
+    else:
+        key = draw(st.sampled_from(sorted(doc)))
+        if how == "drop":
+            entry = doc[key]
+            if isinstance(entry, dict) and entry:
+                del entry[draw(st.sampled_from(sorted(entry)))]
+        elif how == "key":
+            doc[draw(st.text(max_size=12))] = doc.pop(key)
+        else:
+            if isinstance(doc[key], dict) and doc[key] and draw(st.booleans()):
+                doc[key][draw(st.sampled_from(sorted(doc[key])))] = draw(json_values)
+            else:
+                doc[key] = draw(json_values)
+    return _json.dumps(doc, allow_nan=True).encode()
+
+
+def _index_damaged(dataset: str, relpath: str, data) -> None:
+    """Index a fixture tree with one metadata file damaged: it works (and the manifest round-trips),
+    or fails with a one-line DfpanelError naming the file; any other exception fails the test."""
+    import tempfile
+
+    from fixtures.index_tree import FIXTURES, build
+
+    from dfpanel.index import index_dataset
+    from dfpanel.index.manifest import read_manifest, write_manifest
+
+    damaged = data.draw(mutated((FIXTURES / dataset / relpath).read_bytes(), relpath.endswith(".json")), label="file")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = build(dataset, Path(tmp))
+        (root / relpath).write_bytes(damaged)
+        try:
+            rows = index_dataset(root, dataset, probe_audio=False)
+        except DfpanelError as exc:
+            msg = str(exc)
+            assert "\n" not in msg, msg
+            assert Path(relpath).name in msg or str(root) in msg, msg
+            return
+        out = Path(tmp) / "m.jsonl"
+        write_manifest(rows, out)
+        assert len(read_manifest(out)) == len(rows)
+        assert all(not Path(r.path).is_absolute() and ".." not in Path(r.path).parts for r in rows)
+
+
+FUZZ = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.mark.parametrize("dataset,relpath", TARGETS, ids=[f"{d}:{f}" for d, f in TARGETS])
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_metadata_indexes_or_fails_cleanly(dataset, relpath, data):
+    _index_damaged(dataset, relpath, data)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset,relpath", TARGETS, ids=[f"{d}:{f}" for d, f in TARGETS])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzzed_metadata_indexes_or_fails_cleanly_many(dataset, relpath, data):
+    _index_damaged(dataset, relpath, data)
+
+
+def test_fakeavceleb_metadata_path_leaving_the_root_is_refused(tmp_path):
+    from fixtures.index_tree import build
+
+    from dfpanel.index import index_dataset
+
+    root = build("fakeavceleb", tmp_path)
+    outside = tmp_path / "secret.mp4"
+    outside.write_bytes(b"")
+    meta = root / "meta_data.csv"
+    lines = meta.read_text().splitlines()
+    lines.append("id00076,-,-,real,A,RealVideo-RealAudio,African,men,../../../../../secret.mp4,"
+                 "FakeAVCeleb/RealVideo-RealAudio/African/men/id00076")
+    meta.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"meta_data\.csv:{len(lines)}: path .* leaves the dataset folder"):
+        index_dataset(root, "fakeavceleb")

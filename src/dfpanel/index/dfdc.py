@@ -114,7 +114,10 @@ class DFDCLayout(Layout):
                 missing.add(relpath)
                 continue
             label = LABELS[str(facts["label"]).upper()]
-            original = facts.get("original") or None
+            original = facts.get("original")
+            if original is not None and not isinstance(original, str):
+                raise DataError(f"{meta_path}: entry {fname!r} has \"original\": {original!r}; expected a file name or null")
+            original = original or None
             split = str(facts.get("split", "train"))
             if split not in ("train", "test"):
                 raise DataError(f"{meta_path}: entry {fname!r} has split {split!r}; expected \"train\"")

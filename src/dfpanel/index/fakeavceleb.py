@@ -104,7 +104,11 @@ class FakeAVCelebLayout(Layout):
             folder = parts[parts.index(category):]
         else:  # no folder column: rebuild it from the row
             folder = [category, row.get("race", ""), row.get("gender", ""), row["source"]]
-        return "/".join([*folder, row["path"]])
+        parts = [p for p in "/".join([*folder, row["path"]]).replace("\\", "/").split("/") if p and p != "."]
+        if ".." in parts or ":" in parts[0]:
+            raise DataError(f"{meta_path}:{lineno}: path {'/'.join(parts)!r} leaves the dataset folder; "
+                            "restore the original file")
+        return "/".join(parts)
 
     def _record(self, relpath: str, row: dict) -> VideoRecord:
         category = row["type"]
