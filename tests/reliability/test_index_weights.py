@@ -392,3 +392,29 @@ def test_fakeavceleb_metadata_path_leaving_the_root_is_refused(tmp_path):
     meta.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=rf"meta_data\.csv:{len(lines)}: path .* leaves the dataset folder"):
         index_dataset(root, "fakeavceleb")
+
+
+def test_ffpp_split_id_with_an_underscore_is_named(tmp_path):
+    from fixtures.index_tree import build
+
+    from dfpanel.index import index_dataset
+
+    root = build("ffpp", tmp_path)
+    (root / "splits" / "val.json").write_text('[["720", "6_72"]]')
+    with pytest.raises(DataError, match=r"val\.json: entry 0 is \['720', '6_72'\]"):
+        index_dataset(root, "ffpp")
+
+
+@pytest.mark.parametrize("dataset,relpath", [("fakeavceleb", "meta_data.csv"), ("dfdc", "test/labels.csv")])
+def test_csv_with_an_unmatched_quote_in_a_big_file_is_named(tmp_path, dataset, relpath):
+    from fixtures.index_tree import build
+
+    from dfpanel.index import index_dataset
+
+    root = build(dataset, tmp_path)
+    path = root / relpath
+    lines = path.read_text().splitlines()
+    lines[1] = '"' + lines[1]  # the quote is never closed: the rest of the file becomes one cell
+    path.write_text("\n".join(lines + [lines[2]] * 10000) + "\n")  # > csv's 128 KiB field limit
+    with pytest.raises(DataError, match=rf"{path.name}: not valid CSV"):
+        index_dataset(root, dataset)

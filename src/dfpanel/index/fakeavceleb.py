@@ -77,23 +77,26 @@ class FakeAVCelebLayout(Layout):
         return ""
 
     def _rows(self, meta_path: Path):
-        with open(meta_path, newline="", encoding="utf-8-sig", errors="replace") as fh:
-            reader = csv.reader(fh)
-            header = [h.strip() for h in next(reader, [])]
-            absent = [c for c in REQUIRED_COLUMNS if c not in header]
-            if absent:
-                raise DataError(f"{meta_path}:1: header lacks column(s) {', '.join(absent)}; "
-                                f"expected source,target1,target2,method,category,type,race,gender,path,")
-            named = header[: next((i for i, h in enumerate(header) if not h), len(header))]
-            for cells in reader:
-                if not any(c.strip() for c in cells):
-                    continue
-                if len(cells) < len(named):
-                    raise DataError(f"{meta_path}:{reader.line_num}: {len(cells)} cells, expected at least {len(named)}")
-                row = {h: c.strip() for h, c in zip(named, cells)}
-                # the folder sits in the unnamed cell after the named columns (header ends "path,")
-                row["_folder"] = next((c.strip() for c in cells[len(named):] if c.strip()), "")
-                yield reader.line_num, row
+        try:
+            with open(meta_path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+                reader = csv.reader(fh)
+                header = [h.strip() for h in next(reader, [])]
+                absent = [c for c in REQUIRED_COLUMNS if c not in header]
+                if absent:
+                    raise DataError(f"{meta_path}:1: header lacks column(s) {', '.join(absent)}; "
+                                    f"expected source,target1,target2,method,category,type,race,gender,path,")
+                named = header[: next((i for i, h in enumerate(header) if not h), len(header))]
+                for cells in reader:
+                    if not any(c.strip() for c in cells):
+                        continue
+                    if len(cells) < len(named):
+                        raise DataError(f"{meta_path}:{reader.line_num}: {len(cells)} cells, expected at least {len(named)}")
+                    row = {h: c.strip() for h, c in zip(named, cells)}
+                    # the folder sits in the unnamed cell after the named columns (header ends "path,")
+                    row["_folder"] = next((c.strip() for c in cells[len(named):] if c.strip()), "")
+                    yield reader.line_num, row
+        except csv.Error as exc:  # e.g. an unmatched quote running into the field size limit
+            raise DataError(f"{meta_path}: not valid CSV ({exc}); restore the dataset's original file") from None
 
     def _relpath(self, row: dict, meta_path: Path, lineno: int) -> str:
         category = row["type"]
