@@ -224,7 +224,7 @@ def test_index_out_under_a_file_is_one_line(folder_ds, tmp_path, capsys):
 
 
 def test_index_out_unwritable_is_one_line_and_leaves_no_temp_file(folder_ds, tmp_path, capsys, monkeypatch):
-    import dfpanel.index.manifest as manifest
+    from dfpanel.index import manifest
 
     out = tmp_path / "m.jsonl"
     out.write_text("old\n")
@@ -239,7 +239,7 @@ def test_index_out_unwritable_is_one_line_and_leaves_no_temp_file(folder_ds, tmp
 
 
 def test_index_out_in_a_read_only_folder_is_refused_up_front(folder_ds, tmp_path, capsys, monkeypatch):
-    import dfpanel.index.manifest as manifest
+    from dfpanel.index import manifest
 
     ro = tmp_path / "ro"
     ro.mkdir()
@@ -261,8 +261,8 @@ def test_write_manifest_duplicate_ids_leave_no_temp_file(tmp_path):
 
 # ------------------------------------------------------------------- fuzzing the datasets' metadata
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 # Each dataset's own metadata files (tests/fixtures/index/<dataset>/), the targets of the mutations.
 METADATA = {

@@ -14,7 +14,11 @@ from pathlib import Path
 
 from dfpanel.errors import ConfigError, WeightsError
 from dfpanel.extract.spec import DEFAULT_SPEC, InputSpec
-from dfpanel.models.specialists.base import find_specialist, list_specialists, specialist_order
+from dfpanel.models.specialists.base import (
+    find_specialist,
+    list_specialists,
+    specialist_order,
+)
 from dfpanel.weights.sidecar import read_sidecar, sidecar_path, training_summary
 
 log = logging.getLogger(__name__)
