@@ -32,11 +32,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Index a dataset: labels, fake types, splits and groups -> manifest.jsonl, plus a summary."""
         from dfpanel.index import index_dataset
-        from dfpanel.index.manifest import write_manifest
+        from dfpanel.index.manifest import check_manifest_out, write_manifest
 
+        check_manifest_out(out)
+        notes: list[str] = []
         with console.status(f"indexing {root} ..."):
             records = index_dataset(
-                root, dataset, compression=compression, dfdc_chunks=dfdc_chunks, probe_audio=probe_audio
+                root, dataset, compression=compression, dfdc_chunks=dfdc_chunks, probe_audio=probe_audio, notes=notes
             )
         n = write_manifest(records, out)
         console.print(summary_table(records))
@@ -46,6 +48,8 @@ def register(app: typer.Typer) -> None:
         if n_synth:
             console.print(f"[yellow]note:[/] {n_synth} of {len(records)} videos were made by `dfpanel synth` "
                           "(marked synthetic; weights trained on them will say so)", highlight=False, soft_wrap=True)
+        for note in notes:
+            console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
         shared = groups_in_several_splits(records)
         if shared:
             why = ("Celeb-DF's official test list shares identities with train" if records[0].dataset == "celebdf"

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dfpanel.errors import DataError
@@ -28,6 +28,8 @@ class IndexOptions:
     compression: str = "c23"  # FF++ quality folder: raw, c23 or c40
     dfdc_chunks: int = 10  # DFDC parts are grouped into this many chunks
     probe_audio: bool | None = None  # None: each layout's default
+    # Warnings an adapter also wants in the `dfpanel index` summary (it logs them too); filled in place.
+    notes: list[str] = field(default_factory=list, compare=False)
 
 
 class Layout(ABC):

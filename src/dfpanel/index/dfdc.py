@@ -114,7 +114,10 @@ class DFDCLayout(Layout):
                 missing.add(relpath)
                 continue
             label = LABELS[str(facts["label"]).upper()]
-            original = facts.get("original") or None
+            original = facts.get("original")
+            if original is not None and not isinstance(original, str):
+                raise DataError(f"{meta_path}: entry {fname!r} has \"original\": {original!r}; expected a file name or null")
+            original = original or None
             split = str(facts.get("split", "train"))
             if split not in ("train", "test"):
                 raise DataError(f"{meta_path}: entry {fname!r} has split {split!r}; expected \"train\"")
@@ -128,19 +131,22 @@ class DFDCLayout(Layout):
 
     def _test(self, root: Path, test_dir: Path, missing: MissingVideos) -> list[VideoRecord]:
         labels_path = test_dir / "labels.csv"
-        with open(labels_path, newline="", encoding="utf-8", errors="replace") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames or not {"filename", "label"} <= {f.strip() for f in reader.fieldnames}:
-                raise DataError(f"{labels_path}:1: expected the header 'filename,label', got {reader.fieldnames}")
-            rows = []
-            for row in reader:
-                row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-                value = row["label"].upper()
-                if value.endswith(".0"):
-                    value = value[:-2]
-                if value not in LABELS:
-                    raise DataError(f"{labels_path}:{reader.line_num}: label {row['label']!r} is not 0/1 or REAL/FAKE")
-                rows.append((row["filename"], LABELS[value]))
+        try:
+            with open(labels_path, newline="", encoding="utf-8", errors="replace") as fh:
+                reader = csv.DictReader(fh)
+                if not reader.fieldnames or not {"filename", "label"} <= {f.strip() for f in reader.fieldnames}:
+                    raise DataError(f"{labels_path}:1: expected the header 'filename,label', got {reader.fieldnames}")
+                rows = []
+                for row in reader:
+                    row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+                    value = row["label"].upper()
+                    if value.endswith(".0"):
+                        value = value[:-2]
+                    if value not in LABELS:
+                        raise DataError(f"{labels_path}:{reader.line_num}: label {row['label']!r} is not 0/1 or REAL/FAKE")
+                    rows.append((row["filename"], LABELS[value]))
+        except csv.Error as exc:
+            raise DataError(f"{labels_path}: not valid CSV ({exc}); restore the dataset's original file") from None
         here, nested = files_in(test_dir), files_in(test_dir / "videos")
         records = []
         for fname, label in rows:

@@ -77,23 +77,26 @@ class FakeAVCelebLayout(Layout):
         return ""
 
     def _rows(self, meta_path: Path):
-        with open(meta_path, newline="", encoding="utf-8-sig", errors="replace") as fh:
-            reader = csv.reader(fh)
-            header = [h.strip() for h in next(reader, [])]
-            absent = [c for c in REQUIRED_COLUMNS if c not in header]
-            if absent:
-                raise DataError(f"{meta_path}:1: header lacks column(s) {', '.join(absent)}; "
-                                f"expected source,target1,target2,method,category,type,race,gender,path,")
-            named = header[: next((i for i, h in enumerate(header) if not h), len(header))]
-            for cells in reader:
-                if not any(c.strip() for c in cells):
-                    continue
-                if len(cells) < len(named):
-                    raise DataError(f"{meta_path}:{reader.line_num}: {len(cells)} cells, expected at least {len(named)}")
-                row = {h: c.strip() for h, c in zip(named, cells)}
-                # the folder sits in the unnamed cell after the named columns (header ends "path,")
-                row["_folder"] = next((c.strip() for c in cells[len(named):] if c.strip()), "")
-                yield reader.line_num, row
+        try:
+            with open(meta_path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+                reader = csv.reader(fh)
+                header = [h.strip() for h in next(reader, [])]
+                absent = [c for c in REQUIRED_COLUMNS if c not in header]
+                if absent:
+                    raise DataError(f"{meta_path}:1: header lacks column(s) {', '.join(absent)}; "
+                                    f"expected source,target1,target2,method,category,type,race,gender,path,")
+                named = header[: next((i for i, h in enumerate(header) if not h), len(header))]
+                for cells in reader:
+                    if not any(c.strip() for c in cells):
+                        continue
+                    if len(cells) < len(named):
+                        raise DataError(f"{meta_path}:{reader.line_num}: {len(cells)} cells, expected at least {len(named)}")
+                    row = {h: c.strip() for h, c in zip(named, cells)}
+                    # the folder sits in the unnamed cell after the named columns (header ends "path,")
+                    row["_folder"] = next((c.strip() for c in cells[len(named):] if c.strip()), "")
+                    yield reader.line_num, row
+        except csv.Error as exc:  # e.g. an unmatched quote running into the field size limit
+            raise DataError(f"{meta_path}: not valid CSV ({exc}); restore the dataset's original file") from None
 
     def _relpath(self, row: dict, meta_path: Path, lineno: int) -> str:
         category = row["type"]
@@ -104,7 +107,11 @@ class FakeAVCelebLayout(Layout):
             folder = parts[parts.index(category):]
         else:  # no folder column: rebuild it from the row
             folder = [category, row.get("race", ""), row.get("gender", ""), row["source"]]
-        return "/".join([*folder, row["path"]])
+        parts = [p for p in "/".join([*folder, row["path"]]).replace("\\", "/").split("/") if p and p != "."]
+        if ".." in parts or ":" in parts[0]:
+            raise DataError(f"{meta_path}:{lineno}: path {'/'.join(parts)!r} leaves the dataset folder; "
+                            "restore the original file")
+        return "/".join(parts)
 
     def _record(self, relpath: str, row: dict) -> VideoRecord:
         category = row["type"]

@@ -39,6 +39,7 @@ MANIPULATED = Path("manipulated_sequences")
 SPLIT_DIR = Path("splits")
 COMPRESSIONS = ("raw", "c23", "c40")  # the official quality folders; others present on disk (e.g. synth's c0) work too
 PAIR_NAME = re.compile(r"^(\d{3})_(\d{3})$")
+VIDEO_ID = re.compile(r"^[A-Za-z0-9]+$")  # joined by "_" into pair names, so never holding one
 
 
 @register
@@ -89,7 +90,8 @@ class FaceForensicsLayout(Layout):
             if not isinstance(pairs, list):
                 raise DataError(f"{path}: expected a JSON list of [target, source] id pairs; restore the original file")
             for i, pair in enumerate(pairs):
-                if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+                if not (isinstance(pair, list) and len(pair) == 2
+                        and all(isinstance(x, str) and VIDEO_ID.fullmatch(x) for x in pair)):
                     raise DataError(f"{path}: entry {i} is {pair!r}, expected a pair of id strings "
                                     f"like [\"953\", \"974\"]")
                 split_of_pair["_".join(sorted(pair))] = split

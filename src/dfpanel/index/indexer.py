@@ -25,18 +25,23 @@ def index_dataset(
     compression: str = "c23",
     dfdc_chunks: int = 10,
     probe_audio: bool | None = None,
+    notes: list[str] | None = None,
 ) -> list[VideoRecord]:
     """One `VideoRecord` per video of the dataset at `root`, with splits, groups and labels.
 
     `dataset` is one of LAYOUT_NAMES, or None to detect it. `probe_audio` None uses the layout's
     default (probe only `folder`); True probes every row whose dataset does not state it; False never.
+    `notes`, when given, receives the adapter's warnings worth repeating in a summary (also logged).
     """
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found; give the folder that holds the dataset")
     layout = get_layout(dataset or detect_layout(root))
     name = layout.name
-    records = layout.index(root, IndexOptions(compression=compression, dfdc_chunks=dfdc_chunks, probe_audio=probe_audio))
+    options = IndexOptions(compression=compression, dfdc_chunks=dfdc_chunks, probe_audio=probe_audio)
+    records = layout.index(root, options)
+    if notes is not None:
+        notes.extend(options.notes)
     if not records:
         raise DataError(f"{root}: no videos found for dataset {name}; it should hold {layout.markers}")
 

@@ -74,21 +74,44 @@ def safe_id(*parts: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]+", "-", raw).strip("-.") or "video"
 
 
-def write_manifest(records: Iterable[VideoRecord], path: str | os.PathLike) -> int:
-    """Write records atomically; refuses duplicate ids. Returns the number written."""
+def check_manifest_out(path: str | os.PathLike) -> Path:
+    """Refuse, in one line, a manifest path that cannot be written: a folder, a path under a file, a
+    folder without write permission. Called before indexing, so no time is spent on a doomed run."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise DataError(f"{path}: --out is a folder; give the manifest's file name, e.g. {path / 'manifest.jsonl'}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # the nearest folder that exists: write_manifest creates the rest
+    if not parent.is_dir():
+        raise DataError(f"{path}: cannot create the manifest, {parent} is a file; give --out a path in a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DataError(f"{path}: cannot write the manifest, {parent} is not writable; give --out a path you can write")
+    return path
+
+
+def write_manifest(records: Iterable[VideoRecord], path: str | os.PathLike) -> int:
+    """Write records atomically; refuses duplicate ids. Returns the number written. On any failure
+    the temp file is removed and the old manifest, if any, is left as it was."""
+    path = check_manifest_out(path)
     tmp = path.with_name(path.name + ".tmp")
     seen: set[str] = set()
     n = 0
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for rec in records:
-            if rec.id in seen:
-                raise DataError(f"{path}: duplicate video id {rec.id!r}; ids must be unique in a manifest")
-            seen.add(rec.id)
-            fh.write(rec.to_json() + "\n")
-            n += 1
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for rec in records:
+                if rec.id in seen:
+                    raise DataError(f"{path}: duplicate video id {rec.id!r}; ids must be unique in a manifest")
+                seen.add(rec.id)
+                fh.write(rec.to_json() + "\n")
+                n += 1
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write the manifest ({exc.strerror or exc}); give --out a writable file path") from None
+    finally:
+        if tmp.exists() and not tmp.is_dir():
+            tmp.unlink(missing_ok=True)
     return n
 
 

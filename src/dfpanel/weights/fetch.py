@@ -67,7 +67,9 @@ def check_sha256(path: Path, expected: str) -> None:
 
 def download(url: str, *, sha256: str | None = None, progress: bool = True) -> Path:
     """Download `url` once into the cache (a cached copy with the right sha256 is reused)."""
-    name = Path(urllib.parse.urlparse(url).path).name or "weights.safetensors"
+    name = Path(urllib.parse.urlparse(url).path).name
+    if name in ("", ".", ".."):  # a URL ending in /.. must not name a folder above the cache
+        name = "weights.safetensors"
     key = hashlib.sha256(url.encode()).hexdigest()[:16]
     target = cache_dir() / "weights" / key / name
     if target.is_file():

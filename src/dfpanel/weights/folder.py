@@ -14,8 +14,12 @@ from pathlib import Path
 
 from dfpanel.errors import ConfigError, WeightsError
 from dfpanel.extract.spec import DEFAULT_SPEC, InputSpec
-from dfpanel.models.specialists.base import specialist_order
-from dfpanel.weights.sidecar import read_sidecar, training_summary
+from dfpanel.models.specialists.base import (
+    find_specialist,
+    list_specialists,
+    specialist_order,
+)
+from dfpanel.weights.sidecar import read_sidecar, sidecar_path, training_summary
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,9 @@ def find_weights(folder: str | os.PathLike, backend: str = "torch") -> list[Weig
     found: dict[str, WeightFile] = {}
     for path in sorted(folder.glob(f"*{ext}")):
         side = read_sidecar(path, need=("specialist",))
+        if find_specialist(side["specialist"]) is None:
+            raise WeightsError(f"{sidecar_path(path)}: names specialist {side['specialist']!r}, which is not one of "
+                               f"{', '.join(list_specialists())}; copy the sidecar that was saved with {path.name}")
         wf = WeightFile(specialist=side["specialist"], path=path, sidecar=side)
         if wf.specialist in found:
             raise WeightsError(

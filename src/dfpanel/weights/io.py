@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from dfpanel.errors import WeightsError
+from dfpanel.errors import ConfigError, WeightsError
 from dfpanel.hashing import file_sha256  # noqa: F401  (re-exported: part of this module's API)
 from dfpanel.weights.sidecar import read_sidecar, sidecar_path  # noqa: F401  (sidecar_path re-exported)
 
@@ -72,9 +72,15 @@ def load_weights(
     sidecar = read_sidecar(p, missing_ok=True)  # the header still names the specialist without one
     if sidecar.get("sha256") and sidecar["sha256"] != actual:
         raise WeightsError(f"{p.name}: contents do not match the sha256 in {sidecar_path(p).name}; the file was changed or truncated")
-    made_for = sidecar.get("specialist") or header.get("specialist")
+    in_header = str(header.get("specialist") or "").lower() or None
+    in_sidecar = sidecar.get("specialist")
+    if in_header and in_sidecar and in_header != in_sidecar:
+        raise WeightsError(f"{sidecar_path(p)}: sidecar says specialist {in_sidecar!r} but {p.name} holds {in_header!r} "
+                           "weights (its header); copy the sidecar that was saved with these weights")
+    made_for = in_sidecar or in_header
     if expected_specialist and made_for and made_for != expected_specialist.lower():
-        raise WeightsError(f"{p.name}: weights were made for specialist {made_for!r}, not {expected_specialist.lower()!r}; pass the {expected_specialist.lower()} weights")
+        where = f"{p} (sidecar {sidecar_path(p).name})" if in_sidecar else str(p)
+        raise WeightsError(f"{where}: weights were made for specialist {made_for!r}, not {expected_specialist.lower()!r}; pass the {expected_specialist.lower()} weights")
     if made_for and "specialist" not in sidecar:
         sidecar["specialist"] = made_for
     return state, sidecar
@@ -107,6 +113,9 @@ def load_specialist(path: str | os.PathLike, device: str | torch.device = "cpu",
         raise WeightsError(f"{Path(path).name}: no sidecar with specialist and model_config next to it; keep the .json that was saved with the weights")
     # The trained weights replace any pretrained backbone, so never fetch one here.
     cfg = {**sidecar["model_config"], **overrides, "pretrained": False, "pretrained_path": None}
-    model = create_specialist(name, **cfg)
+    try:
+        model = create_specialist(name, **cfg)
+    except ConfigError as exc:  # an unknown specialist, or options it does not take: the sidecar is at fault
+        raise WeightsError(f"{sidecar_path(Path(path))}: {exc}; copy the sidecar that was saved with these weights") from None
     load_into(model, state, source=Path(path).name)
     return model.to(device).eval()
