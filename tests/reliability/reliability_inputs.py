@@ -33,7 +33,7 @@ def env_with_src() -> dict:
 def run_cli(args: list[str], cwd: Path, timeout: float = 300, prelude: str = "") -> subprocess.CompletedProcess:
     """`dfpanel ARGS` in a fresh interpreter (so a crash shows as a Traceback on stderr, as a user sees it)."""
     code = f"import sys; {prelude} from dfpanel.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env_with_src(), capture_output=True,
+    return subprocess.run([sys.executable, "-c", code, *args], check=False, cwd=cwd, env=env_with_src(), capture_output=True,
                           text=True, timeout=timeout)
 
 

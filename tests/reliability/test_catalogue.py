@@ -14,13 +14,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from reliability_inputs import DEFAULT_CASES, KIND, half_written, run_cli, snapshot
+import train_fakes  # noqa: F401  (registers the tiny fakeframe specialist used by the train cases)
 from factories import cache_on_disk
+from reliability_inputs import DEFAULT_CASES, KIND, half_written, run_cli, snapshot
 
 from dfpanel.cli import main
 from dfpanel.report.schema import validate_report
-
-import train_fakes  # noqa: F401  (registers the tiny fakeframe specialist used by the train cases)
 
 
 def cases(names=None):
@@ -363,12 +362,12 @@ def _bad_cache(kind: str, ws: Path, good_videos) -> tuple[Path, str]:
         shutil.copy(good_videos[0], cache / "clip.mp4")
         return cache, str(cache)
     cache_on_disk(cache)
-    entry = sorted(p for p in (cache / "ffpp").iterdir() if p.name.startswith("ffpp_train"))[0]
+    entry = min(p for p in (cache / "ffpp").iterdir() if p.name.startswith("ffpp_train"))
     if kind == "missing_meta":
         (entry / "meta.json").unlink()
         return cache, str(entry / "meta.json")
     if kind == "corrupt_crop":
-        crop = sorted((entry / "crops").glob("*.png"))[0]
+        crop = min((entry / "crops").glob("*.png"))
         crop.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
         return cache, str(crop)
     raise ValueError(kind)

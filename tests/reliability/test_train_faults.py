@@ -83,7 +83,7 @@ def interrupt_when(proc: subprocess.Popen, ready: Path, sig: int, timeout: float
 
 
 def resume(cache: Path, out: Path, sets: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", ENTRY, *cli_args(cache, out, sets, "--resume")], cwd=cwd,
+    return subprocess.run([sys.executable, "-c", ENTRY, *cli_args(cache, out, sets, "--resume")], check=False, cwd=cwd,
                           env=env_with_src(), capture_output=True, text=True, timeout=600)
 
 
