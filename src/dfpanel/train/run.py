@@ -22,8 +22,9 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from dfpanel.errors import ConfigError
+from dfpanel.errors import ConfigError, DfpanelError
 from dfpanel.train.config import StageConfig
 from dfpanel.weights.fetch import WEIGHTS_FILE, resolve_init, sha256_of
 
@@ -33,6 +34,12 @@ log = logging.getLogger(__name__)
 for _name in ("lightning.pytorch", "lightning.fabric"):
     logging.getLogger(_name).setLevel(logging.WARNING)
     logging.getLogger(_name).propagate = False
+
+class TrainingInterrupted(DfpanelError):
+    """The run was stopped by SIGTERM (a scheduler's preemption, `kill`): checkpoint kept, exit 143."""
+
+    exit_code = 128 + 15
+
 
 RESULT_FILE = "result.json"
 RUN_FILE = "run.json"
@@ -139,7 +146,18 @@ def fit_stage(
     best_cb = BestWeights(out_dir / WEIGHTS_FILE, sidecar)
     trainer = build_trainer(cfg, out_dir, [best_cb, ResumeCheckpoint(last, cfg.trainer.checkpoint_every_n_steps)], progress,
                             early_stopping=dm.val_one_class is None)  # no AUC to stop on with one class
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+    except SIGTERMException:
+        # Lightning turns SIGTERM into a SystemExit with no code: the run would end with exit 0 and no
+        # result, as if it had finished. Keep the step reached for --resume and say what happened.
+        try:
+            _save_atomic(trainer, last)
+        except Exception:  # noqa: BLE001 - the periodic last.ckpt is still there
+            log.warning("%s: could not save the step reached at SIGTERM; --resume starts from the last checkpoint", last)
+        raise TrainingInterrupted(
+            f"{out_dir}: stopped by SIGTERM at step {trainer.global_step}; run the same command with --resume to continue"
+        ) from None
     _save_atomic(trainer, last)
     if best_cb.best_score is None:  # stopped before any validation (tiny max_steps): score what we have
         trainer.validate(module, datamodule=dm, verbose=False)  # BestWeights saves from its hook
