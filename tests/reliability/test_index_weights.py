@@ -216,6 +216,18 @@ def test_index_out_that_is_a_folder_is_one_line_and_leaves_nothing(folder_ds, tm
     assert list(out.iterdir()) == [] and not list(tmp_path.glob("*.tmp"))
 
 
+def test_index_out_that_is_a_device_or_pipe_is_refused_and_left_alone(folder_ds, tmp_path, capsys):
+    """The manifest is written to a temp file and renamed onto --out: as root, `--out /dev/full`
+    once replaced the device with a regular file. A FIFO stands in for a device here."""
+    import stat
+
+    out = tmp_path / "pipe"
+    os.mkfifo(out)
+    assert main(["index", str(folder_ds), "--out", str(out), "--no-probe-audio"]) == 2
+    assert "not a regular file" in _one_line_error(capsys)
+    assert stat.S_ISFIFO(out.stat().st_mode) and not list(tmp_path.glob("*.tmp"))
+
+
 def test_index_out_under_a_file_is_one_line(folder_ds, tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     out = tmp_path / "afile" / "sub" / "m.jsonl"

@@ -80,6 +80,9 @@ def check_manifest_out(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path}: --out is a folder; give the manifest's file name, e.g. {path / 'manifest.jsonl'}")
+    if path.exists() and not path.is_file():
+        # a device, FIFO or socket: the atomic rename would replace it (as root, /dev/full became a file)
+        raise DataError(f"{path}: --out is not a regular file (a device or pipe); give the manifest's file name")
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent  # the nearest folder that exists: write_manifest creates the rest
