@@ -33,7 +33,7 @@ def test_frames_per_video_is_the_users_then_the_panels_then_the_weights():
     assert frames_per_video(None, fitted, trained) == 16
     assert frames_per_video(None, Panel(), trained) == 20  # the most any specialist was trained with
     assert frames_per_video(None, Panel(), []) == DEFAULT_SPEC.frames == 32
-    with pytest.raises(ConfigError, match="--frames must be at least 1"):
+    with pytest.raises(ConfigError, match="--frames must be between 1 and 512"):
         frames_per_video(0, fitted, trained)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from dfpanel.console import err_console
 from dfpanel.detect.pipeline import DetectConfig, PanelDetector
 from dfpanel.errors import ConfigError, DfpanelError
-from dfpanel.extract.spec import DEFAULT_SPEC
+from dfpanel.extract.spec import DEFAULT_SPEC, MAX_FRAMES
 from dfpanel.inference.runners import load_runners
 from dfpanel.panel.combiner import load_panel
 
@@ -33,6 +33,12 @@ def check_device(device: str) -> None:
             raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
 
 
+def check_frames(frames: int) -> None:
+    """A user's --frames: a positive count, at most MAX_FRAMES (each one is decoded and analysed)."""
+    if not 1 <= frames <= MAX_FRAMES:
+        raise ConfigError(f"--frames must be between 1 and {MAX_FRAMES}, got {frames}")
+
+
 def frames_per_video(frames: int | None, panel, runners) -> int:
     """THE place detection's frames per video is decided: the user's --frames; else what panel.json
     was fitted on (videos are scored as the panel saw them); else the most any specialist's weights
@@ -40,8 +46,7 @@ def frames_per_video(frames: int | None, panel, runners) -> int:
     what a view holds), so one value serves every specialist, and specialists whose specs differ only
     in it share one extraction."""
     if frames is not None:
-        if frames < 1:
-            raise ConfigError(f"--frames must be at least 1, got {frames}")
+        check_frames(frames)
         return int(frames)
     if panel.frames_per_video:
         return int(panel.frames_per_video)
@@ -52,8 +57,8 @@ def build_detector(weights: Path, *, frames: int | None = None, device: str, bac
                    only: list[str] | None = None, batch_size: int = 32):
     """Load the specialists and panel in a folder into a PanelDetector that extracts videos with the
     input specs of those weights (frames per video: see frames_per_video)."""
-    if frames is not None and frames < 1:  # before loading any model: a bad --frames fails fast
-        raise ConfigError(f"--frames must be at least 1, got {frames}")
+    if frames is not None:  # before loading any model: a bad --frames fails fast
+        check_frames(frames)
     check_device(device)
     panel = load_panel(weights, margin=margin)
     runners = load_runners(weights, backend=backend, device=device, only=only)
