@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "dfpanel"
 
 # Lowest first. A module may import from its own layer or any layer before it.
 LAYERS: list[set[str]] = [
-    {"__init__", "errors", "hashing", "console"},
+    {"__init__", "errors", "hashing", "console", "atomic"},
     {"synth"},
     {"index"},
     {"extract"},

@@ -12,6 +12,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from dfpanel.atomic import atomic_write
 from dfpanel.extract.cache import REPORT_FILE
 
 REPORT_VERSION = 1
@@ -75,9 +76,7 @@ def update_report(
             runs = [r for r in report["runs"] if run_key is None or r.get("key") != run_key]
             report["runs"] = runs + [run]
         report["n_failed"] = len(report["failures"])
-        tmp = root / f".{REPORT_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(report, indent=1))
-        os.replace(tmp, root / REPORT_FILE)
+        atomic_write(root / REPORT_FILE, json.dumps(report, indent=1))
     return report
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dfpanel.atomic import atomic_write
 from dfpanel.errors import ConfigError, DataError
 from dfpanel.inference.aggregate import auroc, check_how, sigmoid, video_logit  # noqa: F401 - the one aggregation
 from dfpanel.weights.folder import PANEL_FILE  # the weights folder owns its file names
@@ -107,9 +108,7 @@ class Panel:
         path = Path(path)
         if path.is_dir():
             path = path / PANEL_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(self.to_dict(), indent=1))
         return path
 
     @classmethod

@@ -6,37 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
+from dfpanel.atomic import atomic_write  # noqa: F401  (summary.py and tests import it from here too)
 from dfpanel.report.html import render_html
-
-
-def atomic_write(path: str | os.PathLike, data: str | bytes, encoding: str = "utf-8", newline: str | None = None) -> Path:
-    """Write `data` to `path` via a temporary file in the same folder and os.replace; on any error
-    the temporary file is removed and the error raised (the target is untouched)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if isinstance(data, str):
-            with open(fd, "w", encoding=encoding, newline=newline) as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-        else:
-            with open(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
 
 
 def write_report(report: dict, folder: str | os.PathLike, thumbnails: list[dict] | None = None) -> tuple[Path, Path]:

@@ -15,9 +15,9 @@ parameters only writes what is missing.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from dfpanel.atomic import atomic_write
 from dfpanel.errors import DataError, DfpanelError
 from dfpanel.synth.layouts import COMPRESSION_CRF, LAYOUTS, MIN_VIDEOS, PLANNERS, Plan
 from dfpanel.synth.manipulations import MANIPULATIONS
@@ -100,9 +100,7 @@ def _sidecar(layout: str, seed: int, params: dict, the_plan: Plan) -> dict:
 
 def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 def synthesize(layout: str, out: str | Path, *, videos: int = 4, seconds: float = 2.0,

@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from dfpanel.atomic import atomic_write
 from dfpanel.errors import ConfigError, DfpanelError
 from dfpanel.train.config import StageConfig
 from dfpanel.weights.fetch import WEIGHTS_FILE, resolve_init, sha256_of
@@ -288,9 +289,7 @@ def _save_atomic(trainer: L.Trainer, path: Path) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1, default=str))
 
 
 class ResumeCheckpoint(Callback):
