@@ -15,3 +15,24 @@ def _seed_and_one_thread():
     torch.manual_seed(0)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def fake_weights(monkeypatch, tmp_path):
+    """`--weights DIR` loads the stand-in specialists (tests/detect_fakes.py); extraction is the
+    in-memory fake. For CLI tests of `detect` that need no trained model."""
+    from detect_fakes import fake_extract, fake_runners
+
+    from dfpanel.detect import build as build_mod
+    from dfpanel.detect.pipeline import PanelDetector
+
+    wdir = tmp_path / "weights"
+    wdir.mkdir()
+    monkeypatch.setattr(build_mod, "load_runners", lambda folder, backend="torch", device="cpu", only=None: fake_runners())
+    real_init = PanelDetector.__init__
+
+    def init(self, runners, panel, cfg=None, extract=None):
+        real_init(self, runners, panel, cfg, extract or fake_extract)
+
+    monkeypatch.setattr(PanelDetector, "__init__", init)
+    return wdir

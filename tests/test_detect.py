@@ -13,7 +13,6 @@ from detect_fakes import fake_extract, fake_runners
 from video_factory import VideoSpec, make_video
 
 from dfpanel.cli import main
-from dfpanel.detect import build as build_mod
 from dfpanel.detect.discovery import discover_videos
 from dfpanel.detect.pipeline import DetectConfig, PanelDetector
 from dfpanel.panel.combiner import Panel, sigmoid, video_logit
@@ -119,21 +118,6 @@ def test_discovery_probes_contents_not_extensions(clip, tmp_path):
 
 
 # ---- the command ----------------------------------------------------------------------------------
-@pytest.fixture
-def fake_weights(monkeypatch, tmp_path):
-    """`--weights DIR` loads the stand-in specialists; extraction is the in-memory fake."""
-    wdir = tmp_path / "weights"
-    wdir.mkdir()
-    monkeypatch.setattr(build_mod, "load_runners", lambda folder, backend="torch", device="cpu", only=None: fake_runners())
-    real_init = PanelDetector.__init__
-
-    def init(self, runners, panel, cfg=None, extract=None):
-        real_init(self, runners, panel, cfg, extract or fake_extract)
-
-    monkeypatch.setattr(PanelDetector, "__init__", init)
-    return wdir
-
-
 def test_folder_run_with_a_corrupt_file_exits_1_and_writes_summary(clip, tmp_path, fake_weights, capsys):
     videos = tmp_path / "videos"
     copy_as(clip, videos / "talk.mp4")

@@ -30,6 +30,23 @@ def env_with_src() -> dict:
     return env
 
 
+def session_members(sid: int) -> list[int]:
+    """Pids of live (non-zombie) processes in session `sid` (a command started with
+    start_new_session=True: its pid is the session id, and every process it forks stays in it)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            out.append(int(d.name))
+    return out
+
+
 def run_cli(args: list[str], cwd: Path, timeout: float = 300, prelude: str = "") -> subprocess.CompletedProcess:
     """`dfpanel ARGS` in a fresh interpreter (so a crash shows as a Traceback on stderr, as a user sees it)."""
     code = f"import sys; {prelude} from dfpanel.cli import main; sys.exit(main(sys.argv[1:]))"

@@ -20,7 +20,6 @@ from detect_fakes import fake_extract, fake_runners
 from video_factory import VideoSpec, make_video
 
 from dfpanel.cli import main
-from dfpanel.detect import build as build_mod
 from dfpanel.detect import run as run_mod
 from dfpanel.detect.discovery import NotAVideo, discover_videos, probe_video
 from dfpanel.detect.pipeline import DetectConfig, PanelDetector
@@ -43,21 +42,6 @@ def copy_as(src: Path, dst: Path) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(src, dst)
     return dst
-
-
-@pytest.fixture
-def fake_weights(monkeypatch, tmp_path):
-    """`--weights DIR` loads the stand-in specialists; extraction is the in-memory fake."""
-    wdir = tmp_path / "weights"
-    wdir.mkdir()
-    monkeypatch.setattr(build_mod, "load_runners", lambda folder, backend="torch", device="cpu", only=None: fake_runners())
-    real_init = PanelDetector.__init__
-
-    def init(self, runners, panel, cfg=None, extract=None):
-        real_init(self, runners, panel, cfg, extract or fake_extract)
-
-    monkeypatch.setattr(PanelDetector, "__init__", init)
-    return wdir
 
 
 def detect(args: list, weights: Path) -> int:

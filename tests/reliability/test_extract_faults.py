@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from reliability_inputs import env_with_src, session_members
 from video_factory import VideoSpec, make_video
 
 from dfpanel.errors import ConfigError
@@ -22,7 +23,6 @@ from dfpanel.extract.video import ExtractConfig
 from dfpanel.index.manifest import VideoRecord, write_manifest
 
 CFG = ExtractConfig(frames=16, clip_len=8)
-SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 @pytest.fixture(scope="module")
@@ -40,28 +40,6 @@ def _manifest(root: Path, path: Path, n: int) -> Path:
     return path
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def _session(sid: int) -> list[int]:
-    """Pids of live (non-zombie) processes in session `sid`."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if fields[0] != "Z" and int(fields[3]) == sid:
-            out.append(int(d.name))
-    return out
-
-
 def _rows(out: Path) -> int:
     return (out / INDEX_FILE).read_text().count("\n") if (out / INDEX_FILE).is_file() else 0
 
@@ -71,24 +49,24 @@ def _start_and_kill(videos: Path, tmp_path: Path, sig: int, n: int = 12):
     out = tmp_path / "cache"
     cmd = [sys.executable, "-m", "dfpanel", "extract", str(manifest), "--out", str(out), "--frames", "16",
            "--workers", "2", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env_with_src(), start_new_session=True)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None and _rows(out) < 1:
             time.sleep(0.05)
         assert proc.poll() is None, proc.stdout.read().decode()
         assert _rows(out) < n, "the run finished before it could be stopped"
-        assert len(_session(proc.pid)) >= 3  # the run, its fork server and workers (+ resource tracker)
+        assert len(session_members(proc.pid)) >= 3  # the run, its fork server and workers (+ resource tracker)
         proc.send_signal(sig)  # the parent only, as `kill PID` does
         rc = proc.wait(timeout=60)
         text = proc.stdout.read().decode()
         deadline = time.time() + 10
-        while time.time() < deadline and _session(proc.pid):
+        while time.time() < deadline and session_members(proc.pid):
             time.sleep(0.2)
-        left = _session(proc.pid)
+        left = session_members(proc.pid)
         return manifest, out, rc, text, left
     finally:
-        for pid in _session(proc.pid):  # never leave this test's processes behind
+        for pid in session_members(proc.pid):  # never leave this test's processes behind
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
@@ -235,7 +213,7 @@ time.sleep(120)
 
 
 def _writer(out: Path) -> tuple[subprocess.Popen, Path]:
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(out)], stdout=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(out)], stdout=subprocess.PIPE, text=True, env=env_with_src())
     return proc, out / "folder" / proc.stdout.readline().strip()
 
 

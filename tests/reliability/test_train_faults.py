@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from factories import cache_on_disk
-from reliability_inputs import env_with_src, half_written
+from reliability_inputs import env_with_src, half_written, session_members
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -41,28 +41,12 @@ def start(args: list[str], cwd: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in process group `pgid`."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found.append(int(d.name))
-    return found
-
-
-def assert_no_orphans(pgid: int, wait: float = 20.0) -> None:
+def assert_no_orphans(sid: int, wait: float = 20.0) -> None:
     """DataLoader workers notice a dead parent within a few seconds; none may outlive that."""
     deadline = time.monotonic() + wait
-    while group_members(pgid) and time.monotonic() < deadline:
+    while session_members(sid) and time.monotonic() < deadline:
         time.sleep(0.5)
-    left = group_members(pgid)
+    left = session_members(sid)
     for pid in left:  # do not leave them to the next test
         os.kill(pid, signal.SIGKILL)
     assert not left, f"orphan processes of the killed run: {left}"
