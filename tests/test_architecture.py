@@ -20,6 +20,7 @@ LAYERS: list[set[str]] = [
     {"index"},
     {"extract"},
     {"views"},
+    {"pseudofakes"},
     {"models"},
     {"weights"},
     {"inference"},

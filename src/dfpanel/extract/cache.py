@@ -180,6 +180,36 @@ class FaceTrackEntry:
         return read_wav(self.folder / self.meta.audio.file)
 
 
+class EditedEntry(FaceTrackEntry):
+    """A FaceTrackEntry with some crops (and the frames' meta, and/or the audio) replaced in memory:
+    what augmentation and pseudo-fake generators hand to a view. Untouched positions read through to
+    the base entry, so an edit of one sample costs only the crops it changes."""
+
+    def __init__(self, base: FaceTrackEntry, meta: TrackMeta | None = None, crops: dict[int, np.ndarray] | None = None,
+                 audio: np.ndarray | None | str = "base"):
+        super().__init__(base.folder, meta=meta if meta is not None else base.meta)
+        self._base = base
+        self._edited = dict(crops or {})
+        if isinstance(audio, str):  # "base": the base entry's audio (shared once decoded)
+            if "audio" in base.__dict__:
+                self.__dict__["audio"] = base.__dict__["audio"]
+        else:
+            self.__dict__["audio"] = audio
+
+    @property
+    def base(self) -> FaceTrackEntry:
+        return self._base
+
+    def crop(self, i: int) -> np.ndarray:
+        if i in self._edited:
+            return self._edited[i]
+        return self._base.crop(i)
+
+    @cached_property
+    def audio(self) -> np.ndarray | None:
+        return self._base.audio
+
+
 PCM16_SCALE = 32768.0  # sample k of a 16-bit WAV is the float k / 32768, both ways
 
 

@@ -14,23 +14,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from dfpanel.errors import ConfigError
-from dfpanel.extract.cache import FaceTrackEntry
+from dfpanel.extract.cache import EditedEntry, FaceTrackEntry
 
 
-class AugmentedEntry(FaceTrackEntry):
+class AugmentedEntry(EditedEntry):
     """A FaceTrackEntry whose crops at some positions were replaced (and whose meta moved with them)."""
 
     def __init__(self, base: FaceTrackEntry, meta, crops: dict[int, np.ndarray]):
-        super().__init__(base.folder, meta=meta)
-        self._base = base
-        self._augmented = crops
-        if "audio" in base.__dict__:  # already decoded (in-memory entries): share it
-            self.__dict__["audio"] = base.__dict__["audio"]
-
-    def crop(self, i: int) -> np.ndarray:
-        if i in self._augmented:
-            return self._augmented[i]
-        return self._base.crop(i)
+        super().__init__(base, meta=meta, crops=crops)
 
 
 def build_transform(specs: Sequence[dict]):
