@@ -46,6 +46,13 @@ class Specialist(nn.Module):
     color: ClassVar[str | None] = None  # its colour in reports ("#rrggbb"); None: one from a spare palette
     # What its "fake" means, in plain words, completing "... suspects that {looks_for}".
     looks_for: ClassVar[str] = "signs of manipulation are present"
+    # One-sided evidence (AV): its "fake" counts, its "real" does not (a lip-sync model finds nothing
+    # wrong in a face swap that kept the original voice), so the panel never lets it pull towards real.
+    one_sided: ClassVar[bool] = False
+    # The pseudo-fake generators (dfpanel.pseudofakes) that make its trace, when a stage asks for them.
+    pseudofakes: ClassVar[tuple[str, ...]] = ()
+    # The view input whose pixels a mask head predicts the blend mask on (None: no mask head possible).
+    mask_input: ClassVar[str | None] = None
 
     @classmethod
     def augment_refusal(cls, transform: dict, flags: dict[str, bool]) -> str | None:

@@ -89,6 +89,21 @@ class PanelSpecialist(Specialist):
         raise NotImplementedError
 
     @staticmethod
+    def build_gate(entry, positions: Sequence[int], cfg: dict) -> str | None:
+        """Why this sample holds no evidence for this specialist (e.g. AV: "no speech in the clip"), or
+        None when it does. A gated sample is left out of training losses and of video scores; a video
+        whose samples are all gated makes the specialist abstain with that reason. Default: never."""
+        return None
+
+    @classmethod
+    def gate_for(cls, **kwargs):
+        """The picklable `fn(entry, positions) -> reason | None` of this specialist with config `kwargs`."""
+        return functools.partial(cls.build_gate, cfg=cls.full_config(**kwargs))
+
+    def gate_fn(self):
+        return type(self).gate_for(**self._config)
+
+    @staticmethod
     def input_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:  # pragma: no cover
         raise NotImplementedError
 
