@@ -28,14 +28,21 @@ FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
 @register
 class FolderLayout(Layout):
     name = "folder"
-    markers = "real/ and fake/ sub-folders holding videos"
+    markers = "a real/ sub-folder holding videos (and fake/, unless it is real videos alone)"
     probe_audio_by_default = True  # nothing else says whether a video has sound
 
     def looks_like(self, root: Path) -> bool:
-        return (root / "real").is_dir() and (root / "fake").is_dir()
+        # real/ alone is a valid folder: real videos to train from with pseudo-fakes (pseudofakes.mode: only).
+        return (root / "real").is_dir()
 
     def index(self, root: Path, options: IndexOptions) -> list[VideoRecord]:
-        bases = {top: self.require(root / top) for top in ("real", "fake")}
+        self.require(root / "real")
+        tops = ("real", "fake") if (root / "fake").is_dir() else ("real",)
+        if tops == ("real",):
+            note = "no fake/ folder: real videos only (train them with pseudo-fakes: a */real_only preset)"
+            log.info("folder: %s", note)
+            options.notes.append(note)
+        bases = {top: root / top for top in tops}
         found, outside = walk_videos(root, list(bases.values()))
         if outside:
             first = ", ".join(outside[:3]) + (", ..." if len(outside) > 3 else "")
@@ -45,7 +52,7 @@ class FolderLayout(Layout):
             options.notes.append(note)
         records: list[VideoRecord] = []
         for top, label in (("real", REAL), ("fake", FAKE)):
-            for path in found[bases[top]]:
+            for path in found.get(bases.get(top), []):
                 records.append(self._record(root, path, top, label))
         # A synth sidecar knows who is in each video; group by that before splitting.
         identities = {p: str(f["identity"]) for p, f in (read_sidecar(root) or {}).items() if f.get("identity")}

@@ -59,25 +59,35 @@ class CropAugmenter:
     def __bool__(self) -> bool:
         return self.transform is not None
 
-    def __call__(self, entry: FaceTrackEntry, positions: Sequence[int], seed: int) -> FaceTrackEntry:
+    def __call__(self, entry: FaceTrackEntry, positions: Sequence[int], seed: int,
+                 masks: dict[int, np.ndarray] | None = None):
+        """The augmented entry; with `masks` (position -> float HxW in crop pixels, a pseudo-fake's
+        blend mask), `(entry, masks)` with the masks moved by the same geometric transforms (colour
+        transforms leave them alone), so a mask target stays on the pixels it describes."""
         if self.transform is None:
-            return entry
+            return entry if masks is None else (entry, masks)
         frames = list(entry.meta.frames)
         crops: dict[int, np.ndarray] = {}
+        moved_masks: dict[int, np.ndarray] = {}
         for pos in positions:
             self.transform.set_random_seed(seed)  # the same draw for every frame of the sample
-            crops[pos], frames[pos] = self._one(entry.crop(pos), frames[pos])
+            mask = None if masks is None else masks.get(pos)
+            crops[pos], frames[pos], out_mask = self._one(entry.crop(pos), frames[pos], mask)
+            if out_mask is not None:
+                moved_masks[pos] = out_mask
         meta = dataclasses.replace(entry.meta, frames=frames)
-        return AugmentedEntry(entry, meta, crops)
+        out = AugmentedEntry(entry, meta, crops)
+        return out if masks is None else (out, moved_masks)
 
-    def _one(self, crop: np.ndarray, frame):
+    def _one(self, crop: np.ndarray, frame, mask: np.ndarray | None = None):
         h, w = crop.shape[:2]
         ox, oy = frame.crop_box[0], frame.crop_box[1]
         x0, y0, x1, y1 = frame.box
         local = [max(0.0, x0 - ox), max(0.0, y0 - oy), min(float(w), x1 - ox), min(float(h), y1 - oy)]
         bboxes = [local] if local[2] > local[0] and local[3] > local[1] else []
         kps = np.asarray(frame.landmarks, dtype=np.float32).reshape(-1, 2) - np.array([ox, oy], dtype=np.float32)
-        out = self.transform(image=crop, bboxes=bboxes, keypoints=kps)
+        extra = {} if mask is None else {"mask": np.asarray(mask, dtype=np.float32)}
+        out = self.transform(image=crop, bboxes=bboxes, keypoints=kps, **extra)
         image = np.ascontiguousarray(out["image"])
         nh, nw = image.shape[:2]
         box = list(frame.box)
@@ -88,4 +98,4 @@ class CropAugmenter:
         moved = dataclasses.replace(
             frame, box=box, landmarks=landmarks, crop_box=[ox, oy, ox + nw, oy + nh]
         )
-        return image, moved
+        return image, moved, (None if mask is None else np.asarray(out["mask"], dtype=np.float32))

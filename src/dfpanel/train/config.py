@@ -39,6 +39,7 @@ class ModelConfig:
     fusion_dim: int | None = None
     fusion_heads: int | None = None
     dropout: float | None = None
+    mask_head: bool | None = None  # blend-mask head (BG, RR), trained with pseudofakes.mask_weight
     extra: dict = field(default_factory=dict)  # further specialist-specific kwargs
 
     def kwargs(self) -> dict:
@@ -63,6 +64,10 @@ class DataConfig:
     val_frames_per_video: int | None = None
     max_videos: int | None = None  # cap per split (debugging, tiny presets)
     balanced: bool = True  # WeightedRandomSampler for class balance
+    # Paired batches: each fake next to a sample of the real video it was made from (same dataset and
+    # group: FF++ pair, DFDC original, Celeb-DF identity; a pseudo-fake's own real), so identity and
+    # scene cannot tell them apart. Replaces `balanced` (a paired batch is half real, half fake).
+    paired: bool = False
     samples_per_epoch: int | None = None  # sampler draws per epoch (None: size of the train set)
     batch_size: int = 32
     val_batch_size: int | None = None
@@ -78,6 +83,26 @@ class AugmentConfig:
     # Each specialist says which transforms would destroy its traces (Specialist.augment_refusal; CM's
     # list is in models/specialists/cm.py); this lets a stage opt in to the resizing/recompressing ones.
     allow_resample: bool = False
+
+
+PSEUDOFAKE_MODES = ("off", "mix", "only")
+
+
+@dataclass
+class PseudoFakeConfig:
+    """Pseudo-fakes made on the fly from REAL training samples (dfpanel.pseudofakes), one generator per trace.
+
+    mode: off | mix (added to the dataset's real and fake samples) | only (the reals alone: every real
+    sample also appears as its own pseudo-fake, so a folder of real videos is enough to train).
+    """
+
+    mode: str = "off"
+    ratio: float = 0.5  # mix: pseudo-fakes per real training sample (drawn from the reals, seeded)
+    # [{name: self_blend, weight: 1.0, <generator options>...}]; empty: the specialist's own
+    # (Specialist.pseudofakes), with their default options.
+    generators: list[dict] = field(default_factory=list)
+    val: bool = True  # validation gets pseudo-twins of its reals too (mode only: else val AUC is undefined)
+    mask_weight: float = 0.0  # loss weight of the blend-mask head (BG, RR: model.mask_head true)
 
 
 @dataclass
@@ -121,6 +146,7 @@ class StageConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    pseudofakes: PseudoFakeConfig = field(default_factory=PseudoFakeConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     init_from: str | None = None  # local path | previous run name or dir | http(s) URL
@@ -280,6 +306,37 @@ def validate(cfg: StageConfig) -> None:
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
             raise ConfigError(f"{src}: augment.transforms[{i}] needs a `name:` (an albumentations transform)")
     check_augmentation(cfg)
+    check_pseudofakes(cfg)
+
+
+def check_pseudofakes(cfg: StageConfig) -> None:
+    src = cfg.source or "<config>"
+    pf = cfg.pseudofakes
+    if pf.mode not in PSEUDOFAKE_MODES:
+        raise ConfigError(f"{src}: pseudofakes.mode must be one of {', '.join(PSEUDOFAKE_MODES)}, got {pf.mode!r}")
+    if not (isinstance(pf.ratio, (int, float)) and 0 < pf.ratio <= 10):
+        raise ConfigError(f"{src}: pseudofakes.ratio must be a number in (0, 10], got {pf.ratio!r}")
+    if pf.mask_weight < 0:
+        raise ConfigError(f"{src}: pseudofakes.mask_weight must be >= 0, got {pf.mask_weight!r}")
+    for i, g in enumerate(pf.generators):
+        if not isinstance(g, dict) or not isinstance(g.get("name"), str):
+            raise ConfigError(f"{src}: pseudofakes.generators[{i}] needs a `name:` (a pseudo-fake generator)")
+        if "weight" in g and not (isinstance(g["weight"], (int, float)) and g["weight"] > 0):
+            raise ConfigError(f"{src}: pseudofakes.generators[{i}].weight must be a positive number")
+    if pf.mode == "off":
+        return
+    from dfpanel.models.specialists.base import find_specialist
+    from dfpanel.pseudofakes.base import pseudofake_class
+
+    for g in pf.generators:
+        cls = pseudofake_class(g["name"])  # ConfigError naming the known ones
+        cls(**{k: v for k, v in g.items() if k not in ("name", "weight")})  # options checked now, not in a worker
+    spec = find_specialist(cfg.model.specialist)
+    if not pf.generators and spec is not None and not spec.pseudofakes:
+        raise ConfigError(f"{src}: specialist {cfg.model.specialist!r} has no pseudo-fake generators of its own; "
+                          f"list some under pseudofakes.generators or set pseudofakes.mode: off")
+    if pf.mask_weight and spec is not None and spec.mask_input is None:
+        raise ConfigError(f"{src}: pseudofakes.mask_weight needs a mask head, which {cfg.model.specialist!r} has not; set it to 0")
 
 
 def check_augmentation(cfg: StageConfig) -> None:

@@ -21,6 +21,8 @@ from dfpanel.extract.cache import CacheIndexRow, FaceTrackCache
 from dfpanel.index.manifest import manifest_hash, read_manifest
 from dfpanel.train.augment import CropAugmenter
 from dfpanel.train.config import StageConfig
+from dfpanel.train.pseudo import PseudoFakeDataset, build_generators
+from dfpanel.train.sampling import PairedBatchSampler
 from dfpanel.views.samples import (
     balanced_sampler,
     dataset_for,
@@ -60,6 +62,22 @@ def data_hash(cfg: StageConfig, rows: Sequence[CacheIndexRow]) -> str:
     return h.hexdigest()
 
 
+def real_partners(dataset) -> Callable[[int], list[int]]:
+    """For a dataset's item, the items of the real videos it pairs with: same dataset and group (the
+    FF++ pair, DFDC original, Celeb-DF identity that `dfpanel index` records)."""
+    by_group: dict[tuple[str, str], list[int]] = {}
+    for i, (video, _) in enumerate(dataset.items):
+        row = dataset.rows[video]
+        if row.label == 0:
+            by_group.setdefault((row.dataset, row.group), []).append(i)
+
+    def partners(i: int) -> list[int]:
+        row = dataset.rows[dataset.items[i][0]]
+        return by_group.get((row.dataset, row.group), [])
+
+    return partners
+
+
 class CacheDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -69,24 +87,43 @@ class CacheDataModule(L.LightningDataModule):
         *,
         chunk: int | None = None,
         clip_len: int | None = None,
+        gate: Callable | None = None,
+        mask_input: str | None = None,
+        pseudofakes: Sequence[str] = (),
     ):
         super().__init__()
         self.cfg = cfg
         d = cfg.data
+        pf = cfg.pseudofakes
         train_chunks = [chunk] if chunk is not None else d.chunks
         self.train_rows = stage_rows(cfg, d.train_split, chunks=train_chunks)
         self.val_rows = stage_rows(cfg, d.val_split)
+        if pf.mode == "only":  # trains from real videos alone: a dataset's own fakes are left out
+            dropped = sum(r.label == 1 for r in self.train_rows + self.val_rows)
+            if dropped:
+                log.info("pseudofakes.mode only: leaving out %d fake videos of %s", dropped, d.cache)
+            self.train_rows = [r for r in self.train_rows if r.label == 0]
+            self.val_rows = [r for r in self.val_rows if r.label == 0]
         where = f"{d.cache} (dataset={d.dataset or 'any'}, chunks={train_chunks or 'all'})"
         if not self.train_rows:
-            raise DataError(f"{where}: no {d.train_split!r} videos to train on; check --data, --manifest and data.dataset")
+            what = "real " if pf.mode == "only" else ""
+            raise DataError(f"{where}: no {what}{d.train_split!r} videos to train on; check --data, --manifest and data.dataset")
         if not self.val_rows:
             raise DataError(f"{where}: no {d.val_split!r} videos to validate on; the index must give some videos that split")
         # How the cache was extracted: copied into the weights sidecar, so detection extracts alike.
         self.input_spec = FaceTrackCache(d.cache).input_spec
         cls = dataset_for(sample_kind)
         self.train_set = cls(d.cache, self.train_rows, view, per_video=d.frames_per_video, clip_len=clip_len,
-                             augment=CropAugmenter(cfg.augment.transforms))
-        self.val_set = cls(d.cache, self.val_rows, view, per_video=d.val_frames_per_video, clip_len=clip_len)
+                             augment=CropAugmenter(cfg.augment.transforms), gate=gate)
+        self.val_set = cls(d.cache, self.val_rows, view, per_video=d.val_frames_per_video, clip_len=clip_len, gate=gate)
+        if pf.mode != "off" or mask_input is not None or d.paired:
+            generators = build_generators(pf.generators, pseudofakes) if pf.mode != "off" else []
+            seed = cfg.trainer.seed
+            self.train_set = PseudoFakeDataset(self.train_set, generators, mode=pf.mode, ratio=pf.ratio, seed=seed,
+                                               train=True, mask_input=mask_input, pair_of=real_partners(self.train_set))
+            val_mode = pf.mode if pf.val else "off"
+            self.val_set = PseudoFakeDataset(self.val_set, generators if val_mode != "off" else [], mode=val_mode,
+                                             ratio=pf.ratio, seed=seed + 1, train=False, mask_input=mask_input)
         if not len(self.train_set):
             raise DataError(f"{where}: the {d.train_split!r} videos give no samples; are the cached clips shorter than clip_len {clip_len}?")
         # val_auc is undefined without both classes (a small Celeb-DF or synthetic val split can be all
@@ -111,11 +148,12 @@ class CacheDataModule(L.LightningDataModule):
             return 1.0 if self.cfg.data.balanced else pos_weight_from_labels(self.train_set.labels)
         return float(pw)
 
-    def _loader(self, dataset, batch_size: int, **kwargs) -> DataLoader:
+    def _loader(self, dataset, batch_size: int | None, **kwargs) -> DataLoader:
         d = self.cfg.data
+        if batch_size is not None:
+            kwargs["batch_size"] = batch_size
         return DataLoader(
             dataset,
-            batch_size=batch_size,
             num_workers=d.num_workers,
             pin_memory=d.pin_memory and torch.cuda.is_available(),
             persistent_workers=d.num_workers > 0,
@@ -125,6 +163,10 @@ class CacheDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         d = self.cfg.data
         drop_last = len(self.train_set) > d.batch_size  # no size-1 batch into batch norm
+        if d.paired:
+            sampler = PairedBatchSampler(self.train_set.labels, self.train_set.pairs(), d.batch_size,
+                                         d.samples_per_epoch, seed=self.cfg.trainer.seed)
+            return self._loader(self.train_set, None, batch_sampler=sampler)
         if d.balanced:
             sampler = balanced_sampler(self.train_set.labels, d.samples_per_epoch)
             return self._loader(self.train_set, d.batch_size, sampler=sampler, drop_last=drop_last)

@@ -28,39 +28,59 @@ class SpecialistModule(L.LightningModule):
         optim: dict | None = None,
         pos_weight: float = 1.0,
         model: nn.Module | None = None,
+        mask_weight: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         self.model = model if model is not None else create_specialist(specialist, **(model_kwargs or {}))
         self.optim_cfg = OptimConfig(**(optim or {}))
         self.pos_weight = float(pos_weight)
+        self.mask_weight = float(mask_weight)
         self.val_metric = VideoAUROC()
         self.carried_optimizer_state: dict | None = None  # curriculum `carry_optimizer: true`
 
     def forward(self, inputs: dict[str, torch.Tensor]):
         return self.model(inputs)
 
-    def loss(self, out, labels: torch.Tensor) -> torch.Tensor:
+    def loss(self, out, labels: torch.Tensor, meta: dict | None = None) -> torch.Tensor:
+        """Weighted BCE: a sample whose `weight` is 0 (gated: AV on a clip without speech) adds nothing.
+        With a mask head and known masks (pseudo-fakes and reals), + mask_weight x the mask BCE."""
         pw = torch.tensor(self.pos_weight, device=labels.device, dtype=torch.float32)
-        main = F.binary_cross_entropy_with_logits(out.logit.float(), labels.float(), pos_weight=pw)
+        meta = meta or {}
+        weight = meta.get("weight")
+        weight = torch.ones_like(labels, dtype=torch.float32) if weight is None else weight.to(labels.device).float()
+        denom = weight.sum().clamp_min(1.0)
+
+        def bce(logit):
+            per = F.binary_cross_entropy_with_logits(logit.float(), labels.float(), pos_weight=pw, reduction="none")
+            return (per * weight).sum() / denom
+
+        total = bce(out.logit)
         if self.optim_cfg.aux_weight and out.aux_logit is not None:
-            aux = F.binary_cross_entropy_with_logits(out.aux_logit.float(), labels.float(), pos_weight=pw)
-            return main + self.optim_cfg.aux_weight * aux
-        return main
+            total = total + self.optim_cfg.aux_weight * bce(out.aux_logit)
+        if self.mask_weight and out.mask_logit is not None and "mask" in meta:
+            known = meta["mask_weight"].to(labels.device).float() * weight
+            if known.sum() > 0:
+                target = meta["mask"].to(out.mask_logit.device).float()
+                per = F.binary_cross_entropy_with_logits(out.mask_logit.float(), target, reduction="none").mean(dim=(1, 2, 3))
+                total = total + self.mask_weight * (per * known).sum() / known.sum()
+        return total
 
     def training_step(self, batch, batch_idx):
-        inputs, labels, _ = batch
+        inputs, labels, meta = batch
         out = self.model(inputs)
-        loss = self.loss(out, labels)
+        loss = self.loss(out, labels, meta)
         self.log("train_loss", loss, prog_bar=True, batch_size=labels.shape[0])
         return loss
 
     def validation_step(self, batch, batch_idx):
         inputs, labels, meta = batch
         out = self.model(inputs)
-        loss = self.loss(out, labels)
+        loss = self.loss(out, labels, meta)
         self.log("val_loss", loss, sync_dist=True, batch_size=labels.shape[0])
-        self.val_metric.update(out.logit.float(), labels, meta["video"])
+        keep = meta["weight"] > 0 if "weight" in meta else torch.ones_like(labels, dtype=torch.bool)
+        if keep.any():  # gated samples hold no evidence: they do not enter the video score
+            self.val_metric.update(out.logit.float()[keep], labels[keep], meta["video"][keep])
 
     def on_validation_epoch_end(self) -> None:
         result = self.val_metric.compute()  # gathered across ranks by torchmetrics

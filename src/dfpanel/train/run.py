@@ -115,7 +115,10 @@ def fit_stage(
         run_info["parent_sha256"] = sha256_of(path)
         run_info["init_from"] = str(path)
 
-    dm = CacheDataModule(cfg, view_of(model), model.sample_kind, chunk=chunk, clip_len=clip_len_of(model))
+    dm = CacheDataModule(cfg, view_of(model), model.sample_kind, chunk=chunk, clip_len=clip_len_of(model),
+                         gate=model.gate_fn() if hasattr(model, "gate_fn") else None,
+                         mask_input=getattr(model, "mask_input", None) if getattr(model, "mask_head", None) is not None else None,
+                         pseudofakes=getattr(model, "pseudofakes", ()))
     if cfg.init_from and not resume and parent_sidecar.get("input_spec") is not None:
         from dfpanel.weights.folder import sidecar_input_spec
 
@@ -123,7 +126,8 @@ def fit_stage(
         if differs:  # fine-tuning on other views: allowed, but the parent learned what it no longer sees
             log.warning("%s: parent weights were trained on a cache extracted otherwise than %s (%s)",
                         out_dir, cfg.data.cache, differs)
-    module = SpecialistModule(cfg.specialist, model_kwargs, asdict(cfg.optim), pos_weight=dm.pos_weight, model=model)
+    module = SpecialistModule(cfg.specialist, model_kwargs, asdict(cfg.optim), pos_weight=dm.pos_weight, model=model,
+                              mask_weight=cfg.pseudofakes.mask_weight)
     if optimizer_state is not None and not resume:
         module.carried_optimizer_state = optimizer_state
     run_info.update(manifest_hash=dm.data_hash, pos_weight=dm.pos_weight, chunk=chunk,
@@ -248,6 +252,9 @@ def build_trainer(cfg: StageConfig, out_dir: Path, callbacks: list, progress: bo
         devices=devices,
         num_nodes=t.num_nodes,
         strategy=strategy,
+        # The paired batch sampler splits its batches across DDP ranks itself (a DistributedSampler
+        # cannot wrap a batch sampler); validation then runs whole on every rank, which torchmetrics syncs.
+        use_distributed_sampler=not cfg.data.paired,
         precision=resolve_precision(str(t.precision), on_gpu),
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,

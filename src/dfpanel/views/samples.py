@@ -153,8 +153,10 @@ class CacheSampleDataset(Dataset):
         augment: Callable | None = None,
         entry_cache_size: int = 64,
         clip_len: int | None = None,
+        gate: Callable[[FaceTrackEntry, Sequence[int]], str | None] | None = None,
     ):
         self.root = Path(cache_root)
+        self.gate = gate
         self.rows = list(rows)
         self.view = view
         self.clip_len = clip_len
@@ -198,13 +200,18 @@ class CacheSampleDataset(Dataset):
             entry = self.augment(entry, positions, int(np.random.randint(0, 2**31 - 1)))
         inputs = self.view(entry, positions)
         label = torch.tensor(float(self.rows[video].label))
-        meta = {
+        return inputs, label, self.sample_meta(index, video, entry, positions)
+
+    def sample_meta(self, index: int, video: int, entry: FaceTrackEntry, positions: Sequence[int]) -> dict:
+        """`index`, `video`, first frame `position` and its `time`; `weight` 0.0 when the specialist's
+        gate says the sample holds no evidence (AV: no speech), else 1.0: losses and video scores skip it."""
+        return {
             "index": index,
             "video": video,
             "position": positions[0],
             "time": float(entry.meta.frames[positions[0]].time),
+            "weight": 0.0 if self.gate is not None and self.gate(entry, positions) else 1.0,
         }
-        return inputs, label, meta
 
     def class_counts(self) -> Counter:
         return Counter(self.labels)
@@ -234,6 +241,7 @@ def specialist_dataset(model, cache_root: str | os.PathLike, rows: Sequence[Cach
     """The dataset of `model`'s samples: its sample kind, its clip length and its view (the picklable
     `view_fn()` when it has one, so DataLoader workers get no copy of the model)."""
     view = model.view_fn() if hasattr(model, "view_fn") else model.view
+    kwargs.setdefault("gate", model.gate_fn() if hasattr(model, "gate_fn") else None)
     return dataset_for(model.sample_kind)(cache_root, rows, view, clip_len=clip_len_of(model), **kwargs)
 
 

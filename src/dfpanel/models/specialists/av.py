@@ -75,6 +75,7 @@ class LipSyncModule(nn.Module):
 @register_specialist
 class AVSpecialist(PanelSpecialist):
     name = "av"
+    pseudofakes = ("audio_desync",)
     order = 1
     title = "Lip sync"
     needs_audio = True  # abstains on a video without sound

@@ -32,6 +32,7 @@ class SpecialistOutput:
     logit: torch.Tensor  # (B,) real/fake logit from the fused class token; > 0 means fake
     aux_logit: torch.Tensor  # (B,) logit from the specialist tokens alone (auxiliary loss)
     info: dict = field(default_factory=dict)  # e.g. {"audio_used": (B,) bool} for AV
+    mask_logit: torch.Tensor | None = None  # (B, 1, 7, 7) blend-mask logits (model.mask_head), else None
 
 
 class Specialist(nn.Module):

@@ -51,6 +51,8 @@ class LightingModule(nn.Module):
 @register_specialist
 class BGSpecialist(PanelSpecialist):
     name = "bg"
+    pseudofakes = ("self_blend",)
+    mask_input = "face"
     order = 0
     title = "Background and lighting"
     color = "#1f77b4"

@@ -182,6 +182,7 @@ def cm_augment_refusal(transform: dict, flags: dict[str, bool]) -> str | None:
 @register_specialist
 class CMSpecialist(PanelSpecialist):
     name = "cm"
+    pseudofakes = ("recompress",)
     order = 2
     title = "Compression history"
     color = "#2ca02c"

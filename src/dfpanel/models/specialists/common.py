@@ -31,6 +31,9 @@ COMMON_DEFAULTS: dict = {
     "fusion_dim": 256,
     "fusion_heads": 8,
     "dropout": 0.2,
+    # A 1x1 conv on the backbone's token grid predicting where a pseudo-fake's blend mask is (LAA-Net,
+    # Forensics Adapter): trained with pseudofakes.mask_weight; only for specialists with a mask_input.
+    "mask_head": False,
 }
 
 
@@ -63,6 +66,7 @@ class PanelSpecialist(Specialist):
         self.backbone = Backbone(cfg["backbone"], cfg["pretrained"], cfg["pretrained_path"], image_size=cfg["image_size"])
         self.module = self.build_module(cfg)
         self.fusion = AttentionFusion(self.backbone.channels, self.module_channels, cfg["fusion_dim"], cfg["fusion_heads"], cfg["dropout"])
+        self.mask_head = nn.Conv2d(self.backbone.channels, 1, 1) if cfg["mask_head"] else None
 
     @classmethod
     def full_config(cls, **kwargs) -> dict:
@@ -111,6 +115,8 @@ class PanelSpecialist(Specialist):
         raise NotImplementedError
 
     def check_config(self, cfg: dict) -> None:
+        if cfg["mask_head"] and self.mask_input is None:
+            raise ConfigError(f"specialist {self.name!r} has no mask input for a mask head; set mask_head: false")
         if cfg["image_size"] < 32:
             raise ConfigError(f"specialist {self.name!r}: image_size must be at least 32, got {cfg['image_size']}")
 
@@ -148,4 +154,5 @@ class PanelSpecialist(Specialist):
         features = self.backbone(self.backbone_image(inputs))
         evidence = self.module(inputs)
         logit, aux_logit = self.fusion(features, evidence)
-        return SpecialistOutput(logit=logit, aux_logit=aux_logit, info=self.output_info(inputs))
+        mask_logit = self.mask_head(features) if self.mask_head is not None else None
+        return SpecialistOutput(logit=logit, aux_logit=aux_logit, info=self.output_info(inputs), mask_logit=mask_logit)

@@ -55,6 +55,8 @@ class ResamplingModule(nn.Module):
 @register_specialist
 class RRSpecialist(PanelSpecialist):
     name = "rr"
+    pseudofakes = ("self_blend",)
+    mask_input = "face"
     order = 3
     title = "Resampling traces"
     color = "#d62728"

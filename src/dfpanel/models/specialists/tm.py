@@ -115,6 +115,7 @@ class TemporalModule(nn.Module):
 @register_specialist
 class TMSpecialist(PanelSpecialist):
     name = "tm"
+    pseudofakes = ("temporal_blend",)
     order = 4
     title = "Temporal consistency"
     color = "#9467bd"
