@@ -132,6 +132,8 @@ def fit_stage(
         module.carried_optimizer_state = optimizer_state
     run_info.update(manifest_hash=dm.data_hash, pos_weight=dm.pos_weight, chunk=chunk,
                     n_train_samples=len(dm.train_set), n_val_samples=len(dm.val_set),
+                    n_train_pseudofakes=len(getattr(dm.train_set, "sources", [])),
+                    n_val_pseudofakes=len(getattr(dm.val_set, "sources", [])),
                     input_spec=dm.input_spec.to_dict())
     if is_launcher_rank_zero():
         out_dir.mkdir(parents=True, exist_ok=True)
