@@ -21,11 +21,11 @@ from dfpanel.views.ops import box_in_crop
 
 # Mask options shared by the generators (each generator lists them in its own `params`).
 MASK_PARAMS = {
-    "mask_grow": (1.3, 1.8),  # landmarks pushed out from their centroid by this factor
+    "mask_grow": (1.5, 2.0),  # landmarks pushed out from their centroid by this factor
     "mask_ellipse_p": 0.6,  # chance to join the hull with an ellipse in the face box
     "mask_ellipse_scale": (0.7, 0.95),  # the ellipse's half-axes, in half face-box sides
     "mask_deform": 0.08,  # radial deformation amplitude (share of the radius), up to
-    "mask_morph": (-0.06, 0.06),  # erosion (<0) / dilation (>0), in face sizes
+    "mask_morph": (-0.04, 0.06),  # erosion (<0) / dilation (>0), in face sizes
     "mask_blur": (0.02, 0.1),  # Gaussian blur sigma of the edge, in face sizes
     "mask_hard_p": 0.1,  # chance of a binary mask (no blur)
 }
