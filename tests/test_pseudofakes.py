@@ -13,8 +13,18 @@ from factories import memory_entry
 
 from dfpanel.errors import ConfigError
 from dfpanel.extract.cache import normalise_audio
-from dfpanel.pseudofakes.base import create_pseudofake, list_pseudofakes, pseudofake_class
-from dfpanel.pseudofakes.masks import MASK_PARAMS, draw_mask, face_geometry, frame_mask, render_mask
+from dfpanel.pseudofakes.base import (
+    create_pseudofake,
+    list_pseudofakes,
+    pseudofake_class,
+)
+from dfpanel.pseudofakes.masks import (
+    MASK_PARAMS,
+    draw_mask,
+    face_geometry,
+    frame_mask,
+    render_mask,
+)
 from dfpanel.synth.audio import make_speech
 from dfpanel.synth.manipulations import MANIPULATIONS
 from dfpanel.views.ops import block_dct, luminance
@@ -88,7 +98,7 @@ def test_the_four_generators_are_registered_with_traces_and_params():
 
 def test_face_mask_covers_the_inner_face_beyond_the_landmarks(still):
     frame = still.meta.frames[0]
-    box, lm, size = face_geometry(frame)
+    box, lm, _ = face_geometry(frame)
     hull_area = cv2.contourArea(cv2.convexHull(lm.astype(np.float32)))
     shape = still.crop(0).shape[:2]
     for seed in range(6):
@@ -284,7 +294,11 @@ def snapshot(pf) -> bytes:
 def test_same_seed_same_bytes_other_seed_other_draws_and_the_real_untouched(talking, name):
     crops = [talking.crop(p).copy() for p in range(8)]
     audio, landmarks = talking.audio.copy(), [list(map(list, f.landmarks)) for f in talking.meta.frames]
-    donor = (lambda other: (lambda rng: other))(real(speech(3), seed=2))
+    other = real(speech(3), seed=2)
+
+    def donor(rng):
+        return other
+
     gen = create_pseudofake(name)
     one = gen(talking, sample(name), np.random.default_rng(5), donor)
     two = gen(talking, sample(name), np.random.default_rng(5), donor)

@@ -15,7 +15,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from dfpanel.extract.cache import EditedEntry, FaceTrackEntry, normalise_audio
-from dfpanel.pseudofakes.base import DonorFn, PseudoFake, PseudoFakeGenerator, register_pseudofake
+from dfpanel.pseudofakes.base import (
+    DonorFn,
+    PseudoFake,
+    PseudoFakeGenerator,
+    register_pseudofake,
+)
 from dfpanel.pseudofakes.masks import _uniform
 from dfpanel.views.speech import clip_span, clip_speech, entry_speech
 

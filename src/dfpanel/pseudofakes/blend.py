@@ -17,8 +17,19 @@ import cv2
 import numpy as np
 
 from dfpanel.extract.cache import EditedEntry, FaceTrackEntry
-from dfpanel.pseudofakes.base import DonorFn, PseudoFake, PseudoFakeGenerator, register_pseudofake
-from dfpanel.pseudofakes.masks import MASK_PARAMS, _uniform, draw_mask, face_geometry, render_mask
+from dfpanel.pseudofakes.base import (
+    DonorFn,
+    PseudoFake,
+    PseudoFakeGenerator,
+    register_pseudofake,
+)
+from dfpanel.pseudofakes.masks import (
+    MASK_PARAMS,
+    _uniform,
+    draw_mask,
+    face_geometry,
+    render_mask,
+)
 
 INTERPOLATIONS = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
                   "area": cv2.INTER_AREA, "lanczos": cv2.INTER_LANCZOS4}

@@ -20,7 +20,12 @@ import numpy as np
 from dfpanel.atomic import atomic_write
 from dfpanel.errors import DataError
 from dfpanel.extract.cache import FaceTrackCache, FaceTrackEntry, write_wav
-from dfpanel.pseudofakes.base import PseudoFake, create_pseudofake, list_pseudofakes, pseudofake_class
+from dfpanel.pseudofakes.base import (
+    PseudoFake,
+    create_pseudofake,
+    list_pseudofakes,
+    pseudofake_class,
+)
 
 GAP = 4  # pixels between the panels of a row
 

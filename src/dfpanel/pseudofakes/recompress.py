@@ -15,7 +15,12 @@ import cv2
 import numpy as np
 
 from dfpanel.extract.cache import EditedEntry, FaceTrackEntry
-from dfpanel.pseudofakes.base import DonorFn, PseudoFake, PseudoFakeGenerator, register_pseudofake
+from dfpanel.pseudofakes.base import (
+    DonorFn,
+    PseudoFake,
+    PseudoFakeGenerator,
+    register_pseudofake,
+)
 from dfpanel.pseudofakes.blend import paste, unique_positions
 from dfpanel.pseudofakes.masks import MASK_PARAMS, draw_mask, face_geometry, render_mask
 from dfpanel.views.ops import BLOCK, cut

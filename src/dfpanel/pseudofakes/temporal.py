@@ -17,9 +17,21 @@ import cv2
 import numpy as np
 
 from dfpanel.extract.cache import EditedEntry, FaceTrackEntry
-from dfpanel.pseudofakes.base import DonorFn, PseudoFake, PseudoFakeGenerator, register_pseudofake
+from dfpanel.pseudofakes.base import (
+    DonorFn,
+    PseudoFake,
+    PseudoFakeGenerator,
+    register_pseudofake,
+)
 from dfpanel.pseudofakes.blend import affine_about, paste, unique_positions
-from dfpanel.pseudofakes.masks import MASK_PARAMS, _uniform, draw_mask, face_geometry, render_mask
+from dfpanel.pseudofakes.masks import (
+    MASK_PARAMS,
+    _uniform,
+    draw_mask,
+    face_geometry,
+    render_mask,
+)
+
 
 def _walk(rng: np.random.Generator, n: int, dims: int, step: float, flicker: float) -> np.ndarray:
     """(n, dims): a random walk of `step` per frame from 0, plus independent per-frame noise `flicker`."""
