@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "synth",
     "index",
     "extract",
+    "pseudofakes",
     "train",
     "evaluate",
     "detect",
