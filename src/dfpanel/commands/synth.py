@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
             help="Real source videos. ffpp: originals, each with one fake per method (5). celebdf: real clips "
             "(2/3 Celeb-real, each with up to 2 Celeb-synthesis fakes; 1/3 YouTube-real). dfdc: real videos per "
             "part, each with one fake. fakeavceleb: RealVideo-RealAudio clips, each with one fake per other "
-            "category (3). folder: real videos, each with one fake.",
+            "category (3). folder: real videos, each with one fake (one per trace with --traces).",
         ),
         seconds: float = typer.Option(2.0, "--seconds", help="Length of every video in seconds."),
         size: str = typer.Option("320x240", "--size", help="Frame size WIDTHxHEIGHT (even numbers)."),
@@ -45,6 +45,12 @@ def register(app: typer.Typer) -> None:
         test_videos: Optional[int] = typer.Option(
             None, "--test-videos", show_default="same as --videos",
             help="dfdc only: real videos in the public test set test/labels.csv, each with one fake; 0 = none.",
+        ),
+        traces: Optional[str] = typer.Option(
+            None, "--traces",
+            help="folder only: comma-separated traces (face_swap, relight, recompress, temporal_jitter, audio_shift, "
+            "audio_replace); each real video gets one fake per trace, carrying that trace alone, under fake/<trace>/. "
+            "Default: one fake per real with a mixed recipe.",
         ),
         preview: bool = typer.Option(
             False, "--preview", help="Also save DIR/preview_real.png and DIR/preview_fake.png (one frame each)."
@@ -60,7 +66,7 @@ def register(app: typer.Typer) -> None:
             raise DfpanelError(f"--layout {layout!r} is unknown; choose one of {', '.join(LAYOUT_CHOICES)}")
         sidecar = synthesize(layout, out, videos=videos, seconds=seconds, size=parse_size(size), fps=fps, seed=seed,
                              compressions=tuple(compression), parts=parts, test_videos=test_videos,
-                             progress=True)
+                             traces=None if traces is None else tuple(traces.split(",")), progress=True)
         entries = sidecar["videos"].values()
         n_fake = sum(e["label"] for e in entries)
         Console().print(f"{layout}: {len(sidecar['videos'])} videos ({len(sidecar['videos']) - n_fake} real, "

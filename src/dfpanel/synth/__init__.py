@@ -30,6 +30,20 @@ SIDECAR = "dfpanel_synth.json"
 SIDECAR_VERSION = 2
 
 
+def _traces(layout: str, traces) -> tuple[str, ...] | None:
+    """--traces checked and de-duplicated (order kept); None when not given."""
+    if traces is None:
+        return None
+    traces = tuple(dict.fromkeys(str(t).strip() for t in traces if str(t).strip()))
+    if layout != "folder":
+        raise DfpanelError(f"--traces is for --layout folder only (one fake per trace under fake/<trace>/); "
+                           f"{layout} has its own fakes")
+    bad = [t for t in traces if t not in MANIPULATIONS]
+    if bad or not traces:
+        raise DfpanelError(f"--traces {', '.join(bad) or '(none)'}: unknown trace; choose from {', '.join(MANIPULATIONS)}")
+    return traces
+
+
 def _check(layout, videos, seconds, size, fps, compressions, parts, test_videos) -> None:
     if layout not in LAYOUTS:
         raise DfpanelError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
@@ -54,13 +68,15 @@ def _check(layout, videos, seconds, size, fps, compressions, parts, test_videos)
 
 def plan(layout: str, *, videos: int = 4, seconds: float = 2.0, size: tuple[int, int] = (320, 240),
          fps: float = 25.0, seed: int = 0, compressions: tuple[str, ...] = ("c23",), parts: int = 2,
-         test_videos: int | None = None) -> Plan:
+         test_videos: int | None = None, traces: tuple[str, ...] | None = None) -> Plan:
     """What `synthesize` would write, without writing it."""
     compressions = tuple(dict.fromkeys(compressions))
     size = (int(size[0]), int(size[1]))
     test_videos = _test_videos(videos, test_videos)
     _check(layout, videos, seconds, size, fps, compressions, parts, test_videos)
-    return PLANNERS[layout](videos, float(seconds), size, float(fps), seed, compressions, parts, test_videos)
+    traces = _traces(layout, traces)
+    extra = {"traces": traces} if traces else {}
+    return PLANNERS[layout](videos, float(seconds), size, float(fps), seed, compressions, parts, test_videos, **extra)
 
 
 def _test_videos(videos: int, test_videos: int | None) -> int:
@@ -68,13 +84,15 @@ def _test_videos(videos: int, test_videos: int | None) -> int:
     return videos if test_videos is None else int(test_videos)
 
 
-def _params(layout, videos, seconds, size, fps, compressions, parts, test_videos) -> dict:
+def _params(layout, videos, seconds, size, fps, compressions, parts, test_videos, traces=None) -> dict:
     params = {"videos": videos, "seconds": float(seconds), "size": [int(size[0]), int(size[1])], "fps": float(fps)}
     if layout == "ffpp":
         params["compressions"] = list(dict.fromkeys(compressions))
     if layout == "dfdc":
         params["parts"] = parts
         params["test_videos"] = test_videos
+    if traces:  # absent without --traces, so folders written before the option still resume
+        params["traces"] = list(traces)
     return params
 
 
@@ -106,20 +124,22 @@ def _write_text(path: Path, text: str) -> None:
 def synthesize(layout: str, out: str | Path, *, videos: int = 4, seconds: float = 2.0,
                size: tuple[int, int] = (320, 240), fps: float = 25.0, seed: int = 0,
                compressions: tuple[str, ...] = ("c23",), parts: int = 2, test_videos: int | None = None,
-               progress: bool = True) -> dict:
+               traces: tuple[str, ...] | None = None, progress: bool = True) -> dict:
     """Write a synthetic dataset in `layout`'s on-disk layout under `out`; returns the sidecar dict.
 
     `test_videos` (dfdc only): real videos in the public test set test/labels.csv, each with one fake;
-    None = `videos`, 0 = no test set. Re-running into a folder made with the same parameters (and the
+    None = `videos`, 0 = no test set. `traces` (folder only): one fake per real per listed trace, each
+    carrying that trace alone, under fake/<trace>/ (None: one mixed-recipe fake per real). Re-running into a folder made with the same parameters (and the
     same version of this generator) skips videos already there (resumable); any other folder is
     refused rather than mixed.
     """
     from dfpanel.synth.render import render_clip
 
     the_plan = plan(layout, videos=videos, seconds=seconds, size=size, fps=fps, seed=seed,
-                    compressions=compressions, parts=parts, test_videos=test_videos)
+                    compressions=compressions, parts=parts, test_videos=test_videos, traces=traces)
     root = Path(out)
-    params = _params(layout, videos, seconds, size, fps, compressions, parts, _test_videos(videos, test_videos))
+    params = _params(layout, videos, seconds, size, fps, compressions, parts, _test_videos(videos, test_videos),
+                     _traces(layout, traces))
     sidecar_path = root / SIDECAR
     if sidecar_path.is_file():
         try:

@@ -11,7 +11,8 @@ How `videos` counts, per layout (real source videos):
 - dfdc: real videos per part; each gets one fake (visual, audio-only or both). `test_videos` more real
   videos (and their fakes) make the public test set, test/labels.csv.
 - fakeavceleb: RealVideo-RealAudio clips; each gets one fake in each of the other three categories.
-- folder: real videos; each gets one fake, cycling through all manipulation recipes.
+- folder: real videos; each gets one fake, cycling through all manipulation recipes (or, with
+  `traces`, one fake per listed trace, each carrying that trace alone, under fake/<trace>/).
 
 Split sizes follow the real releases: FF++ 720/140/140 originals (about 72/14/14), Celeb-DF's test
 list 518 of 6529 videos (about 8%, 1/3 of them real), DFDC's public test set next to the train parts.
@@ -342,24 +343,30 @@ def plan_fakeavceleb(videos, seconds, size, fps, seed, compressions, parts, test
     return plan
 
 
-def plan_folder(videos, seconds, size, fps, seed, compressions, parts, test_videos) -> Plan:
+def plan_folder(videos, seconds, size, fps, seed, compressions, parts, test_videos, traces=None) -> Plan:
+    """One fake per real cycling through MIXED_RECIPES (fake/fake_K.mp4); with `traces`, one fake per
+    listed trace instead, each carrying that trace only, under fake/<trace>/fake_K.mp4 (the folder
+    indexer reads <trace> as the fake type) with the real's identity, so the pair shares a split."""
     seeds = _Seeds(seed)
     people = [seeds("folder-person", k) for k in range(videos)]
     split_of = _assign_splits(range(videos), np.random.default_rng([seed, 0xF01]))
     plan = Plan()
     for k in range(videos):
-        recipe = MIXED_RECIPES[k % len(MIXED_RECIPES)]
         clip = _clip(seeds, f"folder/{k}", people[k], seconds, size, fps)
         ident = f"folder-{k:04d}"
-        fake = f"fake/fake_{k:04d}.mp4"
         donor = seeds("folder-donor", k)
-        plan.clips.append((clip, [
-            Output(f"real/real_{k:04d}.mp4", 0, "real", audio=True, identity_name=ident, split=split_of[k]),
-            Output(fake, 1, "+".join(recipe), manipulations=recipe, audio=True,
-                   source=donor if "face_swap" in recipe else None, trace_seed=seeds("trace", fake),
-                   identity_name=ident, source_name=f"{ident}-donor" if "face_swap" in recipe else None,
-                   split=split_of[k]),
-        ]))
+        if traces:
+            fakes = [(f"fake/{t}/fake_{k:04d}.mp4", (t,)) for t in traces]
+        else:
+            fakes = [(f"fake/fake_{k:04d}.mp4", MIXED_RECIPES[k % len(MIXED_RECIPES)])]
+        outs = [Output(f"real/real_{k:04d}.mp4", 0, "real", audio=True, identity_name=ident, split=split_of[k])]
+        for fake, recipe in fakes:
+            swap = "face_swap" in recipe
+            outs.append(Output(fake, 1, "+".join(recipe), manipulations=recipe, audio=True,
+                               source=donor if swap else None, trace_seed=seeds("trace", fake),
+                               identity_name=ident, source_name=f"{ident}-donor" if swap else None,
+                               split=split_of[k]))
+        plan.clips.append((clip, outs))
     return plan
 
 
