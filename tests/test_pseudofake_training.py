@@ -22,7 +22,6 @@ from dfpanel.train.sampling import PairedBatchSampler
 from dfpanel.views.samples import FrameSampleDataset, select_rows
 
 
-@register_pseudofake
 class LeftHalfPatch(PseudoFakeGenerator):
     """Test generator: the left half of each crop set to a value drawn from the rng; mask = that half."""
 
@@ -43,12 +42,23 @@ class LeftHalfPatch(PseudoFakeGenerator):
         return PseudoFake(EditedEntry(entry, crops=crops), masks, {"value": value})
 
 
-@register_pseudofake
 class NeverApplies(PseudoFakeGenerator):
     name = "test_never"
 
     def applies(self, entry, positions):
         return False
+
+
+@pytest.fixture(autouse=True, scope="module")
+def test_generators():
+    """Registered for this module only, so other tests (the preview's default list) never see them."""
+    from dfpanel.pseudofakes import base as registry
+
+    for cls in (LeftHalfPatch, NeverApplies):
+        register_pseudofake(cls)
+    yield
+    for cls in (LeftHalfPatch, NeverApplies):
+        registry._REGISTRY.pop(cls.name, None)
 
 
 @pytest.fixture(scope="module")
