@@ -13,7 +13,7 @@ from torch import nn
 
 from dfpanel.errors import ConfigError
 from dfpanel.models.specialists import create_specialist
-from dfpanel.models.svd_residual import SVDResidualLinear, svd_regularization
+from dfpanel.models.svd_residual import SVDResidualLinear, skip_svd, svd_regularization
 from dfpanel.train.config import load_stage_config
 from dfpanel.train.module import SpecialistModule
 from dfpanel.weights.io import load_specialist, save_weights
@@ -113,6 +113,18 @@ def test_one_step_then_save_and_load_changes_only_the_tuned_tensors(tuning, tmp_
     with torch.no_grad():
         assert torch.equal(rebuilt(x).logit, model(x).logit)
     assert {n for n, p in rebuilt.named_parameters() if p.requires_grad} == trainable
+
+
+def test_skip_svd_builds_placeholders_of_the_same_shapes():
+    linear = nn.Linear(12, 8)
+    with skip_svd():
+        fast = SVDResidualLinear(linear, rank=2)
+    split = SVDResidualLinear(linear, rank=2)
+    assert {k: v.shape for k, v in fast.state_dict().items()} == {k: v.shape for k, v in split.state_dict().items()}
+    assert not fast.weight_main.any()
+    fast.load_state_dict(split.state_dict())
+    x = torch.randn(3, 12)
+    assert torch.equal(fast(x), split(x))
 
 
 def test_regularization_is_zero_at_the_split_and_grows_with_a_leak_into_the_main_subspace():

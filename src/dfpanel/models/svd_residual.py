@@ -19,9 +19,26 @@ second term (equal to it when W has full column space, e.g. V of a square or wid
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+_SKIP_SVD = False
+
+
+@contextlib.contextmanager
+def skip_svd():
+    """Build SVD-residual layers with the right shapes but no decomposition, for a model whose saved
+    weights are loaded right after (the split of a ViT-B takes a minute or more on a CPU)."""
+    global _SKIP_SVD
+    before, _SKIP_SVD = _SKIP_SVD, True
+    try:
+        yield
+    finally:
+        _SKIP_SVD = before
 
 
 class SVDResidualLinear(nn.Module):
@@ -34,9 +51,13 @@ class SVDResidualLinear(nn.Module):
         self.in_features, self.out_features, self.rank = in_features, out_features, rank
         w = linear.weight.detach()
         dtype = w.dtype
-        u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
         keep = m - rank
-        main = (u[:, :keep] * s[:keep]) @ vh[:keep]
+        if _SKIP_SVD:  # placeholders of the right shapes: the caller loads saved weights next
+            u, s, vh = w.new_zeros(out_features, m), w.new_zeros(m), w.new_zeros(m, in_features)
+            main = torch.zeros_like(w)
+        else:
+            u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
+            main = (u[:, :keep] * s[:keep]) @ vh[:keep]
         self.register_buffer("weight_main", main.to(dtype).contiguous())
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
         self.U_res = nn.Parameter(u[:, keep:].to(dtype).contiguous())
