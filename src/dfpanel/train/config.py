@@ -40,6 +40,9 @@ class ModelConfig:
     fusion_heads: int | None = None
     dropout: float | None = None
     mask_head: bool | None = None  # blend-mask head (BG, RR), trained with pseudofakes.mask_weight
+    tuning: str | None = None  # what of the backbone trains: full | layernorm | svd_residual
+    backbone_args: dict | None = None  # extra timm.create_model kwargs, e.g. {depth: 2, embed_dim: 64}
+    svd_residual_rank: int | None = None  # smallest singular components trained per linear (svd_residual)
     extra: dict = field(default_factory=dict)  # further specialist-specific kwargs
 
     def kwargs(self) -> dict:
@@ -116,6 +119,7 @@ class OptimConfig:
     aux_weight: float = 0.3  # loss = bce(logit) + aux_weight * bce(aux_logit)
     pos_weight: Any = "auto"  # "auto" (from the train split), a number, or null (no weighting)
     grad_clip: float | None = 1.0
+    svd_orth_weight: float = 0.0  # loss += weight x orthogonality of SVD-residual layers (tuning svd_residual)
 
 
 @dataclass

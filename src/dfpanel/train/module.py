@@ -1,7 +1,8 @@
 """The LightningModule that trains any specialist.
 
 Loss: BCE-with-logits on the fused logit plus `aux_weight` x BCE on the auxiliary logit (specialist
-tokens alone), both with the same `pos_weight` (class weight of fakes, from the train split).
+tokens alone), both with the same `pos_weight` (class weight of fakes, from the train split); in
+training, plus `svd_orth_weight` x the SVD-residual orthogonality loss (tuning svd_residual only).
 AdamW with no weight decay on biases and norms; per-step cosine (with linear warm-up) or one-cycle.
 Monitor: `val_auc`, AUC of video-level scores (`dfpanel.inference.aggregate`: mean of probabilities).
 """
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dfpanel.models.specialists.base import create_specialist
+from dfpanel.models.svd_residual import svd_regularization
 from dfpanel.train.config import OptimConfig
 from dfpanel.train.metrics import VideoAUROC
 
@@ -69,9 +71,15 @@ class SpecialistModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         inputs, labels, meta = batch
         out = self.model(inputs)
-        loss = self.loss(out, labels, meta)
+        loss = self.loss(out, labels, meta) + self.tuning_penalty()
         self.log("train_loss", loss, prog_bar=True, batch_size=labels.shape[0])
         return loss
+
+    def tuning_penalty(self) -> torch.Tensor | float:
+        """`svd_orth_weight` x the SVD-residual layers' orthogonality loss (0 when off or none)."""
+        weight = self.optim_cfg.svd_orth_weight
+        reg = svd_regularization(self.model) if weight else None
+        return 0.0 if reg is None else weight * reg.float()
 
     def validation_step(self, batch, batch_idx):
         inputs, labels, meta = batch

@@ -105,6 +105,7 @@ def load_into(model, state: dict[str, torch.Tensor], source: str = "weights") ->
 def load_specialist(path: str | os.PathLike, device: str | torch.device = "cpu", expected_sha256: str | None = None, **overrides):
     """Rebuild the specialist from the sidecar's model_config (+ overrides), load its weights, eval()."""
     from dfpanel.models.specialists.base import create_specialist
+    from dfpanel.models.svd_residual import skip_svd
 
     expected = overrides.pop("expected_specialist", None)
     state, sidecar = load_weights(path, expected_specialist=expected, expected_sha256=expected_sha256)
@@ -114,7 +115,8 @@ def load_specialist(path: str | os.PathLike, device: str | torch.device = "cpu",
     # The trained weights replace any pretrained backbone, so never fetch one here.
     cfg = {**sidecar["model_config"], **overrides, "pretrained": False, "pretrained_path": None}
     try:
-        model = create_specialist(name, **cfg)
+        with skip_svd():  # the saved weights hold the split tensors: no need to split random ones first
+            model = create_specialist(name, **cfg)
     except ConfigError as exc:  # an unknown specialist, or options it does not take: the sidecar is at fault
         raise WeightsError(f"{sidecar_path(Path(path))}: {exc}; copy the sidecar that was saved with these weights") from None
     load_into(model, state, source=Path(path).name)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from dfpanel.errors import ConfigError
-from dfpanel.models.backbone import GRID, Backbone, GridPool
+from dfpanel.models.backbone import GRID, Backbone, GridPool, check_tuning
 from dfpanel.models.fusion import AttentionFusion
 from dfpanel.models.specialists.base import Specialist, SpecialistOutput
 
@@ -34,6 +34,9 @@ COMMON_DEFAULTS: dict = {
     # A 1x1 conv on the backbone's token grid predicting where a pseudo-fake's blend mask is (LAA-Net,
     # Forensics Adapter): trained with pseudofakes.mask_weight; only for specialists with a mask_input.
     "mask_head": False,
+    "tuning": "full",  # what of the backbone trains: full | layernorm | svd_residual (models/backbone.py)
+    "backbone_args": {},  # extra timm.create_model kwargs
+    "svd_residual_rank": 1,  # trainable smallest singular components per linear (tuning svd_residual)
 }
 
 
@@ -63,7 +66,10 @@ class PanelSpecialist(Specialist):
         cfg = self.full_config(**kwargs)
         self._config = cfg
         self.check_config(cfg)
-        self.backbone = Backbone(cfg["backbone"], cfg["pretrained"], cfg["pretrained_path"], image_size=cfg["image_size"])
+        self.backbone = Backbone(
+            cfg["backbone"], cfg["pretrained"], cfg["pretrained_path"], image_size=cfg["image_size"],
+            tuning=cfg["tuning"], backbone_args=cfg["backbone_args"], svd_residual_rank=cfg["svd_residual_rank"],
+        )
         self.module = self.build_module(cfg)
         self.fusion = AttentionFusion(self.backbone.channels, self.module_channels, cfg["fusion_dim"], cfg["fusion_heads"], cfg["dropout"])
         self.mask_head = nn.Conv2d(self.backbone.channels, 1, 1) if cfg["mask_head"] else None
@@ -76,6 +82,8 @@ class PanelSpecialist(Specialist):
             known = ", ".join(sorted({**COMMON_DEFAULTS, **cls.extra_config}))
             raise ConfigError(f"specialist {cls.name!r}: unknown option(s) {', '.join(sorted(unknown))}; known: {known}")
         cfg = {**COMMON_DEFAULTS, **cls.extra_config, **kwargs}
+        if cfg["backbone_args"] is None or isinstance(cfg["backbone_args"], dict):
+            cfg["backbone_args"] = dict(cfg["backbone_args"] or {})  # a copy: never the shared default
         for key, value in cls.extra_config.items():
             if value is None and cfg[key] is None:
                 cfg[key] = cfg["image_size"]
@@ -119,6 +127,7 @@ class PanelSpecialist(Specialist):
             raise ConfigError(f"specialist {self.name!r} has no mask input for a mask head; set mask_head: false")
         if cfg["image_size"] < 32:
             raise ConfigError(f"specialist {self.name!r}: image_size must be at least 32, got {cfg['image_size']}")
+        check_tuning(cfg["tuning"], cfg["backbone_args"], cfg["svd_residual_rank"])
 
     def backbone_image(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return inputs["face"]
