@@ -42,7 +42,9 @@ def predict_scores(
     gate (the model's gate reason, `sample_gates`: why the sample holds no evidence; None when it
     counts). Gated samples are scored too; `aggregate_videos` and the metrics leave them out."""
     rows = select_rows(FaceTrackCache(cache_root).rows(), split=split, ids=_manifest_ids(manifest))
-    dataset = GatedSamples(specialist_dataset(model, cache_root, rows), gate_of(model))
+    dataset, gate = specialist_dataset(model, cache_root, rows), gate_of(model)
+    if gate is not None:  # a specialist with a gate (AV): each item's meta says why it holds no evidence
+        dataset = GatedSamples(dataset, gate)
     was_training = model.training
     model = model.to(device).eval()
     records: list[dict] = []
@@ -63,7 +65,7 @@ def predict_scores(
                         "position": int(meta["position"][j]),
                         "time": float(meta["time"][j]),
                         "logit": float(logit),
-                        GATE_COLUMN: meta["gate"][j] or None,
+                        GATE_COLUMN: (meta["gate"][j] or None) if "gate" in meta else None,
                     }
                 )
             if bar is not None:
