@@ -13,11 +13,20 @@ from factories import cache_video, extracted_track, memory_entry
 
 from dfpanel.detect.discovery import VideoInfo
 from dfpanel.detect.pipeline import DetectConfig, PanelDetector
-from dfpanel.extract.cache import FaceTrackEntry
-from dfpanel.inference.aggregate import aggregate_videos, sigmoid, video_logit, video_logits
+from dfpanel.inference.aggregate import (
+    aggregate_videos,
+    sigmoid,
+    video_logit,
+    video_logits,
+)
 from dfpanel.inference.runners import OnnxRunner, TorchRunner
 from dfpanel.models.specialists.av import MIN_MOUTH_WIDTH
-from dfpanel.models.specialists.base import create_specialist, find_specialist, specialist_class, specialist_view
+from dfpanel.models.specialists.base import (
+    create_specialist,
+    find_specialist,
+    specialist_class,
+    specialist_view,
+)
 from dfpanel.panel.combiner import Panel
 from dfpanel.report.html import bars_svg
 from dfpanel.report.schema import validate_report
@@ -26,7 +35,7 @@ from dfpanel.views.samples import sample_groups
 
 SR = 16000
 CLIP = 8
-TINY = dict(backbone="tiny", image_size=64, clip_len=4)
+TINY = {"backbone": "tiny", "image_size": 64, "clip_len": 4}
 BOX = (40.0, 30.0, 100.0, 100.0)
 
 
