@@ -18,7 +18,7 @@ import pandas as pd
 
 from dfpanel.errors import DataError, WeightsError
 from dfpanel.evaluate.metrics import binary_metrics
-from dfpanel.inference.aggregate import aggregate_videos, check_samples, evidence_rows
+from dfpanel.inference.aggregate import GATE_COLUMN, aggregate_videos, check_samples, evidence_rows
 from dfpanel.weights.sidecar import read_sidecar as _read_sidecar
 from dfpanel.weights.sidecar import training_summary
 
@@ -48,7 +48,8 @@ def evaluate_scores(samples_df: pd.DataFrame, threshold: float = 0.5, how: str =
     "frame" is the sample level (one frame, or one clip for the clip specialists AV and TM); "video"
     aggregates each video's samples with `how` (see aggregate_videos). Gated samples (the scores'
     `gate` column, e.g. AV's silent clips) hold no evidence: they are left out of both levels, and a
-    video whose samples are all gated is one the specialist abstains on; "gated" counts both.
+    video whose samples are all gated is one the specialist abstains on; "gated" (when the table has
+    a gate column) counts both.
     """
     check_samples(samples_df)
     samples = evidence_rows(samples_df)
@@ -56,11 +57,10 @@ def evaluate_scores(samples_df: pd.DataFrame, threshold: float = 0.5, how: str =
     voted = videos[videos["prob"].notna()]
     if samples.empty:
         raise DataError("every sample was gated (e.g. AV: no speech in any clip); nothing to evaluate")
-    return {
-        "frame": evaluate_level(samples, threshold),
-        "video": evaluate_level(voted, threshold),
-        "gated": {"samples": int(len(samples_df) - len(samples)), "abstained_videos": int(len(videos) - len(voted))},
-    }
+    out = {"frame": evaluate_level(samples, threshold), "video": evaluate_level(voted, threshold)}
+    if GATE_COLUMN in samples_df.columns:  # scores from predict_scores: say what the gates left out
+        out["gated"] = {"samples": int(len(samples_df) - len(samples)), "abstained_videos": int(len(videos) - len(voted))}
+    return out
 
 
 # --- the `dfpanel eval` run ------------------------------------------------------------------------
