@@ -6,6 +6,8 @@ In memory:
                             crop box and landmarks, optional audio
     memory_entry(...)       a FaceTrackEntry whose crops are cut from source frames exactly as extract does
     extracted_track(...)    (meta, crops, audio) as an extract function returns it to detection
+    voice(...)              a steady voiced sound (harmonics of 140 Hz) where asked, silence elsewhere:
+                            audio that `views.speech` calls speech exactly there
 
 On disk:
     write_entry(...)        one entry folder (meta.json, crops, audio.wav) through EntryWriter
@@ -118,15 +120,35 @@ def memory_entry(
     return FaceTrackEntry.from_memory(meta, crops, audio), frames
 
 
+def voice(seconds: float, spans: Sequence[tuple[float, float]], f0: float = 140.0, seed: int = 0) -> np.ndarray:
+    """`seconds` of 16 kHz audio: a steady voiced sound (harmonics of f0, falling 1/k) during each
+    (start, end) of `spans`, faint hiss (-80 dBFS) elsewhere. The voice-activity test calls it speech
+    exactly during the spans (given enough quiet around them for its noise floor)."""
+    n = int(round(seconds * AUDIO_RATE))
+    t = np.arange(n) / AUDIO_RATE
+    tone = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 21)) * 0.2
+    on = np.zeros(n, dtype=bool)
+    for a, b in spans:
+        on[int(round(a * AUDIO_RATE)) : int(round(b * AUDIO_RATE))] = True
+    hiss = np.random.default_rng(seed).standard_normal(n) * 1e-4
+    return np.where(on, tone, 0.0).astype(np.float32) + hiss.astype(np.float32)
+
+
 def extracted_track(n_clips: int = 3, clip_len: int = 4, audio: bool = True, fps: float = 25.0, seed: int = 0,
-                    video_id: str = "v", dataset: str = "detect"):  # fmt: skip
+                    video_id: str = "v", dataset: str = "detect", speech: bool = True):  # fmt: skip
     """What an extract function hands detection for one track: (meta, crops, audio samples or None).
     Clips start every 20 decoded frames; every other frame was detected, the rest tracked. Crops are
-    120x140 mid-grey noise; audio is faint noise over the whole video."""
+    120x140 mid-grey noise; audio is a voice over each clip's frames (0.04 s either side) and quiet
+    between them (`voice`: AV's gate lets every clip through), or with speech=False faint noise over
+    the whole video (no speech: AV's gate holds every clip back)."""
     rng = np.random.default_rng(seed)
     crops = [rng.integers(100, 156, (140, 120, 3), dtype=np.uint8) for _ in range(n_clips * clip_len)]
     duration = (n_clips * 20) / fps
-    samples = (rng.standard_normal(int(duration * AUDIO_RATE)) * 0.05).astype(np.float32) if audio else None
+    samples = None
+    if audio and speech:
+        samples = voice(duration, [(max(0.0, (c * 20 - 1) / fps), (c * 20 + clip_len + 1) / fps) for c in range(n_clips)])
+    elif audio:
+        samples = (rng.standard_normal(int(duration * AUDIO_RATE)) * 0.05).astype(np.float32)
     meta = track_meta(
         n_clips * clip_len, clip_len=clip_len, box=[40.0, 40.0, 100.0, 110.0], crop_box=[10, 5, 130, 145],
         landmarks=[[55, 65], [85, 65], [70, 80], [58, 95], [82, 95]], fps=fps,

@@ -23,8 +23,8 @@ from dfpanel import __version__
 from dfpanel.detect.discovery import NotAVideo, VideoInfo, probe_video
 from dfpanel.errors import NoFaceError, VideoError
 from dfpanel.extract.spec import DEFAULT_SPEC, InputSpec
-from dfpanel.inference.aggregate import sigmoid, video_logit
-from dfpanel.inference.batches import GroupViews, predict_batches
+from dfpanel.inference.aggregate import abstain_reason, evidence_mask, gate_counts, sigmoid, video_logit
+from dfpanel.inference.batches import GroupViews, predict_batches, sample_gates
 from dfpanel.inference.runners import SpecialistRunner
 from dfpanel.panel.combiner import Panel
 from dfpanel.report.explain import explain
@@ -257,7 +257,7 @@ class PanelDetector:
         return {
             "name": r.name, "title": r.title, "status": "abstained", "probability": None, "logit": None,
             "reason": reason, "sample_kind": r.sample_kind, "contribution": None, "weights_id": r.weights_id,
-            "samples": [],
+            "samples": [], "gated": 0, "gated_reasons": {},
         }
 
     def _score(self, r: SpecialistRunner, entry, timings: dict) -> dict:
@@ -271,11 +271,20 @@ class PanelDetector:
             L = r.clip_len
             out["reason"] = f"no {L} consecutive frames were sampled (video too short, or --frames below {L})"
             return out
+        # Samples that hold no evidence for this specialist (its gate, e.g. AV's silent clips) are not
+        # scored and are left out of its video score; all gated: it abstains, with the commonest reason.
+        gates = sample_gates(r.gate, entry, groups)
+        keep = evidence_mask(gates)
+        out["gated"], out["gated_reasons"] = int((~keep).sum()), gate_counts(gates)
+        if not keep.any():
+            out["reason"] = abstain_reason(gates)
+            return out
+        all_groups, groups = groups, [g for g, k in zip(groups, keep) if k]
         models_before = timings.get("models", 0.0)
         logits = [float(z) for batch_logits, _ in predict_batches(GroupViews(entry, groups, r.view), r.predict,
                                                                    batch_size=self.cfg.batch_size, timings=timings)
                   for z in batch_logits]
-        timings[f"model_{r.name}"] = timings.get(f"model_{r.name}", 0.0) + timings["models"] - models_before
+        timings[f"model_{r.name}"] = timings.get(f"model_{r.name}", 0.0) + timings.get("models", 0.0) - models_before
         frames = entry.meta.frames
         step = 1.0 / entry.meta.fps if entry.meta.fps else 0.04
         for g, z in zip(groups, logits):
@@ -289,7 +298,9 @@ class PanelDetector:
                 "position": int(g[0]), "frame": int(frames[g[0]].index),
                 "logit": z, "prob": float(sigmoid(z)),
             })
-        out["logit"] = video_logit(logits, self.panel.aggregate)
+        every = np.full(len(all_groups), np.nan)  # gated samples were not scored: the gates leave them out
+        every[keep] = logits
+        out["logit"] = video_logit(every, self.panel.aggregate, gates)
         out["probability"] = float(sigmoid(out["logit"]))
         out["status"] = "scored"
         out["_groups"] = groups  # dropped before the report is returned (used by the timeline)
@@ -344,7 +355,8 @@ class PanelDetector:
     def _panel_dict(self, prob: float | None) -> dict:
         p = self.panel
         return {"probability": prob, "threshold": p.threshold, "margin": p.margin, "fitted": p.fitted,
-                "threshold_method": p.threshold_method, "aggregate": p.aggregate}
+                "threshold_method": p.threshold_method, "aggregate": p.aggregate,
+                "one_sided": p.one_sided_names([r.name for r in self.runners])}
 
     def _base(self, video: dict, timings: dict) -> dict:
         return {

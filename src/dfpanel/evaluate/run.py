@@ -18,7 +18,7 @@ import pandas as pd
 
 from dfpanel.errors import DataError, WeightsError
 from dfpanel.evaluate.metrics import binary_metrics
-from dfpanel.inference.aggregate import aggregate_videos, check_samples
+from dfpanel.inference.aggregate import GATE_COLUMN, aggregate_videos, check_samples, evidence_rows
 from dfpanel.weights.sidecar import read_sidecar as _read_sidecar
 from dfpanel.weights.sidecar import training_summary
 
@@ -46,13 +46,21 @@ def evaluate_scores(samples_df: pd.DataFrame, threshold: float = 0.5, how: str =
     """Metrics of one scores table: {"frame": evaluate_level(samples), "video": evaluate_level(videos)}.
 
     "frame" is the sample level (one frame, or one clip for the clip specialists AV and TM); "video"
-    aggregates each video's samples with `how` (see aggregate_videos).
+    aggregates each video's samples with `how` (see aggregate_videos). Gated samples (the scores'
+    `gate` column, e.g. AV's silent clips) hold no evidence: they are left out of both levels, and a
+    video whose samples are all gated is one the specialist abstains on; "gated" (when the table has
+    a gate column) counts both.
     """
     check_samples(samples_df)
-    return {
-        "frame": evaluate_level(samples_df, threshold),
-        "video": evaluate_level(aggregate_videos(samples_df, how=how), threshold),
-    }
+    samples = evidence_rows(samples_df)
+    videos = aggregate_videos(samples_df, how=how)
+    voted = videos[videos["prob"].notna()]
+    if samples.empty:
+        raise DataError("every sample was gated (e.g. AV: no speech in any clip); nothing to evaluate")
+    out = {"frame": evaluate_level(samples, threshold), "video": evaluate_level(voted, threshold)}
+    if GATE_COLUMN in samples_df.columns:  # scores from predict_scores: say what the gates left out
+        out["gated"] = {"samples": int(len(samples_df) - len(samples)), "abstained_videos": int(len(videos) - len(voted))}
+    return out
 
 
 # --- the `dfpanel eval` run ------------------------------------------------------------------------
@@ -222,7 +230,8 @@ def write_outputs(results: dict, scores: pd.DataFrame, out_dir: Path) -> dict[st
         v = aggregate_videos(g, how=results["aggregate"]).assign(run=run, test_set=name)
         videos.append(v)
         label = f"{run} / {name}" if several else str(name)
-        curves.append((label, v["prob"].to_numpy(), v["label"].to_numpy()))
+        voted = v[v["prob"].notna()]  # videos the specialist abstained on (all samples gated) have no score
+        curves.append((label, voted["prob"].to_numpy(), voted["label"].to_numpy()))
     pd.concat(videos, ignore_index=True).to_csv(paths["video_scores"], index=False)
     plot_roc(curves, paths["roc"], title="Video-level ROC")
     return paths

@@ -6,6 +6,11 @@ panel fit) and for one video in memory (detection).
 `samples` is a map-style Dataset whose items are a view dict (`specialist.view(entry, positions)`) or
 a tuple starting with one (the cache datasets' `(inputs, label, meta)`); `predict` takes a batched
 view dict (torch tensors, CPU) and returns (B,) logits: `torch_predict(model)` or an ONNX runner's.
+
+Gates (`PanelSpecialist.build_gate`: why a sample holds no evidence, e.g. AV's "no speech in the clip")
+are evaluated by `sample_gates` wherever samples are scored: detection (`GroupViews` groups) and the
+cache (`GatedSamples`, which adds meta["gate"]); `inference.aggregate.video_logits(..., gates=)` then
+leaves gated samples out (the one rule, `evidence_mask`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,50 @@ def torch_predict(model, device: str = "cpu") -> PredictFn:
         return out.logit.detach().float().cpu().numpy().reshape(-1)
 
     return predict
+
+
+GateFn = Callable[[object, Sequence[int]], "str | None"]  # (entry, positions) -> reason | None
+
+
+def gate_of(model) -> GateFn | None:
+    """A model's (or runner's) picklable gate function, None when it has none (never gated)."""
+    if hasattr(model, "gate_fn"):
+        return model.gate_fn()
+    return getattr(model, "gate", None)
+
+
+def sample_gates(gate: GateFn | None, entry, groups: Sequence[Sequence[int]]) -> list[str | None]:
+    """THE per-sample gate evaluation: for each sample (frame positions) of `entry`, why it holds no
+    evidence, or None. `gate` None: nothing is gated."""
+    if gate is None:
+        return [None] * len(groups)
+    return [gate(entry, list(g)) or None for g in groups]
+
+
+class GatedSamples(Dataset):
+    """A cache sample dataset (views.samples.CacheSampleDataset) whose items' meta also hold "gate":
+    the sample's gate reason, "" when it counts (strings collate; None would not). Computed where the
+    view is (in the workers), on the same entry object, so the speech test runs once per entry."""
+
+    def __init__(self, dataset, gate: GateFn | None):
+        self.dataset, self.gate = dataset, gate
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        inputs, label, meta = self.dataset[i]
+        if "gate" not in meta:
+            reason = None
+            if self.gate is not None:
+                from dfpanel.views.samples import sample_groups
+
+                video, k = self.dataset.items[i]
+                entry = self.dataset.entry(video)
+                groups = sample_groups(entry, self.dataset.sample_kind, self.dataset.clip_len)
+                reason = sample_gates(self.gate, entry, [groups[k]])[0]
+            meta = {**meta, "gate": reason or ""}
+        return inputs, label, meta
 
 
 class GroupViews(Dataset):

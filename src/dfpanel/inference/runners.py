@@ -1,13 +1,14 @@
 """A specialist ready to score a face track: its view plus a forward pass in torch or onnxruntime.
 
 Both runners use the specialist's own `view` (the same function training used), so the two backends
-differ only in who computes the logits.
+differ only in who computes the logits; likewise its own `gate` (why a sample holds no evidence; a
+pure function of entry, positions and config, so the ONNX runner builds it from the sidecar's config).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +26,8 @@ class SpecialistRunner:
     weights_id: str | None  # sha256 of the weights, from the sidecar
     weights_info: dict = field(default_factory=dict)  # file, stage, sha256... for the report
     input_spec: InputSpec = DEFAULT_SPEC  # how its training cache was extracted: detection extracts the same way
+    # (entry, positions) -> why that sample holds no evidence, or None; None: nothing is gated
+    gate: Callable | None = None
 
     def view(self, entry, positions: Sequence[int]) -> dict:  # pragma: no cover - interface
         raise NotImplementedError
@@ -57,6 +60,7 @@ class TorchRunner(SpecialistRunner):
                          input_spec=input_spec or DEFAULT_SPEC)
         self.spec = spec.to(device).eval()
         self.device = device
+        self.gate = spec.gate_fn() if hasattr(spec, "gate_fn") else None
         self._predict = torch_predict(self.spec, device)
 
     def view(self, entry, positions):
@@ -71,9 +75,9 @@ class OnnxRunner(SpecialistRunner):
     onnxruntime session for the logits."""
 
     def __init__(self, spec_class, config: dict, view_fn, onnx_model, weights_id: str | None = None,
-                 weights_info: dict | None = None, input_spec: InputSpec | None = None):
+                 weights_info: dict | None = None, input_spec: InputSpec | None = None, gate_fn=None):
         super().__init__(**_meta(spec_class, config), weights_id=weights_id, weights_info=weights_info or {},
-                         input_spec=input_spec or DEFAULT_SPEC)
+                         input_spec=input_spec or DEFAULT_SPEC, gate=gate_fn)
         self.view_fn = view_fn
         self.onnx = onnx_model  # callable: dict[str, np.ndarray] -> logits
 
@@ -84,7 +88,8 @@ class OnnxRunner(SpecialistRunner):
 
         spec_class = specialist_class(name)
         full = spec_class.full_config(**config)
-        return cls(spec_class, full, specialist_view(name, **config), onnx_model, **kwargs)
+        gate = spec_class.gate_for(**config) if hasattr(spec_class, "gate_for") else None
+        return cls(spec_class, full, specialist_view(name, **config), onnx_model, gate_fn=gate, **kwargs)
 
     def view(self, entry, positions):
         return self.view_fn(entry, positions)

@@ -10,10 +10,11 @@ import torch
 
 from dfpanel.extract.cache import FaceTrackCache
 from dfpanel.index.manifest import VideoRecord, read_manifest
-from dfpanel.inference.batches import predict_batches, torch_predict
+from dfpanel.inference.aggregate import GATE_COLUMN
+from dfpanel.inference.batches import GatedSamples, gate_of, predict_batches, torch_predict
 from dfpanel.views.samples import select_rows, specialist_dataset
 
-COLUMNS = ["video_id", "dataset", "label", "fake_type", "split", "group", "position", "time", "logit", "prob"]
+COLUMNS = ["video_id", "dataset", "label", "fake_type", "split", "group", "position", "time", "logit", "prob", GATE_COLUMN]
 
 
 def _manifest_ids(manifest) -> set[str] | None:
@@ -37,9 +38,13 @@ def predict_scores(
 ) -> pd.DataFrame:
     """One row per sample (`sample_groups`: every cached frame, or every clip_len window of the cached
     clips for clip specialists) of the selected videos, scored by `predict_batches`: video_id, dataset,
-    label, fake_type, split, group, position (first frame), time (s), logit, prob (sigmoid of logit)."""
+    label, fake_type, split, group, position (first frame), time (s), logit, prob (sigmoid of logit),
+    gate (the model's gate reason, `sample_gates`: why the sample holds no evidence; None when it
+    counts). Gated samples are scored too; `aggregate_videos` and the metrics leave them out."""
     rows = select_rows(FaceTrackCache(cache_root).rows(), split=split, ids=_manifest_ids(manifest))
-    dataset = specialist_dataset(model, cache_root, rows)
+    dataset, gate = specialist_dataset(model, cache_root, rows), gate_of(model)
+    if gate is not None:  # a specialist with a gate (AV): each item's meta says why it holds no evidence
+        dataset = GatedSamples(dataset, gate)
     was_training = model.training
     model = model.to(device).eval()
     records: list[dict] = []
@@ -60,6 +65,7 @@ def predict_scores(
                         "position": int(meta["position"][j]),
                         "time": float(meta["time"][j]),
                         "logit": float(logit),
+                        GATE_COLUMN: (meta["gate"][j] or None) if "gate" in meta else None,
                     }
                 )
             if bar is not None:
@@ -68,7 +74,7 @@ def predict_scores(
         if bar is not None:
             bar[0].stop()
         model.train(was_training)
-    frame = pd.DataFrame.from_records(records, columns=COLUMNS[:-1])
+    frame = pd.DataFrame.from_records(records, columns=[c for c in COLUMNS if c != "prob"])
     frame["prob"] = torch.sigmoid(torch.tensor(frame["logit"].to_numpy(dtype="float64"))).numpy()
     return frame[COLUMNS]
 

@@ -7,6 +7,18 @@ it would learn dataset make-up instead of evidence (FF++ has no audio and is mos
 audio" would come to mean "fake"). Until fitted, the panel averages the logits of the specialists
 that voted (equal weights) and uses threshold 0.5.
 
+One-sided specialists (class fact `one_sided`, read from the registry: AV) may push the panel towards
+fake but never below what the others say: panel logit = max(logit without them, logit with them).
+Why: a lip-sync model finds nothing wrong with a face swap that kept the original voice (mouth and
+voice still move together), and AV models score near or below chance on such fakes; so "AV finds
+nothing" is no evidence of "real", while "the mouth is out of step with the voice" is evidence of
+"fake". The rule holds for the fitted panel (the logistic regression is fitted as usual; the max is
+applied when combining, in the fit's own threshold choice and metrics too) and for the unfitted
+equal-weights mean. "Without them" when only one-sided specialists voted is the panel with no
+evidence: the bias of a fitted panel, logit 0 (probability 0.5, its threshold) for the unfitted one.
+A one-sided specialist whose pull was cut off has contribution 0. The panel's `metrics["one_sided"]`
+and the report's `panel.one_sided` name them.
+
 The verdict is "fake" or "real" when the probability is at least `margin` away from the threshold,
 otherwise "uncertain". panel.json (next to the weights) stores weights, threshold and margin.
 """
@@ -52,16 +64,35 @@ class Panel:
     version: int = PANEL_VERSION
 
     # ---- combining -------------------------------------------------------------------------------
-    def decision(self, logits: Mapping[str, float | None]) -> float | None:
-        """Panel logit from specialist logits; None/NaN/missing = abstained. None when all abstain."""
-        voted = {k: float(v) for k, v in logits.items() if v is not None and not math.isnan(float(v))}
-        if not voted:
-            return None
+    @staticmethod
+    def one_sided_names(names) -> list[str]:
+        """The one-sided specialists among `names` (registry fact; unknown names are not)."""
+        return [n for n in names if is_one_sided(n)]
+
+    def _combine(self, voted: Mapping[str, float]) -> float:
+        """The panel logit of these votes, no one-sided rule; no votes: the panel without evidence."""
         if not self.fitted:
-            return float(np.mean(list(voted.values())))
+            return float(np.mean(list(voted.values()))) if voted else 0.0
         # Abstainers add nothing; a specialist the panel was not fitted with has no weight: it is
         # shown in the report but cannot vote.
         return float(self.bias + sum(self.weights.get(n, 0.0) * z for n, z in voted.items()))
+
+    def _votes(self, logits: Mapping[str, float | None]) -> tuple[dict[str, float], float | None, bool]:
+        """(votes, panel logit, whether the one-sided rule cut the one-sided specialists' pull off)."""
+        voted = {k: float(v) for k, v in logits.items() if v is not None and not math.isnan(float(v))}
+        if not voted:
+            return voted, None, False
+        with_all = self._combine(voted)
+        sided = self.one_sided_names(voted)
+        if not sided:
+            return voted, with_all, False
+        without = self._combine({n: z for n, z in voted.items() if n not in sided})
+        return voted, max(with_all, without), without > with_all
+
+    def decision(self, logits: Mapping[str, float | None]) -> float | None:
+        """Panel logit from specialist logits; None/NaN/missing = abstained. None when all abstain.
+        One-sided specialists only ever raise it (module docstring)."""
+        return self._votes(logits)[1]
 
     def probability(self, logits: Mapping[str, float | None]) -> float | None:
         z = self.decision(logits)
@@ -73,12 +104,14 @@ class Panel:
         return "fake" if prob > self.threshold else "real"
 
     def contributions(self, logits: Mapping[str, float | None]) -> dict[str, float]:
-        """How much each voting specialist pushed the panel logit (positive = towards fake)."""
+        """How much each voting specialist pushed the panel logit (positive = towards fake); a
+        one-sided specialist whose pull towards real the panel ignored pushed 0."""
+        voted, _, cut = self._votes(logits)
         out = {}
-        for name, v in logits.items():
-            if v is None or math.isnan(float(v)):
-                continue
-            if not self.fitted:
+        for name, v in voted.items():
+            if cut and is_one_sided(name):
+                out[name] = 0.0
+            elif not self.fitted:
                 out[name] = float(v)
             elif name in self.weights:
                 out[name] = float(self.weights[name] * v)
@@ -132,6 +165,13 @@ class Panel:
         if margin is not None:
             panel.margin = margin
         return panel
+
+
+def is_one_sided(name: str) -> bool:
+    """Is `name` a one-sided specialist (its registered class's `one_sided`; unknown names are not)?"""
+    from dfpanel.models.specialists.base import find_specialist
+
+    return bool(getattr(find_specialist(name), "one_sided", False))
 
 
 # ---- fitting --------------------------------------------------------------------------------------
@@ -211,6 +251,8 @@ def fit_panel(
         "equal_weights_auc": auroc(eq_probs, labels),
         "equal_weights_log_loss": float(log_loss(labels, np.clip(eq_probs, _EPS, 1 - _EPS))),
         "abstained": {s: int(np.isnan(logits[:, i]).sum()) for i, s in enumerate(specialists)},
+        # their "real" is ignored when combining: they only push towards fake (module docstring)
+        "one_sided": panel.one_sided_names(specialists),
     }
     return panel
 

@@ -70,6 +70,16 @@ def explain(report: dict) -> list[str]:
     for s in report["specialists"]:
         if s["status"] == "abstained":
             out.append(f"{s['title']} ({s['name'].upper()}) abstained: {s['reason']}; it did not vote.")
+        elif s.get("gated"):
+            why = "; ".join(f"{reason} ({n})" for reason, n in (s.get("gated_reasons") or {}).items())
+            out.append(f"{s['title']} ({s['name'].upper()}) left out {s['gated']} of its "
+                       f"{s['gated'] + len(s['samples'])} samples as holding no evidence: {why}.")
+    one_sided = set((panel.get("one_sided") or []))
+    for s in scored:
+        if s["name"] in one_sided and s["probability"] < 0.5:
+            out.append(f"{s['title']} ({s['name'].upper()}) found nothing wrong, but it can only add evidence of "
+                       "manipulation, never clear a video (a face swap can keep the original voice), so it did not "
+                       "pull the verdict towards real.")
     moments = report["timeline"].get("moments") or []
     if moments and verdict != "real" and p is not None:
         times = ", ".join(f"{m['time']:.1f} s" for m in moments)

@@ -94,6 +94,10 @@ def bars_svg(report: dict, width: int = 1000) -> str:
             w = plot * s["probability"]
             parts.append(f'<rect x="{left}" y="{y + 3}" width="{w:.1f}" height="20" rx="3" fill="{_color(s["name"], i)}"/>')
             parts.append(f'<text x="{left + w + 6:.1f}" y="{y + 18}" font-size="12" font-weight="600">{_pct(s["probability"])}</text>')
+            if s.get("gated"):  # samples its gate left out (e.g. AV: silent clips)
+                why = ", ".join(escape(r) for r in (s.get("gated_reasons") or {}))
+                parts.append(f'<text x="{left + w + 52:.1f}" y="{y + 18}" font-size="11" fill="#5f6368">'
+                             f'{s["gated"]} of {s["gated"] + len(s["samples"])} samples left out: {why}</text>')
         else:
             parts.append(f'<rect x="{left}" y="{y + 3}" width="{plot}" height="20" rx="3" fill="#eceff1" stroke="#cfd8dc" stroke-dasharray="4 3"/>')
             parts.append(f'<text x="{left + 10}" y="{y + 18}" font-size="12" fill="#5f6368">abstained: {escape(s["reason"] or "")}</text>')

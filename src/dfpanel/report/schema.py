@@ -51,7 +51,10 @@ SPECIALIST = {
         "sample_kind": {"enum": ["frame", "clip"]},
         "contribution": _NUM_OR_NULL,  # push on the panel logit (+ = towards fake)
         "weights_id": _STR_OR_NULL,
-        "samples": {"type": "array", "items": SAMPLE},
+        "samples": {"type": "array", "items": SAMPLE},  # the samples that counted (gated ones are not scored)
+        # samples its gate left out as holding no evidence (e.g. AV: silent clips), and why; optional
+        "gated": {"type": "integer", "minimum": 0},
+        "gated_reasons": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
     },
 }
 
@@ -128,6 +131,8 @@ REPORT_SCHEMA: dict[str, Any] = {
                 "fitted": {"type": "boolean"},
                 "threshold_method": {"type": "string"},
                 "aggregate": {"type": "string"},
+                # specialists whose "real" the panel ignores (their evidence only pushes towards fake)
+                "one_sided": {"type": "array", "items": {"type": "string"}},
             },
         },
         "specialists": {"type": "array", "items": SPECIALIST},

@@ -9,6 +9,22 @@ differences), voice frequency detector (7x7 on the mel), audio-visual correlatio
 per-frame covariance of mouth features with audio features) and temporal audio consistency (9x9 on
 the mel and its time derivative). The three audio branches are multiplied by audio_mask, so with
 audio masked AV runs on mouth motion alone, and says so in info["audio_used"].
+
+Gate (`build_gate`): lip-sync evidence exists only while someone visibly speaks, so a clip holds none
+(and its view gets audio_mask 0 and a zero mel) when
+  - the video has no audio track: "no audio track";
+  - the clip is not inside the track's speech span or is not mostly speech (silence, leading or
+    trailing silence, music, hiss, audio that stops before the clip ends; `views.speech.clip_speech`):
+    "no speech in the clip";
+  - the mouth is not visible in most of its frames (under MIN_VISIBLE_MOUTH = half of them): a frame's
+    mouth is visible when its face was detected, not tracked/interpolated (`FrameRecord.detected`;
+    tracked frames' landmarks are guesses), both mouth corners lie inside the face box widened by
+    MOUTH_BOX_SLACK (10 %) of its width on each side, and the corners are at least MIN_MOUTH_WIDTH
+    (15 %) of the face box width apart (a frontal mouth spans about 35-45 %, a strong profile or a hand
+    over the mouth collapses the corners): "mouth not visible".
+Gated clips are left out of training losses and video scores; a video whose clips are all gated makes
+AV abstain with the most common reason. AV is `one_sided`: the panel lets its "fake" count but never
+its "real" (a face swap that kept the original voice is in sync).
 """
 
 from __future__ import annotations
@@ -22,6 +38,33 @@ from dfpanel.models.backbone import GRID, GridPool
 from dfpanel.models.specialists.base import register_specialist
 from dfpanel.models.specialists.common import PanelSpecialist, branch, conv_bn_act
 from dfpanel.views.ops import clip_log_mel, face_crop, fit_clip, mouth_crop
+from dfpanel.views.speech import clip_speech
+
+MIN_MOUTH_WIDTH = 0.15  # mouth-corner distance / face box width below which the mouth is not seen
+MOUTH_BOX_SLACK = 0.10  # mouth corners may lie this share of the box width outside the face box
+MIN_VISIBLE_MOUTH = 0.5  # share of a clip's frames that must show the mouth
+
+NO_AUDIO = "no audio track"
+NO_SPEECH = "no speech in the clip"
+NO_MOUTH = "mouth not visible"
+
+
+def mouth_visible(frame) -> bool:
+    """Is the mouth of this FrameRecord seen: detected face, corners inside the (slightly widened) face
+    box and not collapsed onto each other? (thresholds in the module docstring)"""
+    if not frame.detected:
+        return False
+    x0, y0, x1, y1 = (float(v) for v in frame.box)
+    w = max(x1 - x0, 1e-6)
+    slack = MOUTH_BOX_SLACK * w
+    corners = frame.landmarks[3:5]
+    if len(corners) < 2:
+        return False
+    for x, y in corners:
+        if not (x0 - slack <= x <= x1 + slack and y0 - slack <= y <= y1 + slack):
+            return False
+    (lx, ly), (rx, ry) = corners
+    return ((rx - lx) ** 2 + (ry - ly) ** 2) ** 0.5 >= MIN_MOUTH_WIDTH * w
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -78,7 +121,6 @@ class AVSpecialist(PanelSpecialist):
     pseudofakes = ("audio_desync",)
     order = 1
     title = "Lip sync"
-    needs_audio = True  # abstains on a video without sound
     color = "#ff7f0e"
     looks_for = "the mouth moves out of step with the voice"
     sample_kind = "clip"
@@ -86,10 +128,29 @@ class AVSpecialist(PanelSpecialist):
     module_channels = 48
     extra_config = {"n_mels": 80, "mel_per_frame": 4, "mouth_size": 64, "face_scale": 1.3}
 
+    one_sided = True  # its "fake" counts, its "real" does not (see the module docstring)
+
+    @staticmethod
+    def build_gate(entry, positions: Sequence[int], cfg: dict) -> str | None:
+        """Why this clip holds no lip-sync evidence (module docstring), or None when it does."""
+        positions = fit_clip(positions, cfg["clip_len"])
+        if entry.meta.audio is None:
+            return NO_AUDIO
+        if not clip_speech(entry, positions):
+            return NO_SPEECH
+        frames = entry.meta.frames
+        if sum(mouth_visible(frames[p]) for p in positions) < MIN_VISIBLE_MOUTH * len(positions):
+            return NO_MOUTH
+        return None
+
     @staticmethod
     def build_view(entry, positions: Sequence[int], cfg: dict) -> dict[str, torch.Tensor]:
         positions = fit_clip(positions, cfg["clip_len"])
-        mel, mask = clip_log_mel(entry, positions, cfg["n_mels"], cfg["mel_per_frame"])
+        if AVSpecialist.build_gate(entry, positions, cfg) is not None:  # no evidence: no audio to look at
+            mel = torch.zeros(1, cfg["n_mels"], len(positions) * cfg["mel_per_frame"])
+            mask = torch.tensor(0.0)
+        else:
+            mel, mask = clip_log_mel(entry, positions, cfg["n_mels"], cfg["mel_per_frame"])
         return {
             "face": face_crop(entry, positions[len(positions) // 2], cfg["image_size"], cfg["face_scale"]),
             "mouth": torch.stack([mouth_crop(entry, p, cfg["mouth_size"]) for p in positions]),
