@@ -190,6 +190,7 @@ class EditedEntry(FaceTrackEntry):
         super().__init__(base.folder, meta=meta if meta is not None else base.meta)
         self._base = base
         self._edited = dict(crops or {})
+        self.audio_edited = not isinstance(audio, str)
         if isinstance(audio, str):  # "base": the base entry's audio (shared once decoded)
             if "audio" in base.__dict__:
                 self.__dict__["audio"] = base.__dict__["audio"]

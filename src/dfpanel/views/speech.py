@@ -112,6 +112,9 @@ def entry_speech(entry) -> SpeechActivity:
     """The speech activity of a cache entry's audio, computed once per entry object (an entry is
     read-only, and its audio is decoded once anyway). Times are from the entry's audio sample 0;
     `clip_speech` converts from the frames' clock."""
+    base = getattr(entry, "base", None)
+    if base is not None and not getattr(entry, "audio_edited", True):
+        return entry_speech(base)  # an augmented entry shares its base's audio: reuse its activity
     cached = entry.__dict__.get("_speech_activity")
     if cached is None:
         audio = entry.audio if entry.meta.audio is not None else None
