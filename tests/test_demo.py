@@ -69,3 +69,18 @@ def test_demo_runs_every_step_and_reuses_finished_work(tmp_path):
     assert (plan.runs / "cm" / "dfdc" / "best.safetensors").stat().st_mtime == stamp
     assert again["steps_s"]["4/7 train: tiny curriculum FF++ -> Celeb-DF -> DFDC for each specialist"] < \
         summary["steps_s"]["4/7 train: tiny curriculum FF++ -> Celeb-DF -> DFDC for each specialist"]
+
+
+def test_demo_mixes_pseudofakes_into_the_specialists_it_helps(tmp_path, monkeypatch):
+    import dfpanel.demo as demo
+    from dfpanel.errors import DfpanelError
+
+    calls = []
+    monkeypatch.setattr(demo, "_run", lambda console, argv, ok_codes=(0,): calls.append(argv))
+    monkeypatch.setattr(demo, "collect_weights", lambda plan, console: None)
+    with pytest.raises(DfpanelError):  # the panel step needs the manifests the mocked commands never wrote
+        demo.run_demo(DemoPlan(out=tmp_path))
+    trains = {a[a.index("--specialist") + 1]: a for a in calls if a[0] == "curriculum"}
+    assert set(trains) == set(demo.SPECIALISTS)
+    for spec, argv in trains.items():
+        assert ("pseudofakes.mode=mix" in argv) == (spec in demo.MIX_PSEUDOFAKES), spec

@@ -21,6 +21,7 @@ from rich.rule import Rule
 from dfpanel.errors import DfpanelError
 
 SPECIALISTS = ("bg", "av", "cm", "rr", "tm")
+MIX_PSEUDOFAKES = ("bg", "cm", "rr", "tm")
 STAGES = ("ffpp", "celebdf", "dfdc")
 
 
@@ -37,6 +38,10 @@ class DemoPlan:
     # The tiny presets as they ship train for 2 short epochs (enough to show the pipeline in tests);
     # the demo trains longer on every sampled frame so each specialist learns its trace.
     train_overrides: Sequence[str] = ("trainer.max_epochs=4", "data.max_videos=null", "data.frames_per_video=8")
+    # Per specialist, on top: pseudo-fakes mixed in where docs/generalisation.md shows they help it on
+    # fakes of a trace it never saw.
+    specialist_overrides: dict[str, Sequence[str]] = field(
+        default_factory=lambda: {s: ("pseudofakes.mode=mix",) for s in MIX_PSEUDOFAKES})
 
     def data(self, layout: str) -> Path:
         return self.out / "data" / layout
@@ -129,7 +134,7 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict:
         for spec in plan.specialists:
             argv = ["curriculum", "--specialist", spec, "--preset", "tiny", "--data", str(plan.cache),
                     "--out", str(plan.runs), "--manifests", str(plan.out / "manifests")]
-            for override in plan.train_overrides:
+            for override in (*plan.train_overrides, *plan.specialist_overrides.get(spec, ())):
                 argv += ["--set", override]
             _run(console, argv)
         collect_weights(plan, console)
