@@ -336,6 +336,9 @@ def check_pseudofakes(cfg: StageConfig) -> None:
         cls = pseudofake_class(g["name"])  # ConfigError naming the known ones
         cls(**{k: v for k, v in g.items() if k not in ("name", "weight")})  # options checked now, not in a worker
     spec = find_specialist(cfg.model.specialist)
+    for d in (spec.pseudofakes if spec is not None and not pf.generators else ()):
+        d = {"name": d} if isinstance(d, str) else d
+        pseudofake_class(d["name"])(**{k: v for k, v in d.items() if k not in ("name", "weight")})
     if not pf.generators and spec is not None and not spec.pseudofakes:
         raise ConfigError(f"{src}: specialist {cfg.model.specialist!r} has no pseudo-fake generators of its own; "
                           f"list some under pseudofakes.generators or set pseudofakes.mode: off")

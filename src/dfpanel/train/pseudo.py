@@ -36,10 +36,11 @@ log = logging.getLogger(__name__)
 MASK_GRID = 7  # the token grid every backbone map is pooled to (dfpanel.models.backbone.GRID)
 
 
-def build_generators(specs: Sequence[dict], defaults: Sequence[str]) -> list[tuple[PseudoFakeGenerator, float]]:
-    """(generator, weight) pairs from `pseudofakes.generators`, or the specialist's own defaults."""
+def build_generators(specs: Sequence[dict], defaults: Sequence[str | dict]) -> list[tuple[PseudoFakeGenerator, float]]:
+    """(generator, weight) pairs from `pseudofakes.generators`, or the specialist's own defaults
+    (`Specialist.pseudofakes`: names or {name, options})."""
     if not specs:
-        specs = [{"name": name} for name in defaults]
+        specs = [{"name": d} if isinstance(d, str) else dict(d) for d in defaults]
     if not specs:
         raise ConfigError("no pseudo-fake generators: list some under pseudofakes.generators")
     out = []

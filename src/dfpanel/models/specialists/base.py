@@ -50,8 +50,9 @@ class Specialist(nn.Module):
     # One-sided evidence (AV): its "fake" counts, its "real" does not (a lip-sync model finds nothing
     # wrong in a face swap that kept the original voice), so the panel never lets it pull towards real.
     one_sided: ClassVar[bool] = False
-    # The pseudo-fake generators (dfpanel.pseudofakes) that make its trace, when a stage asks for them.
-    pseudofakes: ClassVar[tuple[str, ...]] = ()
+    # The pseudo-fake generators (dfpanel.pseudofakes) that make its trace, when a stage asks for them:
+    # names, or {name: ..., option: value} tuned to the trace it reads (a stage's pseudofakes.generators wins).
+    pseudofakes: ClassVar[tuple] = ()
     # The view input whose pixels a mask head predicts the blend mask on (None: no mask head possible).
     mask_input: ClassVar[str | None] = None
 

@@ -51,7 +51,9 @@ class LightingModule(nn.Module):
 @register_specialist
 class BGSpecialist(PanelSpecialist):
     name = "bg"
-    pseudofakes = ("self_blend",)
+    # Self-blends that differ in light and colour, not in resampling or sharpness (RR's traces): BG must
+    # learn that the face is lit unlike its surroundings, not that it is blurrier.
+    pseudofakes = ({"name": "self_blend", "relight_p": 0.7, "resample_p": 0.1, "frequency_p": 0.2},)
     mask_input = "face"
     order = 0
     title = "Background and lighting"

@@ -55,7 +55,8 @@ class ResamplingModule(nn.Module):
 @register_specialist
 class RRSpecialist(PanelSpecialist):
     name = "rr"
-    pseudofakes = ("self_blend",)
+    # Self-blends whose copy was mostly resampled: RR reads resampling and blending traces in native pixels.
+    pseudofakes = ({"name": "self_blend", "resample_p": 0.8},)
     mask_input = "face"
     order = 3
     title = "Resampling traces"
