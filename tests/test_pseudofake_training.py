@@ -17,7 +17,7 @@ from dfpanel.pseudofakes.base import PseudoFake, PseudoFakeGenerator, register_p
 from dfpanel.train.augment import CropAugmenter
 from dfpanel.train.datamodule import CacheDataModule, real_partners
 from dfpanel.train.module import SpecialistModule
-from dfpanel.train.pseudo import PseudoFakeDataset, pseudo_sources
+from dfpanel.train.pseudo import PseudoFakeDataset, mix_weights, pseudo_sources
 from dfpanel.train.sampling import PairedBatchSampler
 from dfpanel.views.samples import FrameSampleDataset, select_rows
 
@@ -111,13 +111,21 @@ def test_pseudo_items_are_deterministic_per_seed(cache):
     assert all(torch.equal(x, y) for x, y in zip(t1, t2))  # training draws follow numpy's (worker-seeded) state
 
 
-def test_mix_mode_adds_a_ratio_of_reals_only(cache):
+def test_mix_mode_gives_pseudofakes_their_ratio_of_the_fake_draws(cache):
     base = base_set(cache)
-    reals = {i for i, y in enumerate(base.labels) if y == 0}
-    picked = pseudo_sources(base, "mix", 0.5, seed=1)
-    assert len(picked) == round(0.5 * len(reals)) and set(picked) <= reals
-    assert pseudo_sources(base, "mix", 0.5, seed=1) == picked
-    assert Counter(pseudo_sources(base, "mix", 2.0, seed=1)) == {i: 2 for i in reals}
+    reals = [i for i, y in enumerate(base.labels) if y == 0]
+    assert pseudo_sources(base, "mix") == reals == pseudo_sources(base, "only") and pseudo_sources(base, "off") == []
+    labels = [0] * 10 + [1] * 90 + [1] * 10  # 10 reals, 90 dataset fakes, 10 pseudo-twins
+    pseudo = [False] * 100 + [True] * 10
+    w = np.array(mix_weights(labels, pseudo, ratio=0.3, balanced=True))
+    assert w.sum() == pytest.approx(1.0)
+    assert w[:10].sum() == pytest.approx(0.5) and w[100:].sum() == pytest.approx(0.15) and w[10:100].sum() == pytest.approx(0.35)
+    natural = np.array(mix_weights(labels, pseudo, ratio=0.3, balanced=False))
+    assert natural[:10].sum() == pytest.approx(0.1) and natural[100:].sum() == pytest.approx(0.27)
+    ds = PseudoFakeDataset(base, [(LeftHalfPatch(), 1.0)], mode="mix", ratio=0.3, seed=0)
+    weights = np.array(ds.sample_weights(balanced=True))
+    assert weights[len(base):].sum() == pytest.approx(0.15)
+    assert PseudoFakeDataset(base, [(LeftHalfPatch(), 1.0)], mode="only", seed=0).sample_weights(True) is None
 
 
 def test_a_sample_no_generator_can_make_is_gated_not_mislabelled(cache):
@@ -153,7 +161,7 @@ def test_paired_batches_put_each_fake_next_to_its_own_real(cache):
     for row in base.rows:  # pair fake i with real i by group, as an index would record it
         row.group = f"g{row.id.rsplit('_', 1)[-1]}"
         groups.setdefault(row.group, []).append(row)
-    ds = PseudoFakeDataset(base, [(LeftHalfPatch(), 1.0)], mode="mix", ratio=1.0, seed=0, pair_of=real_partners(base))
+    ds = PseudoFakeDataset(base, [(LeftHalfPatch(), 1.0)], mode="mix", ratio=0.5, seed=0, pair_of=real_partners(base))
     pairs = ds.pairs()
     sampler = PairedBatchSampler(ds.labels, pairs, batch_size=6, num_samples=60, seed=0)
     batches = list(sampler)

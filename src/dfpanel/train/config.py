@@ -100,7 +100,7 @@ class PseudoFakeConfig:
     """
 
     mode: str = "off"
-    ratio: float = 0.5  # mix: pseudo-fakes per real training sample (drawn from the reals, seeded)
+    ratio: float = 0.5  # mix: the share of fake draws that are pseudo-fakes (the rest: the dataset's fakes)
     # [{name: self_blend, weight: 1.0, <generator options>...}]; empty: the specialist's own
     # (Specialist.pseudofakes), with their default options.
     generators: list[dict] = field(default_factory=list)
@@ -318,8 +318,8 @@ def check_pseudofakes(cfg: StageConfig) -> None:
     pf = cfg.pseudofakes
     if pf.mode not in PSEUDOFAKE_MODES:
         raise ConfigError(f"{src}: pseudofakes.mode must be one of {', '.join(PSEUDOFAKE_MODES)}, got {pf.mode!r}")
-    if not (isinstance(pf.ratio, (int, float)) and 0 < pf.ratio <= 10):
-        raise ConfigError(f"{src}: pseudofakes.ratio must be a number in (0, 10], got {pf.ratio!r}")
+    if not (isinstance(pf.ratio, (int, float)) and 0 < pf.ratio < 1):
+        raise ConfigError(f"{src}: pseudofakes.ratio must be a share between 0 and 1 (exclusive), got {pf.ratio!r}")
     if pf.mask_weight < 0:
         raise ConfigError(f"{src}: pseudofakes.mask_weight must be >= 0, got {pf.mask_weight!r}")
     for i, g in enumerate(pf.generators):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from dfpanel.errors import ConfigError, DataError
 from dfpanel.extract.cache import CacheIndexRow, FaceTrackCache
@@ -167,6 +167,10 @@ class CacheDataModule(L.LightningDataModule):
             sampler = PairedBatchSampler(self.train_set.labels, self.train_set.pairs(), d.batch_size,
                                          d.samples_per_epoch, seed=self.cfg.trainer.seed)
             return self._loader(self.train_set, None, batch_sampler=sampler)
+        weights = self.train_set.sample_weights(d.balanced) if hasattr(self.train_set, "sample_weights") else None
+        if weights is not None:  # mix: pseudo-fakes get their `ratio` share of the fake draws
+            sampler = WeightedRandomSampler(weights, d.samples_per_epoch or len(weights), replacement=True)
+            return self._loader(self.train_set, d.batch_size, sampler=sampler, drop_last=drop_last)
         if d.balanced:
             sampler = balanced_sampler(self.train_set.labels, d.samples_per_epoch)
             return self._loader(self.train_set, d.batch_size, sampler=sampler, drop_last=drop_last)

@@ -51,17 +51,34 @@ def build_generators(specs: Sequence[dict], defaults: Sequence[str | dict]) -> l
     return out
 
 
-def pseudo_sources(base: CacheSampleDataset, mode: str, ratio: float, seed: int) -> list[int]:
-    """Base indices of the real samples that get a pseudo twin: all of them (`only`), or a seeded
-    ratio x their number, spread over the reals (`mix`; ratio > 1 repeats reals, each a fresh draw)."""
-    reals = [i for i, label in enumerate(base.labels) if label == 0]
-    if mode == "only" or not reals:
-        return reals
-    n = int(round(ratio * len(reals)))
-    rng = np.random.default_rng([seed, 0x5EED])
-    whole, rest = divmod(n, len(reals))
-    picked = reals * whole + sorted(rng.choice(reals, size=rest, replace=False).tolist())
-    return picked
+def pseudo_sources(base: CacheSampleDataset, mode: str) -> list[int]:
+    """Base indices of the real samples that get a pseudo twin: every real sample (`only` and `mix`;
+    how often `mix` draws them against the dataset's own fakes is the sampler's `ratio`)."""
+    if mode == "off":
+        return []
+    return [i for i, label in enumerate(base.labels) if label == 0]
+
+
+def mix_weights(labels: Sequence[int], is_pseudo: Sequence[bool], ratio: float, balanced: bool) -> list[float]:
+    """Per-item sampling weights for `mix`: of the fakes drawn, a `ratio` share are pseudo-fakes and the
+    rest the dataset's own fakes, whatever their counts (a large dataset's fakes would otherwise drown
+    the pseudo-fakes, and with them the trace they teach). Reals get half the draws when `balanced`,
+    else their share of the dataset's own samples."""
+    n_real = sum(1 for y, p in zip(labels, is_pseudo) if y == 0)
+    n_fake = sum(1 for y, p in zip(labels, is_pseudo) if y == 1 and not p)
+    n_pseudo = sum(1 for p in is_pseudo if p)
+    real_share = 0.5 if balanced or not (n_real + n_fake) else n_real / (n_real + n_fake)
+    pseudo_share = (1 - real_share) * (ratio if n_fake else 1.0)
+    fake_share = 1 - real_share - pseudo_share
+    out = []
+    for y, p in zip(labels, is_pseudo):
+        if p:
+            out.append(pseudo_share / n_pseudo)
+        elif y == 1:
+            out.append(fake_share / n_fake)
+        else:
+            out.append(real_share / max(n_real, 1))
+    return out
 
 
 class PseudoFakeDataset(Dataset):
@@ -82,7 +99,8 @@ class PseudoFakeDataset(Dataset):
         weights = np.array([w for _, w in self.generators], dtype=np.float64)
         self.probs = weights / weights.sum()
         self.seed, self.train, self.mask_input = int(seed), bool(train), mask_input
-        self.sources = pseudo_sources(base, mode, ratio, seed) if mode != "off" else []
+        self.mode, self.ratio = mode, float(ratio)
+        self.sources = pseudo_sources(base, mode)
         self.labels: list[int] = list(base.labels) + [1] * len(self.sources)
         self.rows = base.rows
         self.items = base.items + [base.items[i] for i in self.sources]
@@ -93,6 +111,12 @@ class PseudoFakeDataset(Dataset):
 
     def is_pseudo(self, index: int) -> bool:
         return index >= len(self.base)
+
+    def sample_weights(self, balanced: bool) -> list[float] | None:
+        """The sampler's per-item weights for `mix` (see `mix_weights`); None for other modes."""
+        if self.mode != "mix" or not self.sources:
+            return None
+        return mix_weights(self.labels, [self.is_pseudo(i) for i in range(len(self))], self.ratio, balanced)
 
     def pairs(self) -> list[list[int]]:
         """Per item, the indices of the real items it pairs with (a fake's source real's samples, a
