@@ -118,7 +118,8 @@ class LipSyncModule(nn.Module):
 @register_specialist
 class AVSpecialist(PanelSpecialist):
     name = "av"
-    pseudofakes = ("audio_desync",)
+    # Half shifted, half replaced voices: both lip-sync fakes the field meets (a dubbed or cloned voice).
+    pseudofakes = ({"name": "audio_desync", "replace_p": 0.5},)
     order = 1
     title = "Lip sync"
     color = "#ff7f0e"
