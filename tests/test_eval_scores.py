@@ -113,3 +113,16 @@ def test_fake_type_without_reals_is_nan_not_a_crash():
     assert math.isnan(m["auc"]) and m["notes"]
     assert math.isnan(res["video"]["by_dataset"]["fakeonly"]["auc"])
     assert math.isfinite(res["video"]["overall"]["auc"])
+
+
+def test_a_set_where_every_sample_is_gated_is_an_abstention_not_an_error():
+    from dfpanel.evaluate.tables import table_rows
+
+    df = samples_table().assign(gate="no speech in the clip")  # AV on a silent test set
+    metrics = evaluate_scores(df)
+    assert metrics["video"]["overall"]["n"] == 0 and "abstains" in metrics["video"]["overall"]["notes"][0]
+    assert metrics["gated"] == {"samples": len(df), "abstained_videos": df["video_id"].nunique()}
+    results = {"runs": [{"weights": {"specialist": "av", "stage": "dfdc"},
+                         "test_sets": [{"name": "dfdc", **metrics}]}], "aggregate": "mean", "split": "test"}
+    _, rows = table_rows(results)
+    assert rows[0][2] == "0" and set(rows[0][3:]) == {"n/a"}  # no made-up numbers in the table

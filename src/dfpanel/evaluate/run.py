@@ -42,6 +42,15 @@ def evaluate_level(df: pd.DataFrame, threshold: float = 0.5) -> dict:
     return out
 
 
+ABSTAINED_NOTE = "every sample was gated (e.g. AV: no speech in any clip): the specialist abstains on this set"
+
+
+def abstained_level() -> dict:
+    """The metrics of a level with no scored sample: counts 0, every metric NaN, and the reason."""
+    empty = {"n": 0, "n_real": 0, "n_fake": 0, "notes": [ABSTAINED_NOTE]}
+    return {"overall": empty, "by_dataset": {}, "by_fake_type": {}}
+
+
 def evaluate_scores(samples_df: pd.DataFrame, threshold: float = 0.5, how: str = "mean") -> dict:
     """Metrics of one scores table: {"frame": evaluate_level(samples), "video": evaluate_level(videos)}.
 
@@ -55,9 +64,10 @@ def evaluate_scores(samples_df: pd.DataFrame, threshold: float = 0.5, how: str =
     samples = evidence_rows(samples_df)
     videos = aggregate_videos(samples_df, how=how)
     voted = videos[videos["prob"].notna()]
-    if samples.empty:
-        raise DataError("every sample was gated (e.g. AV: no speech in any clip); nothing to evaluate")
-    out = {"frame": evaluate_level(samples, threshold), "video": evaluate_level(voted, threshold)}
+    if samples.empty:  # the specialist abstains on the whole set (AV on silent videos): say so, score nothing
+        out = {"frame": abstained_level(), "video": abstained_level()}
+    else:
+        out = {"frame": evaluate_level(samples, threshold), "video": evaluate_level(voted, threshold)}
     if GATE_COLUMN in samples_df.columns:  # scores from predict_scores: say what the gates left out
         out["gated"] = {"samples": int(len(samples_df) - len(samples)), "abstained_videos": int(len(videos) - len(voted))}
     return out
