@@ -222,6 +222,14 @@ def test_datamodule_only_mode_trains_from_reals_and_validates_with_both_classes(
     dm = CacheDataModule(cfg, image_view, "frame")
     assert all(r.label == 0 for r in dm.train_rows + dm.val_rows)
     assert set(dm.train_set.labels) == {0, 1} and set(dm.val_set.labels) == {0, 1} and dm.val_one_class is None
+    # Validation's video-level AUC must be defined: a twin is a video of its own, never its real's.
+    from dfpanel.train.metrics import VideoAUROC
+
+    metric = VideoAUROC()
+    for inputs, labels, meta in dm.val_dataloader():
+        score = labels * 2.0 - 1.0  # a perfect detector
+        metric.update(score, labels, meta["video"])
+    assert metric.compute()["video_auc"] == pytest.approx(1.0)
     batch = next(iter(dm.train_dataloader()))
     assert {"weight", "pair"} <= set(batch[2])
 

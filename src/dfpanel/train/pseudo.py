@@ -11,6 +11,7 @@ Determinism: a pseudo item's draws come from `np.random.default_rng([seed, index
 draw from numpy's global generator for training (seeded per worker by Lightning's seed_everything), so
 a run is reproducible from its seed while every epoch sees new pseudo-fakes.
 
+A pseudo item's meta `video` is `twin_video(row)`: its own video number for video-level validation.
 Every item's meta gains `pair` (the base index of the real it pairs with, -1 none: the paired sampler
 uses it), `mask` (1, G, G) blend-mask target on the mask input's view and `mask_weight` (1: the target
 is known, a pseudo-fake's mask or a real's zeros; 0: a dataset fake, whose mask nobody recorded).
@@ -112,6 +113,10 @@ class PseudoFakeDataset(Dataset):
     def is_pseudo(self, index: int) -> bool:
         return index >= len(self.base)
 
+    def twin_video(self, video: int) -> int:
+        """The video number a pseudo twin of base row `video` reports (past every real row number)."""
+        return len(self.base.rows) + video
+
     def sample_weights(self, balanced: bool) -> list[float] | None:
         """The sampler's per-item weights for `mix` (see `mix_weights`); None for other modes."""
         if self.mode != "mix" or not self.sources:
@@ -163,6 +168,9 @@ class PseudoFakeDataset(Dataset):
                 made = gen(entry, positions, rng, self._donor(video))
                 break
         meta = self.base.sample_meta(index, video, entry, positions)
+        # The twin is a video of its own for the video-level monitor: sharing its real's number would
+        # give that "video" both labels, and val AUC would be undefined (NaN) in every pseudo-fake run.
+        meta["video"] = self.twin_video(video)
         if made is None:  # no generator can carry its trace here (AV: a clip without speech): no evidence
             meta["weight"] = 0.0
             edited, masks = entry, None
