@@ -122,16 +122,21 @@ def auc_cells(videos: Sequence[dict], traces: Sequence[str] = TRACES) -> dict:
     """{trace: {"auc", "n_real", "n_fake"}} and "all": the test reals against the fakes of each trace.
 
     `videos`: one dict per video with `label` (0/1), `fake_type` and `prob` (video_scores.csv rows).
-    AUC is None where a class is missing."""
+    AUC is None where a class is missing. A video the specialist abstained on (AV: no speech in any
+    clip; prob NaN) has no score: it is left out and counted in `n_abstained`."""
     from dfpanel.inference.aggregate import auroc
 
-    reals = [v for v in videos if int(v["label"]) == 0]
+    scored = [v for v in videos if not math.isnan(float(v["prob"]))]
+    abstained = [v for v in videos if math.isnan(float(v["prob"]))]
+    reals = [v for v in scored if int(v["label"]) == 0]
     cells = {}
     for trace in (*traces, "all"):
-        fakes = [v for v in videos if int(v["label"]) == 1 and (trace == "all" or v["fake_type"] == trace)]
+        fakes = [v for v in scored if int(v["label"]) == 1 and (trace == "all" or v["fake_type"] == trace)]
         scores = [float(v["prob"]) for v in reals + fakes]
         auc = auroc(scores, [0] * len(reals) + [1] * len(fakes)) if reals and fakes else float("nan")
-        cells[trace] = {"auc": None if math.isnan(auc) else round(auc, 4), "n_real": len(reals), "n_fake": len(fakes)}
+        n_abstained = sum(1 for v in abstained if int(v["label"]) == 0 or trace == "all" or v["fake_type"] == trace)
+        cells[trace] = {"auc": None if math.isnan(auc) else round(auc, 4), "n_real": len(reals), "n_fake": len(fakes),
+                        "n_abstained": n_abstained}
     return cells
 
 

@@ -83,10 +83,15 @@ def test_auc_cells_per_trace_with_counts(bench):
     videos += [{"label": 1, "fake_type": "face_swap", "prob": p} for p in (0.9, 0.8)]  # above every real
     videos += [{"label": 1, "fake_type": "relight", "prob": p} for p in (0.15, 0.35)]  # half
     cells = bench.auc_cells(videos)
-    assert cells["face_swap"] == {"auc": 1.0, "n_real": 4, "n_fake": 2}
-    assert cells["relight"] == {"auc": 0.5, "n_real": 4, "n_fake": 2}
-    assert cells["recompress"] == {"auc": None, "n_real": 4, "n_fake": 0}
+    assert cells["face_swap"] == {"auc": 1.0, "n_real": 4, "n_fake": 2, "n_abstained": 0}
+    assert cells["relight"] == {"auc": 0.5, "n_real": 4, "n_fake": 2, "n_abstained": 0}
+    assert cells["recompress"] == {"auc": None, "n_real": 4, "n_fake": 0, "n_abstained": 0}
     assert cells["all"]["n_fake"] == 4 and cells["all"]["auc"] == pytest.approx(0.75)
+    # A video the specialist abstained on (AV: no speech anywhere) has no score: out of the AUC, counted.
+    silent = bench.auc_cells(videos + [{"label": 1, "fake_type": "face_swap", "prob": float("nan")},
+                                       {"label": 0, "fake_type": "real", "prob": float("nan")}])
+    assert silent["face_swap"] == {"auc": 1.0, "n_real": 4, "n_fake": 2, "n_abstained": 2}
+    assert silent["relight"]["n_abstained"] == 1
     table = bench.markdown_table([
         {"specialist": "rr", "regime": "supervised", "trained_on": "all but face_swap", "held_out": ["face_swap"],
          "cells": cells, "status": "ok"},
