@@ -155,7 +155,8 @@ def markdown_table(runs: Sequence[dict], traces: Sequence[str] = TRACES) -> str:
                 out.append(run.get("status", "-") if c == cols[0] else "")
                 continue
             auc = "n/a" if cell["auc"] is None else f"{cell['auc']:.2f}"
-            out.append(f"{auc}{mark} ({cell['n_real']}/{cell['n_fake']})")
+            abst = f", {cell['n_abstained']} abstained" if cell.get("n_abstained") else ""
+            out.append(f"{auc}{mark} ({cell['n_real']}/{cell['n_fake']}{abst})")
         lines.append(f"| {run['specialist'].upper()} | {run['regime']} | {run['trained_on']} | " + " | ".join(out) + " |")
     return "\n".join(lines)
 
