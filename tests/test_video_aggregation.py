@@ -180,6 +180,21 @@ def test_best_weights_never_take_a_nan_over_a_real_score(tmp_path):
     assert math.isnan(bests[0]) and bests[1:] == pytest.approx([0.7, 0.7, 0.7, 0.8])
 
 
+def test_best_weights_break_a_video_auc_tie_by_frame_auc(tmp_path):
+    from dfpanel.train.run import BestWeights
+
+    cb = BestWeights(tmp_path / "best.safetensors", {})
+    epochs = []
+    for epoch, (auc, frame) in enumerate([(0.9, 0.7), (1.0, 0.8), (1.0, 0.85), (1.0, 0.82), (0.95, 0.99)]):
+        trainer = SimpleNamespace(sanity_checking=False, is_global_zero=False, global_step=epoch, current_epoch=epoch,
+                                  callback_metrics={"val_auc": torch.tensor(auc), "val_frame_auc": torch.tensor(frame)})
+        cb.on_validation_end(trainer, None)
+        epochs.append(cb.best_metrics["epoch"])
+    # A saturated video AUC (1.0 from epoch 1) keeps the epoch that tells frames apart best, never a lower video AUC.
+    assert epochs == [0, 1, 2, 2, 2]
+    assert cb.load_state_dict(cb.state_dict()) is None and cb.best_tiebreak == pytest.approx(0.85)
+
+
 def test_the_train_command_prints_an_undefined_val_auc_and_exits_zero(tmp_path, capsys):
     """The CLI's result table once crashed formatting a null val_auc after such a run."""
     import train_fakes  # noqa: F401  (registers the stand-in specialists)

@@ -324,25 +324,37 @@ class ResumeCheckpoint(Callback):
         self._saved_step = trainer.global_step
 
 
+TIE_BREAK = "val_frame_auc"
+
+
 class BestWeights(Callback):
     """The 'ModelCheckpoint on val video AUC': each better `val_auc` rewrites best.safetensors (+ sidecar).
-    Its best score travels in last.ckpt, so a resumed run keeps comparing against it."""
+    A tie on video AUC goes to the better frame AUC: a small validation set (a few videos, or pseudo-fakes
+    that are easy to tell from their reals) saturates at video AUC 1.0 within an epoch or two, and keeping
+    the first 1.0 would keep an under-trained model. The best scores travel in last.ckpt, so a resumed run
+    keeps comparing against them."""
 
     def __init__(self, path: Path, sidecar: dict):
         self.path = Path(path)
         self.sidecar = sidecar
         self.best_score: float | None = None
+        self.best_tiebreak: float | None = None
         self.best_metrics: dict = {}
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or MONITOR not in trainer.callback_metrics:
             return
         score = float(trainer.callback_metrics[MONITOR])
+        tiebreak = float(trainer.callback_metrics.get(TIE_BREAK, float("nan")))
         # NaN (one class in a partial validation, see train/metrics.py) never beats a real score, and
         # a real score always beats a NaN best, so best weights exist and the best is a real one.
-        if self.best_score is not None and not math.isnan(self.best_score) and not score > self.best_score:
-            return
-        self.best_score = score
+        if self.best_score is not None and not math.isnan(self.best_score):
+            better = score > self.best_score or (
+                score == self.best_score and not math.isnan(tiebreak)
+                and (self.best_tiebreak is None or math.isnan(self.best_tiebreak) or tiebreak > self.best_tiebreak))
+            if not better:
+                return
+        self.best_score, self.best_tiebreak = score, tiebreak
         self.best_metrics = {k: (None if math.isnan(float(v)) else float(v))  # JSON has no NaN: undefined is null
                              for k, v in trainer.callback_metrics.items() if k.startswith("val")}
         self.best_metrics.update(global_step=int(trainer.global_step), epoch=int(trainer.current_epoch))
@@ -352,9 +364,10 @@ class BestWeights(Callback):
             save_weights(pl_module.model, self.path, {**self.sidecar, "metrics": self.best_metrics})
 
     def state_dict(self) -> dict:
-        return {"best_score": self.best_score, "best_metrics": self.best_metrics}
+        return {"best_score": self.best_score, "best_tiebreak": self.best_tiebreak, "best_metrics": self.best_metrics}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.best_score = state_dict.get("best_score")
+        self.best_tiebreak = state_dict.get("best_tiebreak")
         self.best_metrics = state_dict.get("best_metrics", {})
 
