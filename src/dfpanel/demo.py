@@ -21,7 +21,7 @@ from rich.rule import Rule
 from dfpanel.errors import DfpanelError
 
 SPECIALISTS = ("bg", "av", "cm", "rr", "tm")
-MIX_PSEUDOFAKES = ("bg", "cm", "rr", "tm")
+MIX_PSEUDOFAKES = ("av", "cm", "rr", "tm")  # docs/generalisation.md: mix beat supervised-only on their held-out traces; not (yet) BG
 STAGES = ("ffpp", "celebdf", "dfdc")
 
 

@@ -91,7 +91,13 @@ class SpecialistModule(L.LightningModule):
             self.val_metric.update(out.logit.float()[keep], labels[keep], meta["video"][keep])
 
     def on_validation_epoch_end(self) -> None:
-        result = self.val_metric.compute()  # gathered across ranks by torchmetrics
+        import warnings
+
+        with warnings.catch_warnings():
+            # Every val sample gated (AV on a stage without audio, e.g. FF++): no update, AUC NaN, which
+            # the run reports as undefined; torchmetrics' "compute before update" warning adds nothing.
+            warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
+            result = self.val_metric.compute()  # gathered across ranks by torchmetrics
         self.log("val_auc", result["video_auc"], prog_bar=True)
         self.log("val_frame_auc", result["frame_auc"])
         self.val_metric.reset()
