@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import pytest
 import torch
@@ -13,7 +11,11 @@ from train_fakes import FakeFrameSpecialist, tiny_config
 from dfpanel.errors import ConfigError
 from dfpanel.extract.cache import EditedEntry, FaceTrackCache
 from dfpanel.models.specialists.base import SpecialistOutput, create_specialist
-from dfpanel.pseudofakes.base import PseudoFake, PseudoFakeGenerator, register_pseudofake
+from dfpanel.pseudofakes.base import (
+    PseudoFake,
+    PseudoFakeGenerator,
+    register_pseudofake,
+)
 from dfpanel.train.augment import CropAugmenter
 from dfpanel.train.datamodule import CacheDataModule, real_partners
 from dfpanel.train.module import SpecialistModule

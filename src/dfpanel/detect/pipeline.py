@@ -23,7 +23,13 @@ from dfpanel import __version__
 from dfpanel.detect.discovery import NotAVideo, VideoInfo, probe_video
 from dfpanel.errors import NoFaceError, VideoError
 from dfpanel.extract.spec import DEFAULT_SPEC, InputSpec
-from dfpanel.inference.aggregate import abstain_reason, evidence_mask, gate_counts, sigmoid, video_logit
+from dfpanel.inference.aggregate import (
+    abstain_reason,
+    evidence_mask,
+    gate_counts,
+    sigmoid,
+    video_logit,
+)
 from dfpanel.inference.batches import GroupViews, predict_batches, sample_gates
 from dfpanel.inference.runners import SpecialistRunner
 from dfpanel.panel.combiner import Panel

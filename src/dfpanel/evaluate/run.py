@@ -18,7 +18,12 @@ import pandas as pd
 
 from dfpanel.errors import DataError, WeightsError
 from dfpanel.evaluate.metrics import binary_metrics
-from dfpanel.inference.aggregate import GATE_COLUMN, aggregate_videos, check_samples, evidence_rows
+from dfpanel.inference.aggregate import (
+    GATE_COLUMN,
+    aggregate_videos,
+    check_samples,
+    evidence_rows,
+)
 from dfpanel.weights.sidecar import read_sidecar as _read_sidecar
 from dfpanel.weights.sidecar import training_summary
 

@@ -11,7 +11,12 @@ import torch
 from dfpanel.extract.cache import FaceTrackCache
 from dfpanel.index.manifest import VideoRecord, read_manifest
 from dfpanel.inference.aggregate import GATE_COLUMN
-from dfpanel.inference.batches import GatedSamples, gate_of, predict_batches, torch_predict
+from dfpanel.inference.batches import (
+    GatedSamples,
+    gate_of,
+    predict_batches,
+    torch_predict,
+)
 from dfpanel.views.samples import select_rows, specialist_dataset
 
 COLUMNS = ["video_id", "dataset", "label", "fake_type", "split", "group", "position", "time", "logit", "prob", GATE_COLUMN]
