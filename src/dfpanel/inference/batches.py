@@ -8,9 +8,9 @@ a tuple starting with one (the cache datasets' `(inputs, label, meta)`); `predic
 view dict (torch tensors, CPU) and returns (B,) logits: `torch_predict(model)` or an ONNX runner's.
 
 Gates (`PanelSpecialist.build_gate`: why a sample holds no evidence, e.g. AV's "no speech in the clip")
-are evaluated by `sample_gates` wherever samples are scored: detection (`GroupViews` groups) and the
-cache (`GatedSamples`, which adds meta["gate"]); `inference.aggregate.video_logits(..., gates=)` then
-leaves gated samples out (the one rule, `evidence_mask`).
+are evaluated by `sample_gates` for detection (`GroupViews` groups) and by the cache datasets
+themselves (`views.samples.CacheSampleDataset.sample_meta`, meta["gate"]) for evaluation and panel fit;
+`inference.aggregate.video_logits(..., gates=)` then leaves gated samples out (the one rule, `evidence_mask`).
 """
 
 from __future__ import annotations
@@ -53,32 +53,6 @@ def sample_gates(gate: GateFn | None, entry, groups: Sequence[Sequence[int]]) ->
     if gate is None:
         return [None] * len(groups)
     return [gate(entry, list(g)) or None for g in groups]
-
-
-class GatedSamples(Dataset):
-    """A cache sample dataset (views.samples.CacheSampleDataset) whose items' meta also hold "gate":
-    the sample's gate reason, "" when it counts (strings collate; None would not). Computed where the
-    view is (in the workers), on the same entry object, so the speech test runs once per entry."""
-
-    def __init__(self, dataset, gate: GateFn | None):
-        self.dataset, self.gate = dataset, gate
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int):
-        inputs, label, meta = self.dataset[i]
-        if "gate" not in meta:
-            reason = None
-            if self.gate is not None:
-                from dfpanel.views.samples import sample_groups
-
-                video, k = self.dataset.items[i]
-                entry = self.dataset.entry(video)
-                groups = sample_groups(entry, self.dataset.sample_kind, self.dataset.clip_len)
-                reason = sample_gates(self.gate, entry, [groups[k]])[0]
-            meta = {**meta, "gate": reason or ""}
-        return inputs, label, meta
 
 
 class GroupViews(Dataset):

@@ -12,7 +12,6 @@ from dfpanel.extract.cache import FaceTrackCache
 from dfpanel.index.manifest import VideoRecord, read_manifest
 from dfpanel.inference.aggregate import GATE_COLUMN
 from dfpanel.inference.batches import (
-    GatedSamples,
     gate_of,
     predict_batches,
     torch_predict,
@@ -47,9 +46,8 @@ def predict_scores(
     gate (the model's gate reason, `sample_gates`: why the sample holds no evidence; None when it
     counts). Gated samples are scored too; `aggregate_videos` and the metrics leave them out."""
     rows = select_rows(FaceTrackCache(cache_root).rows(), split=split, ids=_manifest_ids(manifest))
-    dataset, gate = specialist_dataset(model, cache_root, rows), gate_of(model)
-    if gate is not None:  # a specialist with a gate (AV): each item's meta says why it holds no evidence
-        dataset = GatedSamples(dataset, gate)
+    # The dataset runs the model's gate (AV) on each item: its meta["gate"] says why it holds no evidence.
+    dataset = specialist_dataset(model, cache_root, rows, gate=gate_of(model))
     was_training = model.training
     model = model.to(device).eval()
     records: list[dict] = []
@@ -70,7 +68,7 @@ def predict_scores(
                         "position": int(meta["position"][j]),
                         "time": float(meta["time"][j]),
                         "logit": float(logit),
-                        GATE_COLUMN: (meta["gate"][j] or None) if "gate" in meta else None,
+                        GATE_COLUMN: meta["gate"][j] or None,
                     }
                 )
             if bar is not None:

@@ -172,10 +172,10 @@ class PseudoFakeDataset(Dataset):
         # give that "video" both labels, and val AUC would be undefined (NaN) in every pseudo-fake run.
         meta["video"] = self.twin_video(video)
         if made is None:  # no generator can carry its trace here (AV: a clip without speech): no evidence
-            meta["weight"] = 0.0
+            meta.update(gate="no pseudo-fake generator applies", weight=0.0)
             edited, masks = entry, None
         else:
-            meta["weight"] = 1.0  # the pseudo-fake made it carry evidence (gates judge the real sample)
+            meta.update(gate="", weight=1.0)  # the pseudo-fake made it carry evidence (gates judge the real sample)
             edited, masks = made.entry, made.masks
         edited, masks = self._augment(edited, positions, masks)
         inputs = self.base.view(edited, positions)

@@ -203,14 +203,18 @@ class CacheSampleDataset(Dataset):
         return inputs, label, self.sample_meta(index, video, entry, positions)
 
     def sample_meta(self, index: int, video: int, entry: FaceTrackEntry, positions: Sequence[int]) -> dict:
-        """`index`, `video`, first frame `position` and its `time`; `weight` 0.0 when the specialist's
-        gate says the sample holds no evidence (AV: no speech), else 1.0: losses and video scores skip it."""
+        """`index`, `video`, first frame `position` and its `time`; `gate`: why the specialist's gate
+        says the sample holds no evidence (AV: "no speech in the clip"), "" when it counts (strings
+        collate, None would not); `weight` 0.0 for a gated sample, else 1.0. Losses, validation and
+        video scores skip gated samples; the gate runs here once, in the worker that cuts the view."""
+        reason = (self.gate(entry, positions) or "") if self.gate is not None else ""
         return {
             "index": index,
             "video": video,
             "position": positions[0],
             "time": float(entry.meta.frames[positions[0]].time),
-            "weight": 0.0 if self.gate is not None and self.gate(entry, positions) else 1.0,
+            "gate": reason,
+            "weight": 0.0 if reason else 1.0,
         }
 
     def class_counts(self) -> Counter:
