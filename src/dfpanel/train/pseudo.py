@@ -106,6 +106,8 @@ class PseudoFakeDataset(Dataset):
         self.rows = base.rows
         self.items = base.items + [base.items[i] for i in self.sources]
         self._pair_of = pair_of
+        # Donor candidates for AV's voice replacement, listed once rather than per pseudo item.
+        self._real_videos = [v for v, row in enumerate(base.rows) if row.label == 0]
 
     def __len__(self) -> int:
         return len(self.base) + len(self.sources)
@@ -141,12 +143,12 @@ class PseudoFakeDataset(Dataset):
 
     def _donor(self, exclude_video: int):
         """Another real video's entry (AV's audio replacement), drawn with the generator's rng."""
-        reals = [v for v, row in enumerate(self.base.rows) if row.label == 0 and v != exclude_video]
 
         def donor(rng: np.random.Generator):
-            if not reals:
+            others = [v for v in self._real_videos if v != exclude_video]
+            if not others:
                 return None
-            return self.base.entry(int(reals[int(rng.integers(len(reals)))]))
+            return self.base.entry(int(others[int(rng.integers(len(others)))]))
 
         return donor
 
