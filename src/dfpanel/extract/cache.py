@@ -129,7 +129,7 @@ class FaceTrackEntry:
         if meta is None:
             meta_path = self.folder / "meta.json"
             try:
-                meta = TrackMeta.from_dict(json.loads(meta_path.read_text()))
+                meta = TrackMeta.from_dict(json.loads(self.read_bytes("meta.json")))
             except FileNotFoundError:
                 raise DataError(f"{meta_path}: cache entry has no meta.json; re-run `dfpanel extract`") from None
             except (json.JSONDecodeError, TypeError, KeyError) as exc:
@@ -145,6 +145,12 @@ class FaceTrackEntry:
         entry.__dict__["audio"] = audio if meta.audio is not None else None
         return entry
 
+    def read_bytes(self, rel: str) -> bytes:
+        """The bytes of one of the entry's files (`meta.json`, a crop, the audio), by its path relative
+        to the entry folder. Every read goes through here, so an entry held elsewhere (a tar shard, an
+        archive in memory) only overrides this. FileNotFoundError when it has no such file."""
+        return (self.folder / rel).read_bytes()
+
     def __len__(self) -> int:
         return len(self.meta.frames)
 
@@ -156,11 +162,13 @@ class FaceTrackEntry:
         """RGB uint8 HxWx3 crop of frame position i (position in meta.frames, not video frame index)."""
         if self._crops is not None:
             return self._crops[i]
+        import io
+
         from PIL import Image
 
         path = self.folder / self.meta.frames[i].file
         try:
-            with Image.open(path) as im:
+            with Image.open(io.BytesIO(self.read_bytes(self.meta.frames[i].file))) as im:
                 return np.asarray(im.convert("RGB"))
         except (OSError, ValueError) as exc:
             raise DataError(f"{path}: unreadable crop ({exc}); delete {self.folder} and re-extract") from None
@@ -177,7 +185,13 @@ class FaceTrackEntry:
         """float32 mono samples in [-1, 1] at meta.audio.sample_rate, or None."""
         if self.meta.audio is None:
             return None
-        return read_wav(self.folder / self.meta.audio.file)
+        import io
+
+        path = self.folder / self.meta.audio.file
+        try:
+            return read_wav(io.BytesIO(self.read_bytes(self.meta.audio.file)), name=path)
+        except (OSError, EOFError, wave.Error) as exc:
+            raise DataError(f"{path}: unreadable audio ({exc}); delete {self.folder} and re-extract") from None
 
 
 class EditedEntry(FaceTrackEntry):
@@ -224,10 +238,13 @@ def normalise_audio(samples: np.ndarray, norm: str = "pcm16") -> np.ndarray:
     return (q.astype(np.int16).astype(np.float32) / np.float32(PCM16_SCALE)).astype(np.float32)
 
 
-def read_wav(path: str | os.PathLike) -> np.ndarray:
-    with wave.open(str(path), "rb") as w:
+def read_wav(path, name=None) -> np.ndarray:
+    """float32 samples of a 16-bit PCM WAV: `path` is a path or a binary file object (`name` then
+    names it in errors)."""
+    name = name if name is not None else path
+    with wave.open(path if hasattr(path, "read") else str(path), "rb") as w:
         if w.getsampwidth() != 2:
-            raise DataError(f"{path}: expected 16-bit PCM audio")
+            raise DataError(f"{name}: expected 16-bit PCM audio")
         data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
         if w.getnchannels() > 1:
             data = data.reshape(-1, w.getnchannels()).mean(axis=1)
