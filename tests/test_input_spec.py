@@ -20,7 +20,7 @@ from dfpanel.extract.cache import (
     write_wav,
 )
 from dfpanel.extract.run import ExtractConfig, run_extraction
-from dfpanel.extract.spec import DEFAULT_SPEC, SPEC_FILE, InputSpec
+from dfpanel.extract.spec import DEFAULT_SPEC, LEGACY_SPEC, SPEC_FILE, InputSpec
 from dfpanel.index.manifest import VideoRecord, write_manifest
 
 
@@ -29,7 +29,8 @@ def test_spec_round_trips_ignores_future_keys_and_rejects_bad_values():
     d = json.loads(json.dumps(spec.to_dict()))
     assert InputSpec.from_dict(d) == spec and d["version"] == 1
     assert InputSpec.from_dict({**d, "denoise": "strong", "version": 2}).min_face_size == 60  # a newer dfpanel's key
-    assert InputSpec.from_dict({"frames": 16}) == InputSpec(frames=16)  # missing keys: defaults
+    # missing keys: defaults, but storage: a spec from before compact storage means full crops
+    assert InputSpec.from_dict({"frames": 16}) == InputSpec(frames=16, store="full")
     assert InputSpec.from_dict({"context_scale": 2}).context_scale == 2.0
     for bad, words in (({"track": "guess"}, "track='guess' must be one of refine, interpolate"),
                        ({"min_face_size": "40"}, "min_face_size='40' must be a whole number"),
@@ -116,14 +117,16 @@ def test_cache_entries_record_their_spec_in_meta(tmp_path):
 def test_an_old_cache_reads_as_the_default_spec_with_a_warning(tmp_path, caplog):
     (tmp_path / "index.jsonl").touch()
     with caplog.at_level(logging.WARNING):
-        assert read_cache_spec(tmp_path) == DEFAULT_SPEC
-        assert read_cache_spec(tmp_path) == DEFAULT_SPEC
+        assert read_cache_spec(tmp_path) == LEGACY_SPEC == DEFAULT_SPEC.replace(store="full")
+        assert read_cache_spec(tmp_path) == LEGACY_SPEC
     assert sum("no input_spec.json" in r.getMessage() for r in caplog.records) == 1
-    # extracting into it: the default settings are accepted (nothing written), others are refused
-    assert record_cache_spec(tmp_path, DEFAULT_SPEC.replace(frames=8)) == DEFAULT_SPEC
+    # extracting into it: the default settings of its time are accepted (nothing written), others refused
+    assert record_cache_spec(tmp_path, LEGACY_SPEC.replace(frames=8)) == LEGACY_SPEC
     assert not (tmp_path / SPEC_FILE).exists()
     with pytest.raises(ConfigError, match="clip_len 8 vs 4"):
-        record_cache_spec(tmp_path, DEFAULT_SPEC.replace(clip_len=4))
+        record_cache_spec(tmp_path, LEGACY_SPEC.replace(clip_len=4))
+    with pytest.raises(ConfigError, match="store full vs compact"):  # today's default: compact storage
+        record_cache_spec(tmp_path, DEFAULT_SPEC)
 
 
 def test_merge_refuses_caches_of_different_settings(tmp_path):
@@ -149,7 +152,7 @@ def test_old_sidecar_without_input_spec_works_with_one_warning(tmp_path, caplog)
     with caplog.at_level(logging.WARNING):
         (r,) = load_runners(tmp_path)
         (r2,) = load_runners(tmp_path)
-    assert r.input_spec == r2.input_spec == DEFAULT_SPEC
+    assert r.input_spec == r2.input_spec == LEGACY_SPEC  # weights of their time: full crops
     assert sum("has no input_spec" in rec.getMessage() for rec in caplog.records) == 1
     side = json.loads((tmp_path / "cm.json").read_text())
     side["input_spec"] = {"track": "sideways"}

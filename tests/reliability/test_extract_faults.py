@@ -164,7 +164,8 @@ def test_a_full_disk_stops_the_run_with_one_line_and_resumes(videos, tmp_path, m
     manifest = _manifest(videos, tmp_path / "m.jsonl", 3)
     out = tmp_path / "cache"
     if where == "entry":
-        monkeypatch.setattr(EntryWriter, "add_crop", _enospc)
+        monkeypatch.setattr(EntryWriter, "add_crop", _enospc)  # full storage
+        monkeypatch.setattr(EntryWriter, "add_file", _enospc)  # compact storage (the default)
     else:
         monkeypatch.setattr(run_mod, "append_index_row", _enospc)
     with pytest.raises(CacheFullError, match=f"no space left on the disk of the cache folder {out}"):

@@ -41,6 +41,14 @@ def register(app: typer.Typer) -> None:
         min_score: float = typer.Option(0.9, "--min-score", help="Ignore detections below this confidence."),
         max_side: int = typer.Option(640, "--max-side", help="Frames larger than this are downscaled for detection."),
         context_scale: float = typer.Option(2.0, "--context-scale", help="Stored crop side / face box side."),
+        store: str = typer.Option(
+            "compact", "--store",
+            help="compact: the context crop scaled to --face-px (WebP) + native pixels round the face, lossless "
+                 "(~5x smaller); full: whole crops at native resolution, lossless PNG.",
+        ),
+        face_px: int = typer.Option(224, "--face-px", help="compact: largest stored face box side, pixels."),
+        native_size: int = typer.Option(224, "--native-size", help="compact: side of the lossless native window CM/RR read (>= their cm_size/rr_size)."),
+        context_quality: int = typer.Option(90, "--context-quality", help="compact: WebP quality of the context crop."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     ) -> None:
         """Decode sampled clips, find and track faces, write crops + audio + meta to the cache.
@@ -58,7 +66,8 @@ def register(app: typer.Typer) -> None:
         cfg = ExtractConfig(
             frames=frames, clip_len=clip_len, detector=detector, device=device, all_faces=all_faces,
             min_face_size=min_face_size, track=track, detect_every=detect_every, min_score=min_score,
-            max_side=max_side, context_scale=context_scale,
+            max_side=max_side, context_scale=context_scale, store=store, face_px=face_px, native_size=native_size,
+            context_quality=context_quality,
         )
         try:
             summary = run_extraction(

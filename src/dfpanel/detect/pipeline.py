@@ -178,10 +178,10 @@ class PanelDetector:
         except VideoError as exc:
             return self._failed(path, info, "corrupt", _strip_name(str(exc), path), timings, t_start)
 
-        from dfpanel.extract.cache import FaceTrackEntry
+        from dfpanel.extract.cache import entry_from_track
 
-        meta, crops, audio = tracks[0]
-        entry = FaceTrackEntry.from_memory(meta, crops, audio)
+        entry = entry_from_track(*tracks[0])
+        meta = entry.meta
         entries[0] = entry
         specialists = []
         for r, k in zip(self.runners, self._spec_of):
@@ -242,7 +242,7 @@ class PanelDetector:
     # ---- pieces ----------------------------------------------------------------------------------
     def _other_entries(self, path: Path, timings: dict) -> tuple[dict, dict]:
         """Entries of the second and further specs (index -> entry), and why one has none."""
-        from dfpanel.extract.cache import FaceTrackEntry
+        from dfpanel.extract.cache import entry_from_track
 
         entries: dict[int, object] = {}
         missing: dict[int, str] = {}
@@ -255,7 +255,7 @@ class PanelDetector:
                 diff = self.specs[k].describe_difference(self.specs[0], sampling=False)
                 missing[k] = f"no face found with its weights' extraction settings ({diff})"
                 continue
-            entries[k] = FaceTrackEntry.from_memory(*tracks[0])
+            entries[k] = entry_from_track(*tracks[0])
         return entries, missing
 
     @staticmethod

@@ -8,7 +8,11 @@ Layout (one folder per video, written atomically: built in a temp folder, then r
       extract_report.json         per-video failures with reasons, and run totals
       <dataset>/<video_id>/
         meta.json                 TrackMeta (below)
-        crops/000000.png ...      lossless RGB crops of the context box (2x the face box), native pixels
+        context/000000.webp ...   store "compact" (the default, dfpanel.extract.compact): the context box
+        native/000000.webp ...    (2x the face box) scaled so the face is at most face_px, WebP; and the
+                                  native_size window round the face on the 8x8 grid, lossless
+        crops/000000.png ...      store "full" (caches before compact storage): lossless RGB crops of the
+                                  context box at native resolution
         audio.wav                 16 kHz mono PCM16, when the video has audio (exactly the samples
                                   extract_video returns: normalised once, at extraction)
 
@@ -27,18 +31,18 @@ import os
 import shutil
 import uuid
 import wave
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from dfpanel.errors import ConfigError, DataError, DfpanelError
-from dfpanel.extract.spec import DEFAULT_SPEC, SPEC_FILE, InputSpec, check_same_views
+from dfpanel.extract.spec import LEGACY_SPEC, SPEC_FILE, InputSpec, check_same_views
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 1  # TrackMeta.version of a "full" entry; compact entries are COMPACT_VERSION (2)
 AUDIO_RATE = 16000
 INDEX_FILE = "index.jsonl"
 REPORT_FILE = "extract_report.json"
@@ -53,8 +57,11 @@ class FrameRecord:
     crop_box: list[int]  # stored crop [x0, y0, x1, y1], integral, clipped to the frame
     landmarks: list[list[float]]  # 5 x [x, y]: left eye, right eye, nose, mouth left, mouth right
     score: float  # detector confidence (interpolated frames: of the nearest detection)
-    file: str  # crop PNG, relative to the entry folder
+    file: str  # context crop image, relative to the entry folder
     detected: bool = True  # False when the box was tracked/interpolated rather than detected
+    scale: float = 1.0  # context crop pixels per source pixel (compact storage shrinks large faces)
+    native_box: list[int] | None = None  # source box of the stored native pixels (compact), else None
+    native_file: str | None = None  # their lossless image (compact); None: the crop is native (full)
 
 
 @dataclass
@@ -159,19 +166,31 @@ class FaceTrackEntry:
         return self.meta.audio is not None
 
     def crop(self, i: int) -> np.ndarray:
-        """RGB uint8 HxWx3 crop of frame position i (position in meta.frames, not video frame index)."""
+        """RGB uint8 HxWx3 context crop of frame position i (position in meta.frames, not video frame
+        index): the source box `crop_box`, at `scale` crop pixels per source pixel."""
         if self._crops is not None:
             return self._crops[i]
-        import io
+        return self._image(self.meta.frames[i].file)
 
-        from PIL import Image
+    def native(self, i: int) -> tuple[np.ndarray, tuple[int, int]]:
+        """Native (never resampled) pixels round the face of position i and their source-pixel origin:
+        the stored native window of a compact entry, the whole crop of a full one."""
+        f = self.meta.frames[i]
+        if f.native_file is None:
+            if f.scale != 1.0:
+                raise DataError(f"{self.folder}: frame {i} has no native pixels stored; re-extract it")
+            return self.crop(i), (int(f.crop_box[0]), int(f.crop_box[1]))
+        return self._image(f.native_file), (int(f.native_box[0]), int(f.native_box[1]))
 
-        path = self.folder / self.meta.frames[i].file
+    def _image(self, rel: str) -> np.ndarray:
+        from dfpanel.extract.compact import decode_image
+
+        path = self.folder / rel
         try:
-            with Image.open(io.BytesIO(self.read_bytes(self.meta.frames[i].file))) as im:
-                return np.asarray(im.convert("RGB"))
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: unreadable crop ({exc}); delete {self.folder} and re-extract") from None
+            data = self.read_bytes(rel)
+        except OSError as exc:
+            raise DataError(f"{path}: unreadable crop ({exc.strerror or exc}); delete {self.folder} and re-extract") from None
+        return decode_image(data, name=str(path))
 
     def clips(self) -> dict[int, list[int]]:
         """clip number -> positions of its frames, in time order."""
@@ -194,16 +213,68 @@ class FaceTrackEntry:
             raise DataError(f"{path}: unreadable audio ({exc}); delete {self.folder} and re-extract") from None
 
 
+class FilesEntry(FaceTrackEntry):
+    """An entry whose files are held in memory ({rel path: bytes}): a compact track that detection
+    packed without writing a cache. It decodes exactly as the same files in a cache folder."""
+
+    def __init__(self, meta: TrackMeta, files: dict[str, bytes], audio: np.ndarray | None = None, folder: str = "."):
+        self._files = files
+        super().__init__(folder, meta=meta)
+        self.__dict__["audio"] = audio if meta.audio is not None else None
+
+    def read_bytes(self, rel: str) -> bytes:
+        try:
+            return self._files[rel]
+        except KeyError:
+            raise FileNotFoundError(rel) from None
+
+
+def entry_from_track(meta: TrackMeta, crops: list[np.ndarray], audio: np.ndarray | None = None) -> FaceTrackEntry:
+    """An in-memory entry of one track as `extract_video` returns it, stored as its input spec says:
+    compact tracks are packed and decoded exactly as `dfpanel extract` writes and reads them."""
+    spec = InputSpec.from_dict(meta.input_spec) if meta.input_spec is not None else LEGACY_SPEC
+    if spec.store == "compact":
+        from dfpanel.extract.compact import pack_track
+
+        packed, files = pack_track(meta, crops, spec)
+        return FilesEntry(packed, files, audio)
+    return FaceTrackEntry.from_memory(meta, crops, audio)
+
+
+@dataclass
+class Layer:
+    """One stored image of a frame, with the frame re-expressed for it: `frame.crop_box` is the source
+    box the image covers and `frame.scale` its pixels per source pixel. An edit (augmentation, a
+    pseudo-fake) that works on a crop and its FrameRecord works on any layer unchanged."""
+
+    name: str  # "context" (entry.crop) or "native" (entry.native)
+    image: np.ndarray
+    frame: FrameRecord
+
+
+def frame_layers(entry: FaceTrackEntry, pos: int) -> list[Layer]:
+    """The context crop of position `pos`, and, when stored apart (compact), its native pixels."""
+    f = entry.meta.frames[pos]
+    layers = [Layer("context", entry.crop(pos), f)]
+    if f.native_file is not None:
+        image, (ox, oy) = entry.native(pos)
+        h, w = image.shape[:2]
+        layers.append(Layer("native", image, replace(f, crop_box=[ox, oy, ox + w, oy + h], scale=1.0)))
+    return layers
+
+
 class EditedEntry(FaceTrackEntry):
     """A FaceTrackEntry with some crops (and the frames' meta, and/or the audio) replaced in memory:
     what augmentation and pseudo-fake generators hand to a view. Untouched positions read through to
-    the base entry, so an edit of one sample costs only the crops it changes."""
+    the base entry, so an edit of one sample costs only the crops it changes. `natives`: edited native
+    pixels of a compact entry (their origin is the edited meta's `native_box`)."""
 
     def __init__(self, base: FaceTrackEntry, meta: TrackMeta | None = None, crops: dict[int, np.ndarray] | None = None,
-                 audio: np.ndarray | None | str = "base"):
+                 audio: np.ndarray | None | str = "base", natives: dict[int, np.ndarray] | None = None):
         super().__init__(base.folder, meta=meta if meta is not None else base.meta)
         self._base = base
         self._edited = dict(crops or {})
+        self._natives = dict(natives or {})
         self.audio_edited = not isinstance(audio, str)
         if isinstance(audio, str):  # "base": the base entry's audio (shared once decoded)
             if "audio" in base.__dict__:
@@ -219,6 +290,21 @@ class EditedEntry(FaceTrackEntry):
         if i in self._edited:
             return self._edited[i]
         return self._base.crop(i)
+
+    def native(self, i: int) -> tuple[np.ndarray, tuple[int, int]]:
+        f = self.meta.frames[i]
+        if f.native_file is None:  # full storage: the native pixels are the (edited) crop
+            return super().native(i)
+        image = self._natives[i] if i in self._natives else self._base.native(i)[0]
+        return image, (int(f.native_box[0]), int(f.native_box[1]))
+
+    @classmethod
+    def from_layers(cls, base: FaceTrackEntry, edits: dict[int, dict[str, np.ndarray]], meta: TrackMeta | None = None,
+                    audio: np.ndarray | None | str = "base") -> "EditedEntry":
+        """Edited by layer: edits = {pos: {"context": image, "native": image}} (see frame_layers)."""
+        crops = {p: e["context"] for p, e in edits.items() if "context" in e}
+        natives = {p: e["native"] for p, e in edits.items() if "native" in e}
+        return cls(base, meta=meta, crops=crops, audio=audio, natives=natives)
 
     @cached_property
     def audio(self) -> np.ndarray | None:
@@ -367,6 +453,13 @@ class EntryWriter:
         Image.fromarray(np.ascontiguousarray(rgb)).save(self.tmp / rel, compress_level=1)
         return rel
 
+    def add_file(self, rel: str, data: bytes) -> str:
+        """A stored file (a compact frame's image) at `rel` inside the entry."""
+        path = self.tmp / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return rel
+
     def add_audio(self, samples: np.ndarray, sample_rate: int = AUDIO_RATE) -> str:
         write_wav(self.tmp / "audio.wav", samples, sample_rate)
         return "audio.wav"
@@ -439,8 +532,8 @@ def read_cache_spec(root: str | os.PathLike) -> InputSpec:
         if key not in _warned_legacy:
             _warned_legacy.add(key)
             log.warning("%s: no %s (a cache from before input specs were recorded); assuming the default "
-                        "extraction settings (%s)", root, SPEC_FILE, DEFAULT_SPEC.extract_args())
-        return DEFAULT_SPEC
+                        "extraction settings (%s)", root, SPEC_FILE, LEGACY_SPEC.extract_args())
+        return LEGACY_SPEC
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: unreadable input spec ({exc.msg}); restore it, or re-extract into a new cache") from None
     return InputSpec.from_dict(d, source=str(path))

@@ -30,8 +30,10 @@ from dfpanel.extract.cache import (
     record_cache_spec,
     temp_entry_owner_alive,
 )
+from dfpanel.extract.compact import pack_track
 from dfpanel.extract.faces import FaceDetector
 from dfpanel.extract.report import REPORT_FILE, failure_key, update_report
+from dfpanel.extract.spec import InputSpec
 from dfpanel.extract.video import ExtractConfig, extract_video, get_detector
 from dfpanel.index.manifest import VideoRecord, iter_manifest
 
@@ -45,10 +47,18 @@ def write_tracks(out: Path, tracks, record: VideoRecord) -> list[CacheIndexRow]:
     """Commit each track's entry; return index rows (the caller appends them, main track last)."""
     rows = []
     for meta, crops, audio in tracks:
+        spec = InputSpec.from_dict(meta.input_spec) if meta.input_spec is not None else None
+        files = None
+        if spec is not None and spec.store == "compact":
+            meta, files = pack_track(meta, crops, spec)
         writer = EntryWriter(out, record.dataset, meta.video_id)
         try:
-            for n, crop in enumerate(crops):
-                writer.add_crop(n, crop)
+            if files is not None:
+                for rel, data in files.items():
+                    writer.add_file(rel, data)
+            else:
+                for n, crop in enumerate(crops):
+                    writer.add_crop(n, crop)
             if audio is not None:
                 writer.add_audio(audio, meta.audio.sample_rate)
             folder = writer.commit(meta)

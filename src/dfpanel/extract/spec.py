@@ -32,6 +32,7 @@ SPEC_VERSION = 1
 SPEC_FILE = "input_spec.json"  # cache-level record, CACHE/input_spec.json
 
 TRACK_MODES = ("refine", "interpolate")
+STORES = ("compact", "full")  # how a cache stores each frame (dfpanel.extract.compact)
 FACE_MODES = ("main", "all")
 AUDIO_NORMS = ("pcm16",)  # clip to [-1, 1) and quantise to the 16-bit grid k / 32768
 
@@ -53,6 +54,14 @@ class InputSpec:
     faces: str = "main"  # "main": the main track only; "all": every track (changes tracking of the main one)
     audio_rate: int = 16000  # audio resampled to this rate, mono
     audio_norm: str = "pcm16"  # how audio is normalised once, at extraction (see normalise_audio)
+    # How each frame is stored (dfpanel.extract.compact). "compact": the context crop scaled so the face
+    # box side is at most face_px, WebP at context_quality; beside it native_size x native_size native
+    # pixels round the face on the 8x8 grid, lossless (what CM and RR read). "full": the whole context
+    # crop at native resolution, lossless PNG (caches before compact storage; LEGACY_FILL below).
+    store: str = "compact"
+    face_px: int = 224
+    native_size: int = 224
+    context_quality: int = 90
     version: int = SPEC_VERSION
 
     # ---- checks ------------------------------------------------------------------------------
@@ -65,7 +74,8 @@ class InputSpec:
         def bad(name: str, why: str):
             raise ConfigError(f"{source}: {name}={getattr(self, name)!r} {why}" + (f"; {fix}" if fix else ""))
 
-        for name in ("min_face_size", "max_side", "detect_every", "frames", "clip_len", "audio_rate", "version"):
+        for name in ("min_face_size", "max_side", "detect_every", "frames", "clip_len", "audio_rate", "version",
+                     "face_px", "native_size", "context_quality"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 bad(name, "must be a whole number")
@@ -89,6 +99,14 @@ class InputSpec:
             bad("track", f"must be one of {', '.join(TRACK_MODES)}")
         if self.faces not in FACE_MODES:
             bad("faces", f"must be one of {', '.join(FACE_MODES)}")
+        if self.store not in STORES:
+            bad("store", f"must be one of {', '.join(STORES)}")
+        if self.native_size % 8 or self.native_size < 64:
+            bad("native_size", "must be a multiple of 8 and at least 64")
+        if self.face_px < 32:
+            bad("face_px", "must be at least 32")
+        if self.context_quality > 100:
+            bad("context_quality", "must be at most 100")
         if self.audio_norm not in AUDIO_NORMS:
             bad("audio_norm", f"must be one of {', '.join(AUDIO_NORMS)}")
         return self
@@ -111,9 +129,10 @@ class InputSpec:
             kwargs["min_score"] = float(kwargs["min_score"])
         if isinstance(kwargs.get("context_scale"), int) and not isinstance(kwargs.get("context_scale"), bool):
             kwargs["context_scale"] = float(kwargs["context_scale"])
-        # Built without __post_init__ so that a bad value is reported against `source`.
+        # Built without __post_init__ so that a bad value is reported against `source`. A key the
+        # writer's dfpanel did not know yet means the behaviour from before it existed (LEGACY_FILL).
         spec = object.__new__(cls)
-        for k, v in {**asdict(DEFAULT_SPEC), **kwargs}.items():
+        for k, v in {**asdict(DEFAULT_SPEC), **LEGACY_FILL, **kwargs}.items():
             object.__setattr__(spec, k, v)
         return spec.check(source, fix="the file is damaged or was edited by hand: restore it, or re-extract")
 
@@ -161,10 +180,20 @@ class InputSpec:
         ]
         if self.all_faces:
             args.append("--all-faces")
+        if self.store == "full":
+            args.append("--store full")
+        else:
+            args.append(f"--store compact --face-px {self.face_px} --native-size {self.native_size} "
+                        f"--context-quality {self.context_quality}")
         return " ".join(args)
 
 
 DEFAULT_SPEC = InputSpec()
+# What a spec written before a field existed means by its absence: caches and weights from before
+# compact storage stored full lossless crops.
+LEGACY_FILL = {"store": "full"}
+# The spec of a cache or weights that record none (made before specs were recorded).
+LEGACY_SPEC = InputSpec(**LEGACY_FILL)
 
 
 def check_same_views(have: InputSpec, want: InputSpec, *, have_name: str, want_name: str, fix: str,

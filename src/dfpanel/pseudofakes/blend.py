@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from dfpanel.extract.cache import EditedEntry, FaceTrackEntry
+from dfpanel.extract.cache import EditedEntry, FaceTrackEntry, frame_layers
 from dfpanel.pseudofakes.base import (
     DonorFn,
     PseudoFake,
@@ -143,11 +143,14 @@ class SelfBlend(PseudoFakeGenerator):
              donor: DonorFn | None = None) -> PseudoFake:
         spec = draw_mask(rng, self.options)
         jitter = draw_jitter(rng, self.options)
-        crops, masks = {}, {}
+        edits, masks = {}, {}
         for pos in unique_positions(positions):
-            crop = entry.crop(pos)
-            box, lm, size = face_geometry(entry.meta.frames[pos])
-            mask = render_mask(crop.shape[:2], box, lm, spec) * np.float32(jitter["blend_ratio"])
-            crops[pos] = paste(crop, jittered(crop, box, size, jitter), mask)
-            masks[pos] = mask.astype(np.float32)
-        return PseudoFake(EditedEntry(entry, crops=crops), masks, {"mask": spec, **jitter})
+            edits[pos] = {}
+            for layer in frame_layers(entry, pos):  # the context crop, and native pixels when stored apart
+                crop = layer.image
+                box, lm, size = face_geometry(layer.frame)
+                mask = render_mask(crop.shape[:2], box, lm, spec) * np.float32(jitter["blend_ratio"])
+                edits[pos][layer.name] = paste(crop, jittered(crop, box, size, jitter), mask)
+                if layer.name == "context":
+                    masks[pos] = mask.astype(np.float32)
+        return PseudoFake(EditedEntry.from_layers(entry, edits), masks, {"mask": spec, **jitter})

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from dfpanel.views.ops import box_in_crop
+from dfpanel.views.ops import box_in_crop, points_in_crop
 
 # Mask options shared by the generators (each generator lists them in its own `params`).
 MASK_PARAMS = {
@@ -34,9 +34,10 @@ N_WAVES = 3  # radial deformation: harmonics 2..N_WAVES+1 of the angle round the
 
 
 def face_geometry(frame) -> tuple[np.ndarray, np.ndarray, float]:
-    """(face box in crop pixels, landmarks (5, 2) in crop pixels, face size = sqrt(box area)) of a FrameRecord."""
-    box = box_in_crop(frame.box, frame.crop_box)
-    lm = np.asarray(frame.landmarks, dtype=np.float64) - np.asarray(frame.crop_box[:2], dtype=np.float64)
+    """(face box in crop pixels, landmarks (5, 2) in crop pixels, face size = sqrt(box area) in crop
+    pixels) of a FrameRecord; `frame.scale` crop pixels per source pixel (a layer: frame_layers)."""
+    box = box_in_crop(frame.box, frame.crop_box, frame.scale)
+    lm = points_in_crop(frame.landmarks, frame.crop_box, frame.scale)
     size = float(np.sqrt(max(box[2] - box[0], 1.0) * max(box[3] - box[1], 1.0)))
     return box, lm, size
 

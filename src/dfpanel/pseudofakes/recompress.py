@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from dfpanel.extract.cache import EditedEntry, FaceTrackEntry
+from dfpanel.extract.cache import EditedEntry, FaceTrackEntry, frame_layers
 from dfpanel.pseudofakes.base import (
     DonorFn,
     PseudoFake,
@@ -83,17 +83,22 @@ class Recompress(PseudoFakeGenerator):
                 shift = [int(v) for v in rng.integers(0, BLOCK, 2)]
         else:
             shift = [0, 0]
-        crops, masks, grids = {}, {}, {}
-        offsets = entry.meta.grid_offset
+        edits, masks, grids = {}, {}, {}
         for pos in unique_positions(positions):
-            crop = entry.crop(pos)
-            box, lm, _ = face_geometry(entry.meta.frames[pos])
-            mask = render_mask(crop.shape[:2], box, lm, spec)
-            gx, gy = offsets[pos]
-            grid = ((gx + shift[0]) % BLOCK, (gy + shift[1]) % BLOCK)
-            crops[pos] = paste(crop, recompress_region(crop, mask, grid, qualities), mask)
-            masks[pos] = mask
-            grids[pos] = list(grid)
+            edits[pos] = {}
+            # The context crop, and native pixels when stored apart (what CM reads: the grid is theirs).
+            for layer in frame_layers(entry, pos):
+                crop, fr = layer.image, layer.frame
+                box, lm, _ = face_geometry(fr)
+                mask = render_mask(crop.shape[:2], box, lm, spec)
+                # Where the source 8x8 grid falls inside this image (meaningful at native scale).
+                gx, gy = (8 - fr.crop_box[0] % 8) % 8, (8 - fr.crop_box[1] % 8) % 8
+                grid = ((gx + shift[0]) % BLOCK, (gy + shift[1]) % BLOCK)
+                edits[pos][layer.name] = paste(crop, recompress_region(crop, mask, grid, qualities), mask)
+                if layer.name == "context":
+                    masks[pos] = mask
+                if layer.name == "context" or fr.scale == 1.0:
+                    grids[pos] = list(grid)  # the native layer's when there is one
         details = {"mask": spec, "jpeg_quality": qualities, "grid_shift": shift,
                    "grid": {str(p): g for p, g in grids.items()}}
-        return PseudoFake(EditedEntry(entry, crops=crops), masks, details)
+        return PseudoFake(EditedEntry.from_layers(entry, edits), masks, details)

@@ -14,14 +14,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from dfpanel.errors import ConfigError
-from dfpanel.extract.cache import EditedEntry, FaceTrackEntry
+from dfpanel.extract.cache import EditedEntry, FaceTrackEntry, frame_layers
 
 
 class AugmentedEntry(EditedEntry):
     """A FaceTrackEntry whose crops at some positions were replaced (and whose meta moved with them)."""
-
-    def __init__(self, base: FaceTrackEntry, meta, crops: dict[int, np.ndarray]):
-        super().__init__(base, meta=meta, crops=crops)
 
 
 def build_transform(specs: Sequence[dict]):
@@ -67,25 +64,33 @@ class CropAugmenter:
         if self.transform is None:
             return entry if masks is None else (entry, masks)
         frames = list(entry.meta.frames)
-        crops: dict[int, np.ndarray] = {}
+        edits: dict[int, dict[str, np.ndarray]] = {}
         moved_masks: dict[int, np.ndarray] = {}
         for pos in positions:
-            self.transform.set_random_seed(seed)  # the same draw for every frame of the sample
             mask = None if masks is None else masks.get(pos)
-            crops[pos], frames[pos], out_mask = self._one(entry.crop(pos), frames[pos], mask)
-            if out_mask is not None:
-                moved_masks[pos] = out_mask
+            edits[pos] = {}
+            # The context crop, and a compact entry's native pixels: the same draw on both.
+            for layer in frame_layers(entry, pos):
+                self.transform.set_random_seed(seed)  # the same draw for every frame (and layer) of the sample
+                if layer.name == "context":
+                    edits[pos]["context"], frames[pos], out_mask = self._one(layer.image, frames[pos], mask)
+                    if out_mask is not None:
+                        moved_masks[pos] = out_mask
+                else:
+                    edits[pos]["native"], native_box = self._native(layer, frames[pos])
+                    frames[pos] = dataclasses.replace(frames[pos], native_box=native_box)
         meta = dataclasses.replace(entry.meta, frames=frames)
-        out = AugmentedEntry(entry, meta, crops)
+        out = AugmentedEntry.from_layers(entry, edits, meta=meta)
         return out if masks is None else (out, moved_masks)
 
     def _one(self, crop: np.ndarray, frame, mask: np.ndarray | None = None):
         h, w = crop.shape[:2]
         ox, oy = frame.crop_box[0], frame.crop_box[1]
-        x0, y0, x1, y1 = frame.box
-        local = [max(0.0, x0 - ox), max(0.0, y0 - oy), min(float(w), x1 - ox), min(float(h), y1 - oy)]
+        s = float(frame.scale)  # crop px per source px (compact storage shrinks large faces)
+        x0, y0, x1, y1 = ((np.asarray(frame.box, dtype=np.float64) - [ox, oy, ox, oy]) * s).tolist()
+        local = [max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1)]
         bboxes = [local] if local[2] > local[0] and local[3] > local[1] else []
-        kps = np.asarray(frame.landmarks, dtype=np.float32).reshape(-1, 2) - np.array([ox, oy], dtype=np.float32)
+        kps = ((np.asarray(frame.landmarks, dtype=np.float64).reshape(-1, 2) - [ox, oy]) * s).astype(np.float32)
         extra = {} if mask is None else {"mask": np.asarray(mask, dtype=np.float32)}
         out = self.transform(image=crop, bboxes=bboxes, keypoints=kps, **extra)
         image = np.ascontiguousarray(out["image"])
@@ -93,9 +98,36 @@ class CropAugmenter:
         box = list(frame.box)
         if len(out["bboxes"]):
             bx = np.asarray(out["bboxes"][0], dtype=np.float64)
-            box = [float(bx[0] + ox), float(bx[1] + oy), float(bx[2] + ox), float(bx[3] + oy)]
-        landmarks = (np.asarray(out["keypoints"], dtype=np.float64)[:, :2] + [ox, oy]).tolist()
-        moved = dataclasses.replace(
-            frame, box=box, landmarks=landmarks, crop_box=[ox, oy, ox + nw, oy + nh]
-        )
+            box = [float(bx[0] / s + ox), float(bx[1] / s + oy), float(bx[2] / s + ox), float(bx[3] / s + oy)]
+        landmarks = (np.asarray(out["keypoints"], dtype=np.float64)[:, :2] / s + [ox, oy]).tolist()
+        same = (nw, nh) == (w, h)
+        crop_box = list(frame.crop_box) if same else [ox, oy, ox + int(round(nw / s)), oy + int(round(nh / s))]
+        moved = dataclasses.replace(frame, box=box, landmarks=landmarks, crop_box=crop_box)
         return image, moved, (None if mask is None else np.asarray(out["mask"], dtype=np.float32))
+
+    def _native(self, layer, frame) -> tuple[np.ndarray, list[int]]:
+        """A compact entry's native pixels under the same draw as its context crop, and where they now
+        lie (source pixels). Flips mirror them about the context crop, as they mirror the crop; a
+        transform that resamples or moves pixels otherwise would leave them apart from the face the
+        crop shows: refused (CM and RR read native pixels; their presets flip at most)."""
+        image = layer.image
+        h, w = image.shape[:2]
+        corners = np.array([[0.0, 0.0], [w, h]], dtype=np.float32)
+        out = self.transform(image=image, bboxes=[], keypoints=corners)
+        moved = np.asarray(out["keypoints"], dtype=np.float64)[:, :2]
+        result = np.ascontiguousarray(out["image"])
+        flip_x, flip_y = moved[0, 0] > moved[1, 0], moved[0, 1] > moved[1, 1]
+        span = np.abs(moved[1] - moved[0])
+        if result.shape[:2] != (h, w) or np.abs(span - [w, h]).max() > 1.01 or (
+            not flip_x and moved[0, 0] > 0.5) or (not flip_y and moved[0, 1] > 0.5):
+            names = ", ".join(str(t.get("name")) for t in self.specs)
+            raise ConfigError(f"augment.transforms ({names}) move or resample pixels, which the native pixels of a "
+                              "compact cache cannot follow; specialists reading native pixels (CM, RR) take flips and "
+                              "colour transforms only")
+        nx0, ny0, nx1, ny1 = layer.frame.crop_box
+        cx0, cy0, cx1, cy1 = frame.crop_box
+        if flip_x:
+            nx0, nx1 = cx0 + cx1 - nx1, cx0 + cx1 - nx0
+        if flip_y:
+            ny0, ny1 = cy0 + cy1 - ny1, cy0 + cy1 - ny0
+        return result, [int(nx0), int(ny0), int(nx1), int(ny1)]

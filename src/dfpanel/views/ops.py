@@ -20,6 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dfpanel.errors import DataError
+from dfpanel.extract.compact import grid_window_origin
+
 AUDIO_RATE = 16000
 MIN_AUDIO_COVERAGE = 0.5  # a clip whose span the audio covers less than this counts as having none
 BLOCK = 8  # the 8x8 block grid of JPEG / MPEG-family codecs
@@ -27,10 +30,15 @@ BLOCK = 8  # the 8x8 block grid of JPEG / MPEG-family codecs
 # --------------------------------------------------------------------------- boxes and crops
 
 
-def box_in_crop(box: Sequence[float], crop_box: Sequence[int]) -> np.ndarray:
-    """A source-pixel box moved into the stored crop's pixel frame."""
+def box_in_crop(box: Sequence[float], crop_box: Sequence[int], scale: float = 1.0) -> np.ndarray:
+    """A source-pixel box moved into the stored crop's pixel frame (`scale` crop px per source px)."""
     b = np.asarray(box, dtype=np.float64)
-    return b - np.array([crop_box[0], crop_box[1], crop_box[0], crop_box[1]], dtype=np.float64)
+    return (b - np.array([crop_box[0], crop_box[1], crop_box[0], crop_box[1]], dtype=np.float64)) * scale
+
+
+def points_in_crop(points, crop_box: Sequence[int], scale: float = 1.0) -> np.ndarray:
+    """Source-pixel points (N, 2) moved into the stored crop's pixel frame."""
+    return (np.asarray(points, dtype=np.float64) - np.asarray(crop_box[:2], dtype=np.float64)) * scale
 
 
 def square_box(box: Sequence[float], scale: float = 1.0) -> np.ndarray:
@@ -76,7 +84,7 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
 def face_crop(entry, pos: int, size: int, scale: float = 1.3) -> torch.Tensor:
     """The face (square box, `scale` x the face box) resized to size x size, (3, S, S) in [0, 1]."""
     f = entry.meta.frames[pos]
-    return to_tensor(cut_resized(entry.crop(pos), square_box(box_in_crop(f.box, f.crop_box), scale), size))
+    return to_tensor(cut_resized(entry.crop(pos), square_box(box_in_crop(f.box, f.crop_box, f.scale), scale), size))
 
 
 def context_crop(entry, pos: int, size: int, scale: float = 2.0) -> torch.Tensor:
@@ -87,11 +95,10 @@ def context_crop(entry, pos: int, size: int, scale: float = 2.0) -> torch.Tensor
 def mouth_crop(entry, pos: int, size: int, scale: float = 1.8) -> torch.Tensor:
     """Square mouth crop located from the mouth-corner landmarks (indices 3, 4), (3, S, S)."""
     f = entry.meta.frames[pos]
-    lm = np.asarray(f.landmarks, dtype=np.float64)
-    ox, oy = f.crop_box[0], f.crop_box[1]
-    left, right = lm[3] - (ox, oy), lm[4] - (ox, oy)
+    lm = points_in_crop(f.landmarks, f.crop_box, f.scale)
+    left, right = lm[3], lm[4]
     centre = (left + right) / 2
-    face_w = max(f.box[2] - f.box[0], 1.0)
+    face_w = max(f.box[2] - f.box[0], 1.0) * f.scale
     # Mouth width times scale, but never tinier than a third of the face (closed/occluded mouths).
     side = max(scale * float(np.linalg.norm(right - left)), 0.35 * face_w)
     box = [centre[0] - side / 2, centre[1] - side / 2, centre[0] + side / 2, centre[1] + side / 2]
@@ -102,12 +109,17 @@ def native_window(entry, pos: int, size: int) -> tuple[np.ndarray, tuple[int, in
     """size x size native pixels centred on the face, origin snapped to the source 8x8 block grid.
 
     Returns the RGB window (uint8, never resampled; reflect-padded where the stored crop is smaller)
-    and its origin in source pixels (both multiples of 8)."""
+    and its origin in source pixels (both multiples of 8). A compact cache stores the same window of
+    InputSpec.native_size (clipped to the crop box), so any size up to that cuts identical pixels."""
     f = entry.meta.frames[pos]
-    cx, cy = (f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2
-    sx = BLOCK * int(round((cx - size / 2) / BLOCK))
-    sy = BLOCK * int(round((cy - size / 2) / BLOCK))
-    window = cut(entry.crop(pos), sx - f.crop_box[0], sy - f.crop_box[1], size, size)
+    if f.native_file is not None:
+        stored = (entry.meta.input_spec or {}).get("native_size")
+        if stored is not None and size > int(stored):
+            raise DataError(f"{entry.folder}: the cache keeps {stored} px of native pixels round each face, the view "
+                            f"asks for {size}; re-extract with --native-size {size} (or more), or use a smaller cm_size/rr_size")
+    sx, sy = grid_window_origin(f.box, size)
+    image, (ox, oy) = entry.native(pos)
+    window = cut(image, sx - ox, sy - oy, size, size)
     return np.ascontiguousarray(window), (sx, sy)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dfpanel.errors import ConfigError, WeightsError
-from dfpanel.extract.spec import DEFAULT_SPEC, InputSpec
+from dfpanel.extract.spec import LEGACY_SPEC, InputSpec
 from dfpanel.models.specialists.base import (
     find_specialist,
     list_specialists,
@@ -63,7 +63,7 @@ def sidecar_input_spec(sidecar: dict, path: str | os.PathLike) -> InputSpec:
             _warned_legacy.add(key)
             log.warning("%s: sidecar has no input_spec (weights from before input specs were recorded); "
                         "assuming the default extraction settings", Path(path).name)
-        return DEFAULT_SPEC
+        return LEGACY_SPEC
     try:
         return InputSpec.from_dict(d, source=f"{Path(path).name} sidecar input_spec")
     except ConfigError as exc:
