@@ -16,7 +16,12 @@ import torch
 from video_factory import VideoSpec, make_video
 
 from dfpanel.errors import ConfigError, DataError
-from dfpanel.extract.cache import EditedEntry, FaceTrackCache, FaceTrackEntry, entry_from_track
+from dfpanel.extract.cache import (
+    EditedEntry,
+    FaceTrackCache,
+    FaceTrackEntry,
+    entry_from_track,
+)
 from dfpanel.extract.convert import convert_cache
 from dfpanel.extract.run import ExtractConfig, run_extraction
 from dfpanel.extract.spec import LEGACY_SPEC, InputSpec
