@@ -254,20 +254,37 @@ class Layer:
 
 def frame_layers(entry: FaceTrackEntry, pos: int) -> list[Layer]:
     """The context crop of position `pos`, and, when stored apart (compact), its native pixels."""
+    layers = [Layer("context", entry.crop(pos), entry.meta.frames[pos])]
+    native = native_layer(entry, pos)
+    return layers + ([native] if native is not None else [])
+
+
+def native_layer(entry: FaceTrackEntry, pos: int) -> Layer | None:
+    """The native pixels of position `pos` as a Layer, None when the crop itself is native (full)."""
     f = entry.meta.frames[pos]
-    layers = [Layer("context", entry.crop(pos), f)]
-    if f.native_file is not None:
-        image, (ox, oy) = entry.native(pos)
-        h, w = image.shape[:2]
-        layers.append(Layer("native", image, replace(f, crop_box=[ox, oy, ox + w, oy + h], scale=1.0)))
-    return layers
+    if f.native_file is None:
+        return None
+    image, (ox, oy) = entry.native(pos)
+    h, w = image.shape[:2]
+    return Layer("native", image, replace(f, crop_box=[ox, oy, ox + w, oy + h], scale=1.0))
+
+
+def edit_layers(entry: FaceTrackEntry, pos: int, edit) -> dict:
+    """{"context": edit(context layer), "native": a deferred edit(native layer)}: what
+    EditedEntry.from_layers takes. The native pixels are decoded and edited only when a view reads
+    them (CM and RR), so an edit costs the other specialists nothing more than before."""
+    out = {"context": edit(Layer("context", entry.crop(pos), entry.meta.frames[pos]))}
+    if entry.meta.frames[pos].native_file is not None:
+        out["native"] = lambda: edit(native_layer(entry, pos))
+    return out
 
 
 class EditedEntry(FaceTrackEntry):
     """A FaceTrackEntry with some crops (and the frames' meta, and/or the audio) replaced in memory:
     what augmentation and pseudo-fake generators hand to a view. Untouched positions read through to
     the base entry, so an edit of one sample costs only the crops it changes. `natives`: edited native
-    pixels of a compact entry (their origin is the edited meta's `native_box`)."""
+    pixels of a compact entry: an image (at the meta's `native_box`), an (image, origin) pair, or a
+    function returning either, called when a view first reads them (only CM and RR do)."""
 
     def __init__(self, base: FaceTrackEntry, meta: TrackMeta | None = None, crops: dict[int, np.ndarray] | None = None,
                  audio: np.ndarray | None | str = "base", natives: dict[int, np.ndarray] | None = None):
@@ -295,7 +312,12 @@ class EditedEntry(FaceTrackEntry):
         f = self.meta.frames[i]
         if f.native_file is None:  # full storage: the native pixels are the (edited) crop
             return super().native(i)
-        image = self._natives[i] if i in self._natives else self._base.native(i)[0]
+        edit = self._natives.get(i)
+        if callable(edit):  # an edit made when first read: most views never read native pixels
+            edit = self._natives[i] = edit()
+        if isinstance(edit, tuple):  # (image, origin): an edit that moved them (a flip)
+            return edit[0], (int(edit[1][0]), int(edit[1][1]))
+        image = edit if edit is not None else self._base.native(i)[0]
         return image, (int(f.native_box[0]), int(f.native_box[1]))
 
     @classmethod

@@ -61,7 +61,7 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if arr is None:
         raise DataError(f"{name}: unreadable image; delete the entry and re-extract")
-    return np.ascontiguousarray(arr[..., ::-1])
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)  # a SIMD copy: ~5x faster than arr[..., ::-1].copy()
 
 
 def context_scale(face_side: float, face_px: int) -> float:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from dfpanel.extract.cache import EditedEntry, FaceTrackEntry, frame_layers
+from dfpanel.extract.cache import EditedEntry, FaceTrackEntry, edit_layers
 from dfpanel.pseudofakes.base import (
     DonorFn,
     PseudoFake,
@@ -144,13 +144,15 @@ class SelfBlend(PseudoFakeGenerator):
         spec = draw_mask(rng, self.options)
         jitter = draw_jitter(rng, self.options)
         edits, masks = {}, {}
-        for pos in unique_positions(positions):
-            edits[pos] = {}
-            for layer in frame_layers(entry, pos):  # the context crop, and native pixels when stored apart
-                crop = layer.image
-                box, lm, size = face_geometry(layer.frame)
-                mask = render_mask(crop.shape[:2], box, lm, spec) * np.float32(jitter["blend_ratio"])
-                edits[pos][layer.name] = paste(crop, jittered(crop, box, size, jitter), mask)
-                if layer.name == "context":
-                    masks[pos] = mask.astype(np.float32)
+
+        def blend(layer, pos):
+            crop = layer.image
+            box, lm, size = face_geometry(layer.frame)
+            mask = render_mask(crop.shape[:2], box, lm, spec) * np.float32(jitter["blend_ratio"])
+            if layer.name == "context":
+                masks[pos] = mask.astype(np.float32)
+            return paste(crop, jittered(crop, box, size, jitter), mask)
+
+        for pos in unique_positions(positions):  # the context crop, and native pixels when stored apart
+            edits[pos] = edit_layers(entry, pos, lambda layer, pos=pos: blend(layer, pos))
         return PseudoFake(EditedEntry.from_layers(entry, edits), masks, {"mask": spec, **jitter})

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from dfpanel.extract.cache import EditedEntry, FaceTrackEntry, frame_layers
+from dfpanel.extract.cache import EditedEntry, FaceTrackEntry, edit_layers
 from dfpanel.pseudofakes.base import (
     DonorFn,
     PseudoFake,
@@ -84,21 +84,23 @@ class Recompress(PseudoFakeGenerator):
         else:
             shift = [0, 0]
         edits, masks, grids = {}, {}, {}
-        for pos in unique_positions(positions):
-            edits[pos] = {}
-            # The context crop, and native pixels when stored apart (what CM reads: the grid is theirs).
-            for layer in frame_layers(entry, pos):
-                crop, fr = layer.image, layer.frame
-                box, lm, _ = face_geometry(fr)
-                mask = render_mask(crop.shape[:2], box, lm, spec)
-                # Where the source 8x8 grid falls inside this image (meaningful at native scale).
-                gx, gy = (8 - fr.crop_box[0] % 8) % 8, (8 - fr.crop_box[1] % 8) % 8
-                grid = ((gx + shift[0]) % BLOCK, (gy + shift[1]) % BLOCK)
-                edits[pos][layer.name] = paste(crop, recompress_region(crop, mask, grid, qualities), mask)
-                if layer.name == "context":
-                    masks[pos] = mask
-                if layer.name == "context" or fr.scale == 1.0:
-                    grids[pos] = list(grid)  # the native layer's when there is one
+
+        def recompress(layer, pos):
+            crop, fr = layer.image, layer.frame
+            box, lm, _ = face_geometry(fr)
+            mask = render_mask(crop.shape[:2], box, lm, spec)
+            # Where the source 8x8 grid falls inside this image (meaningful at native scale: the
+            # native pixels of a compact entry, what CM reads).
+            gx, gy = (8 - fr.crop_box[0] % 8) % 8, (8 - fr.crop_box[1] % 8) % 8
+            grid = ((gx + shift[0]) % BLOCK, (gy + shift[1]) % BLOCK)
+            if layer.name == "context":
+                masks[pos] = mask
+            if fr.scale == 1.0:
+                grids[pos] = list(grid)
+            return paste(crop, recompress_region(crop, mask, grid, qualities), mask)
+
+        for pos in unique_positions(positions):  # the context crop, and native pixels when stored apart
+            edits[pos] = edit_layers(entry, pos, lambda layer, pos=pos: recompress(layer, pos))
         details = {"mask": spec, "jpeg_quality": qualities, "grid_shift": shift,
                    "grid": {str(p): g for p, g in grids.items()}}
         return PseudoFake(EditedEntry.from_layers(entry, edits), masks, details)

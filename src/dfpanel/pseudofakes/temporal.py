@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from dfpanel.extract.cache import EditedEntry, FaceTrackEntry, frame_layers
+from dfpanel.extract.cache import EditedEntry, FaceTrackEntry, edit_layers
 from dfpanel.pseudofakes.base import (
     DonorFn,
     PseudoFake,
@@ -70,21 +70,18 @@ class TemporalBlend(PseudoFakeGenerator):
         mask_scale = np.clip(1 + _walk(rng, n, 1, o["mask_walk"], o["mask_flicker"])[:, 0], 0.5, 1.5)
         frames = list(entry.meta.frames)
         edits, masks = {}, {}
-        for k, pos in enumerate(pos_list):
-            edits[pos] = {}
-            for layer in frame_layers(entry, pos):  # the context crop, and native pixels when stored apart
-                crop, fr = layer.image, layer.frame
-                h, w = crop.shape[:2]
-                box, lm, size = face_geometry(fr)
-                centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-                m = affine_about(centre, float(rot[k]), float(scale[k]), shift[k] * size)
-                warped = cv2.warpAffine(crop.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
-                                        borderMode=cv2.BORDER_REFLECT)
-                warped = np.clip(warped * gain[k].astype(np.float32), 0, 255)
-                mask = render_mask((h, w), box, lm, spec, float(mask_scale[k])) * np.float32(ratio)
-                edits[pos][layer.name] = paste(crop, warped, mask)
-                if layer.name != "context":
-                    continue
+
+        def warp(layer, k, pos):
+            crop, fr = layer.image, layer.frame
+            h, w = crop.shape[:2]
+            box, lm, size = face_geometry(fr)
+            centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+            m = affine_about(centre, float(rot[k]), float(scale[k]), shift[k] * size)
+            warped = cv2.warpAffine(crop.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REFLECT)
+            warped = np.clip(warped * gain[k].astype(np.float32), 0, 255)
+            mask = render_mask((h, w), box, lm, spec, float(mask_scale[k])) * np.float32(ratio)
+            if layer.name == "context":
                 masks[pos] = mask.astype(np.float32)
                 # Landmarks follow the warp where the warped copy shows (blend weight at the landmark).
                 moved = lm @ m[:, :2].T + m[:, 2]
@@ -93,6 +90,10 @@ class TemporalBlend(PseudoFakeGenerator):
                 weight = mask[yi, xi].astype(np.float64)[:, None]
                 new_lm = (lm + (moved - lm) * weight) / fr.scale + np.asarray(fr.crop_box[:2], dtype=np.float64)
                 frames[pos] = dataclasses.replace(frames[pos], landmarks=[[float(x), float(y)] for x, y in new_lm])
+            return paste(crop, warped, mask)
+
+        for k, pos in enumerate(pos_list):  # the context crop, and native pixels when stored apart
+            edits[pos] = edit_layers(entry, pos, lambda layer, k=k, pos=pos: warp(layer, k, pos))
         meta = dataclasses.replace(entry.meta, frames=frames)
         details = {"mask": spec, "blend_ratio": round(ratio, 4), "positions": pos_list,
                    "shift": np.round(shift, 4).tolist(), "rotation_deg": np.round(rot, 3).tolist(),

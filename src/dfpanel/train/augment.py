@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from dfpanel.errors import ConfigError
-from dfpanel.extract.cache import EditedEntry, FaceTrackEntry, frame_layers
+from dfpanel.extract.cache import EditedEntry, FaceTrackEntry, native_layer
 
 
 class AugmentedEntry(EditedEntry):
@@ -68,17 +68,14 @@ class CropAugmenter:
         moved_masks: dict[int, np.ndarray] = {}
         for pos in positions:
             mask = None if masks is None else masks.get(pos)
-            edits[pos] = {}
-            # The context crop, and a compact entry's native pixels: the same draw on both.
-            for layer in frame_layers(entry, pos):
-                self.transform.set_random_seed(seed)  # the same draw for every frame (and layer) of the sample
-                if layer.name == "context":
-                    edits[pos]["context"], frames[pos], out_mask = self._one(layer.image, frames[pos], mask)
-                    if out_mask is not None:
-                        moved_masks[pos] = out_mask
-                else:
-                    edits[pos]["native"], native_box = self._native(layer, frames[pos])
-                    frames[pos] = dataclasses.replace(frames[pos], native_box=native_box)
+            self.transform.set_random_seed(seed)  # the same draw for every frame (and layer) of the sample
+            image, frames[pos], out_mask = self._one(entry.crop(pos), frames[pos], mask)
+            edits[pos] = {"context": image}
+            if out_mask is not None:
+                moved_masks[pos] = out_mask
+            if frames[pos].native_file is not None:
+                # A compact entry's native pixels: the same draw, made when a view reads them (CM, RR).
+                edits[pos]["native"] = lambda pos=pos, frame=frames[pos]: self._native(native_layer(entry, pos), frame, seed)
         meta = dataclasses.replace(entry.meta, frames=frames)
         out = AugmentedEntry.from_layers(entry, edits, meta=meta)
         return out if masks is None else (out, moved_masks)
@@ -105,7 +102,7 @@ class CropAugmenter:
         moved = dataclasses.replace(frame, box=box, landmarks=landmarks, crop_box=crop_box)
         return image, moved, (None if mask is None else np.asarray(out["mask"], dtype=np.float32))
 
-    def _native(self, layer, frame) -> tuple[np.ndarray, list[int]]:
+    def _native(self, layer, frame, seed: int) -> tuple[np.ndarray, tuple[int, int]]:
         """A compact entry's native pixels under the same draw as its context crop, and where they now
         lie (source pixels). Flips mirror them about the context crop, as they mirror the crop; a
         transform that resamples or moves pixels otherwise would leave them apart from the face the
@@ -113,6 +110,7 @@ class CropAugmenter:
         image = layer.image
         h, w = image.shape[:2]
         corners = np.array([[0.0, 0.0], [w, h]], dtype=np.float32)
+        self.transform.set_random_seed(seed)
         out = self.transform(image=image, bboxes=[], keypoints=corners)
         moved = np.asarray(out["keypoints"], dtype=np.float64)[:, :2]
         result = np.ascontiguousarray(out["image"])
@@ -130,4 +128,4 @@ class CropAugmenter:
             nx0, nx1 = cx0 + cx1 - nx1, cx0 + cx1 - nx0
         if flip_y:
             ny0, ny1 = cy0 + cy1 - ny1, cy0 + cy1 - ny0
-        return result, [int(nx0), int(ny0), int(nx1), int(ny1)]
+        return result, (int(nx0), int(ny0))
