@@ -1,8 +1,8 @@
 """Compact storage (InputSpec.store = "compact"): native pixels bit-exact, the rest visually lossless,
 the same bytes and views in the cache and in detection's memory, old caches still read and convert.
 
-The test video's face (~110 px) is shrunk on purpose (face_px 48) so the scaled context path runs;
-native windows are kept at 64 px, the size the tiny specialists' CM/RR views cut."""
+The test video's face (~110 px) is shrunk on purpose (face layer 64 px, context layer 48 px: what 64 px views need) so the
+scaled paths run; native windows are kept at 64 px, the size the tiny specialists' CM/RR views cut."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from dfpanel.views.samples import sample_groups
 
 TINY = dict(backbone="tiny", image_size=64, clip_len=4, pretrained=False)
 EXACT_KEYS = {"luma", "dct", "residuals", "spectrum"}  # CM and RR: cut from native pixels
-COMPACT = InputSpec(frames=8, clip_len=4, face_px=48, native_size=64)
+COMPACT = InputSpec(frames=8, clip_len=4, face_px=64, context_px=48, native_size=64)
 FULL = replace(COMPACT, store="full")
 
 
@@ -66,11 +66,16 @@ def test_compact_entries_hold_a_shrunk_context_and_a_native_window(caches):
     assert [f.box for f in full.meta.frames] == [f.box for f in compact.meta.frames]  # the same track
     assert compact.meta.version == 2 and full.meta.version == 1
     for pos, f in enumerate(compact.meta.frames):
-        assert f.file.startswith("context/") and f.native_file.startswith("native/")
+        assert f.file.startswith("context/") and f.native_file.startswith("native/") and f.face_file.startswith("face/")
         side = max(f.box[2] - f.box[0], f.box[3] - f.box[1])
-        assert f.scale < 1 and f.scale * side == pytest.approx(48, rel=0.25)  # one scale per clip
+        assert f.scale * side == pytest.approx(48, rel=0.25)  # one scale per clip
+        assert f.face_scale * side == pytest.approx(64, rel=0.25)
         h, w = compact.crop(pos).shape[:2]
         assert w == pytest.approx((f.crop_box[2] - f.crop_box[0]) * f.scale, abs=1)
+        face, origin = compact.face(pos)
+        fb = f.face_box
+        assert tuple(fb[:2]) == origin and fb[2] - fb[0] == pytest.approx(1.4 * side, abs=2)
+        assert face.shape[1] == pytest.approx((fb[2] - fb[0]) * f.face_scale, abs=1)
         native, origin = compact.native(pos)
         nb = f.native_box
         assert native.shape[:2] == (nb[3] - nb[1], nb[2] - nb[0]) and tuple(nb[:2]) == origin
@@ -130,7 +135,7 @@ def test_detection_packs_and_decodes_exactly_as_the_cache(caches):
             a, b = view(cached, positions), view(memory, positions)
             for key in a:
                 assert torch.equal(a[key], b[key]), (name, key)
-    for rel in ("context/000000.webp", "native/000000.webp"):
+    for rel in ("context/000000.webp", "face/000000.webp", "native/000000.webp"):
         assert memory.read_bytes(rel) == cached.read_bytes(rel)
 
 
@@ -142,14 +147,14 @@ def test_compact_is_smaller_and_the_spec_records_how(caches):
 
     assert size(roots["compact"]) * 2 < size(roots["full"])
     spec = FaceTrackCache(roots["compact"]).input_spec
-    assert (spec.store, spec.face_px, spec.native_size) == ("compact", 48, 64)
-    assert "--store compact --face-px 48 --native-size 64" in spec.extract_args()
+    assert (spec.store, spec.face_px, spec.context_px, spec.native_size) == ("compact", 64, 48, 64)
+    assert "--store compact --face-px 64 --face-span 1.4 --context-px 48 --native-size 64" in spec.extract_args()
     assert not spec.same_views(FaceTrackCache(roots["full"]).input_spec)  # weights of one refuse the other
 
 
 def test_a_spec_from_before_compact_storage_reads_as_full():
     old = InputSpec().to_dict()
-    for key in ("store", "face_px", "native_size", "context_quality"):
+    for key in ("store", "face_px", "face_span", "context_px", "native_size", "context_quality"):
         old.pop(key)
     assert InputSpec.from_dict(old).store == "full" and LEGACY_SPEC.store == "full"
     assert InputSpec().store == "compact"  # what a new extraction writes
@@ -160,16 +165,17 @@ def test_a_spec_from_before_compact_storage_reads_as_full():
 def test_convert_writes_what_a_compact_extraction_writes_and_resumes(caches, tmp_path):
     _, roots = caches
     out = tmp_path / "converted"
-    stats = convert_cache(roots["full"], out, face_px=48, native_size=64)
+    stats = convert_cache(roots["full"], out, face_px=64, context_px=48, native_size=64)
     assert stats["converted"] == 1 and stats["bytes_after"] < stats["bytes_before"]
     conv, fresh = FaceTrackCache(out), FaceTrackCache(roots["compact"])
     assert conv.input_spec.same_views(fresh.input_spec)
     a, b = conv.entry(conv.rows()[0]), fresh.entry(fresh.rows()[0])
     assert [f.native_box for f in a.meta.frames] == [f.native_box for f in b.meta.frames]
     for f in a.meta.frames:
-        assert a.read_bytes(f.file) == b.read_bytes(f.file) and a.read_bytes(f.native_file) == b.read_bytes(f.native_file)
+        for rel in (f.file, f.face_file, f.native_file):
+            assert a.read_bytes(rel) == b.read_bytes(rel)
     np.testing.assert_array_equal(a.audio, b.audio)
-    again = convert_cache(roots["full"], out, face_px=48, native_size=64)
+    again = convert_cache(roots["full"], out, face_px=64, context_px=48, native_size=64)
     assert again == {**again, "converted": 0, "skipped": 1}
     with pytest.raises(ConfigError, match="already a compact cache"):
         convert_cache(roots["compact"], tmp_path / "x")
@@ -192,10 +198,9 @@ def test_a_flip_moves_the_native_window_as_it_moves_the_crop(caches):
         assert len(differ) <= 8 and (differ.size == 0 or differ.max() < 8 or differ.min() >= 56)
         assert psnr(face_crop(af, pos, 64), face_crop(ac, pos, 64)) > 28
     shift = CropAugmenter([{"name": "Affine", "translate_px": 9, "p": 1.0}])
-    moved = shift(compact, [0], seed=1)
-    face_crop(moved, 0, 64)  # views that never read native pixels (BG, AV, TM) are not concerned
-    with pytest.raises(ConfigError, match="native pixels"):
-        native_window(moved, 0, 64)
+    with pytest.raises(ConfigError, match="cannot follow"):
+        shift(compact, [0], seed=1)
+    shift(full, [0], seed=1)  # a full cache has one layer: any transform
 
 
 def test_pseudo_fakes_edit_the_native_pixels_too(caches):

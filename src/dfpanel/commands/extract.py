@@ -46,9 +46,11 @@ def register(app: typer.Typer) -> None:
             help="compact: the context crop scaled to --face-px (WebP) + native pixels round the face, lossless "
                  "(~5x smaller); full: whole crops at native resolution, lossless PNG.",
         ),
-        face_px: int = typer.Option(224, "--face-px", help="compact: largest stored face box side, pixels."),
+        face_px: int = typer.Option(224, "--face-px", help="compact: largest face box side in the face layer, pixels."),
+        face_span: float = typer.Option(1.4, "--face-span", help="compact: the face layer's side / face box side."),
+        context_px: int = typer.Option(112, "--context-px", help="compact: largest face box side in the context layer."),
         native_size: int = typer.Option(224, "--native-size", help="compact: side of the lossless native window CM/RR read (>= their cm_size/rr_size)."),
-        context_quality: int = typer.Option(90, "--context-quality", help="compact: WebP quality of the context crop."),
+        context_quality: int = typer.Option(85, "--context-quality", help="compact: WebP quality of the face and context layers."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     ) -> None:
         """Decode sampled clips, find and track faces, write crops + audio + meta to the cache.
@@ -66,7 +68,8 @@ def register(app: typer.Typer) -> None:
         cfg = ExtractConfig(
             frames=frames, clip_len=clip_len, detector=detector, device=device, all_faces=all_faces,
             min_face_size=min_face_size, track=track, detect_every=detect_every, min_score=min_score,
-            max_side=max_side, context_scale=context_scale, store=store, face_px=face_px, native_size=native_size,
+            max_side=max_side, context_scale=context_scale, store=store, face_px=face_px, face_span=face_span,
+            context_px=context_px, native_size=native_size,
             context_quality=context_quality,
         )
         try:

@@ -62,6 +62,9 @@ class FrameRecord:
     scale: float = 1.0  # context crop pixels per source pixel (compact storage shrinks large faces)
     native_box: list[int] | None = None  # source box of the stored native pixels (compact), else None
     native_file: str | None = None  # their lossless image (compact); None: the crop is native (full)
+    face_box: list[int] | None = None  # source box of the face layer (compact), else None
+    face_file: str | None = None  # its image (compact), `face_scale` px per source px
+    face_scale: float = 1.0
 
 
 @dataclass
@@ -182,6 +185,26 @@ class FaceTrackEntry:
             return self.crop(i), (int(f.crop_box[0]), int(f.crop_box[1]))
         return self._image(f.native_file), (int(f.native_box[0]), int(f.native_box[1]))
 
+    def face(self, i: int) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """The face layer of a compact entry (image, source origin), None when it has none."""
+        f = self.meta.frames[i]
+        if f.face_file is None:
+            return None
+        return self._image(f.face_file), (int(f.face_box[0]), int(f.face_box[1]))
+
+    def region(self, i: int, want) -> tuple[np.ndarray, tuple[int, int], float]:
+        """(image, its source-pixel origin, its px per source px) to cut the source box `want` of
+        position i from: the face layer when it covers it (compact.covers), else the context crop."""
+        f = self.meta.frames[i]
+        if f.face_box is not None:
+            from dfpanel.extract.compact import covers
+
+            if covers(f.face_box, f.crop_box, want):
+                face = self.face(i)
+                if face is not None:
+                    return face[0], face[1], float(f.face_scale)
+        return self.crop(i), (int(f.crop_box[0]), int(f.crop_box[1])), float(f.scale)
+
     def _image(self, rel: str) -> np.ndarray:
         from dfpanel.extract.compact import decode_image
 
@@ -253,10 +276,24 @@ class Layer:
 
 
 def frame_layers(entry: FaceTrackEntry, pos: int) -> list[Layer]:
-    """The context crop of position `pos`, and, when stored apart (compact), its native pixels."""
+    """The context crop of position `pos`, and, when stored apart (compact), its face layer and its
+    native pixels."""
     layers = [Layer("context", entry.crop(pos), entry.meta.frames[pos])]
-    native = native_layer(entry, pos)
-    return layers + ([native] if native is not None else [])
+    for extra in (face_layer(entry, pos), native_layer(entry, pos)):
+        if extra is not None:
+            layers.append(extra)
+    return layers
+
+
+def face_layer(entry: FaceTrackEntry, pos: int) -> Layer | None:
+    """The face layer of position `pos` as a Layer, None when the entry has none (full)."""
+    f = entry.meta.frames[pos]
+    got = entry.face(pos) if f.face_file is not None else None
+    if got is None:
+        return None
+    image, (ox, oy) = got
+    fb = f.face_box
+    return Layer("face", image, replace(f, crop_box=[ox, oy, ox + fb[2] - fb[0], oy + fb[3] - fb[1]], scale=float(f.face_scale)))
 
 
 def native_layer(entry: FaceTrackEntry, pos: int) -> Layer | None:
@@ -270,10 +307,12 @@ def native_layer(entry: FaceTrackEntry, pos: int) -> Layer | None:
 
 
 def edit_layers(entry: FaceTrackEntry, pos: int, edit) -> dict:
-    """{"context": edit(context layer), "native": a deferred edit(native layer)}: what
-    EditedEntry.from_layers takes. The native pixels are decoded and edited only when a view reads
-    them (CM and RR), so an edit costs the other specialists nothing more than before."""
+    """{"context": edit(context layer), "face"/"native": deferred edits of those layers}: what
+    EditedEntry.from_layers takes. A layer is decoded and edited only when a view reads it (native
+    pixels: CM and RR), so an edit costs a specialist only the layers it reads."""
     out = {"context": edit(Layer("context", entry.crop(pos), entry.meta.frames[pos]))}
+    if entry.meta.frames[pos].face_file is not None:
+        out["face"] = lambda: edit(face_layer(entry, pos))
     if entry.meta.frames[pos].native_file is not None:
         out["native"] = lambda: edit(native_layer(entry, pos))
     return out
@@ -287,11 +326,12 @@ class EditedEntry(FaceTrackEntry):
     function returning either, called when a view first reads them (only CM and RR do)."""
 
     def __init__(self, base: FaceTrackEntry, meta: TrackMeta | None = None, crops: dict[int, np.ndarray] | None = None,
-                 audio: np.ndarray | None | str = "base", natives: dict[int, np.ndarray] | None = None):
+                 audio: np.ndarray | None | str = "base", natives: dict | None = None, faces: dict | None = None):
         super().__init__(base.folder, meta=meta if meta is not None else base.meta)
         self._base = base
         self._edited = dict(crops or {})
         self._natives = dict(natives or {})
+        self._faces = dict(faces or {})
         self.audio_edited = not isinstance(audio, str)
         if isinstance(audio, str):  # "base": the base entry's audio (shared once decoded)
             if "audio" in base.__dict__:
@@ -312,21 +352,40 @@ class EditedEntry(FaceTrackEntry):
         f = self.meta.frames[i]
         if f.native_file is None:  # full storage: the native pixels are the (edited) crop
             return super().native(i)
-        edit = self._natives.get(i)
-        if callable(edit):  # an edit made when first read: most views never read native pixels
-            edit = self._natives[i] = edit()
+        got = self._layer_edit(self._natives, i, f.native_box)
+        return got if got is not None else (self._base.native(i)[0], (int(f.native_box[0]), int(f.native_box[1])))
+
+    def face(self, i: int) -> tuple[np.ndarray, tuple[int, int]] | None:
+        f = self.meta.frames[i]
+        if f.face_file is None:
+            return None
+        got = self._layer_edit(self._faces, i, f.face_box)
+        if got is not None:
+            return got
+        if i in self._edited:  # the crop was edited, this layer not: stale, views use the crop
+            return None
+        base = self._base.face(i)
+        return None if base is None else (base[0], (int(f.face_box[0]), int(f.face_box[1])))
+
+    @staticmethod
+    def _layer_edit(edits: dict, i: int, box) -> tuple[np.ndarray, tuple[int, int]] | None:
+        edit = edits.get(i)
+        if callable(edit):  # an edit made when first read: a view reads only some layers
+            edit = edits[i] = edit()
+        if edit is None:
+            return None
         if isinstance(edit, tuple):  # (image, origin): an edit that moved them (a flip)
             return edit[0], (int(edit[1][0]), int(edit[1][1]))
-        image = edit if edit is not None else self._base.native(i)[0]
-        return image, (int(f.native_box[0]), int(f.native_box[1]))
+        return edit, (int(box[0]), int(box[1]))
 
     @classmethod
     def from_layers(cls, base: FaceTrackEntry, edits: dict[int, dict[str, np.ndarray]], meta: TrackMeta | None = None,
                     audio: np.ndarray | None | str = "base") -> "EditedEntry":
-        """Edited by layer: edits = {pos: {"context": image, "native": image}} (see frame_layers)."""
+        """Edited by layer: edits = {pos: {"context": image, "face": ..., "native": ...}} (edit_layers)."""
         crops = {p: e["context"] for p, e in edits.items() if "context" in e}
         natives = {p: e["native"] for p, e in edits.items() if "native" in e}
-        return cls(base, meta=meta, crops=crops, audio=audio, natives=natives)
+        faces = {p: e["face"] for p, e in edits.items() if "face" in e}
+        return cls(base, meta=meta, crops=crops, audio=audio, natives=natives, faces=faces)
 
     @cached_property
     def audio(self) -> np.ndarray | None:

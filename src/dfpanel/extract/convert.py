@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def convert_cache(src: str | os.PathLike, out: str | os.PathLike, *, face_px: int | None = None,
+                  context_px: int | None = None, face_span: float | None = None,
                   native_size: int | None = None, context_quality: int | None = None,
                   progress: Callable[[int, int], None] | None = None) -> dict:
     """Write `src` (a full cache) as a compact cache at `out`. Returns {"converted", "skipped", "frames",
@@ -46,7 +47,8 @@ def convert_cache(src: str | os.PathLike, out: str | os.PathLike, *, face_px: in
     if out.resolve() == src.resolve():
         raise ConfigError(f"--out {out} is the cache itself; convert into a new folder (the old cache stays readable)")
     changes = {"store": "compact"}
-    for key, value in (("face_px", face_px), ("native_size", native_size), ("context_quality", context_quality)):
+    for key, value in (("face_px", face_px), ("context_px", context_px), ("face_span", face_span),
+                       ("native_size", native_size), ("context_quality", context_quality)):
         if value is not None:
             changes[key] = value
     spec = old.replace(**changes)

@@ -59,9 +59,11 @@ class InputSpec:
     # pixels round the face on the 8x8 grid, lossless (what CM and RR read). "full": the whole context
     # crop at native resolution, lossless PNG (caches before compact storage; LEGACY_FILL below).
     store: str = "compact"
-    face_px: int = 224
+    face_px: int = 224  # face layer: the face box side at most this (views of the face and mouth)
+    face_span: float = 1.4  # face layer: this x the face box (covers the face_scale 1.3 views)
+    context_px: int = 112  # context layer: the whole crop, the face at most this (BG's context view)
     native_size: int = 224
-    context_quality: int = 90
+    context_quality: int = 85
     version: int = SPEC_VERSION
 
     # ---- checks ------------------------------------------------------------------------------
@@ -75,13 +77,13 @@ class InputSpec:
             raise ConfigError(f"{source}: {name}={getattr(self, name)!r} {why}" + (f"; {fix}" if fix else ""))
 
         for name in ("min_face_size", "max_side", "detect_every", "frames", "clip_len", "audio_rate", "version",
-                     "face_px", "native_size", "context_quality"):
+                     "face_px", "context_px", "native_size", "context_quality"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 bad(name, "must be a whole number")
             if v < 1:
                 bad(name, "must be at least 1")
-        for name in ("min_score", "context_scale"):
+        for name in ("min_score", "context_scale", "face_span"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 bad(name, "must be a number")
@@ -103,8 +105,10 @@ class InputSpec:
             bad("store", f"must be one of {', '.join(STORES)}")
         if self.native_size % 8 or self.native_size < 64:
             bad("native_size", "must be a multiple of 8 and at least 64")
-        if self.face_px < 32:
-            bad("face_px", "must be at least 32")
+        if self.face_px < 32 or self.context_px < 16:
+            bad("face_px" if self.face_px < 32 else "context_px", "must be at least 32 (face_px) / 16 (context_px)")
+        if self.face_span < 1.0:
+            bad("face_span", "must be at least 1 (the face layer holds the whole face box)")
         if self.context_quality > 100:
             bad("context_quality", "must be at most 100")
         if self.audio_norm not in AUDIO_NORMS:
@@ -127,8 +131,9 @@ class InputSpec:
         kwargs = {k: v for k, v in d.items() if k in known}
         if isinstance(kwargs.get("min_score"), int) and not isinstance(kwargs.get("min_score"), bool):
             kwargs["min_score"] = float(kwargs["min_score"])
-        if isinstance(kwargs.get("context_scale"), int) and not isinstance(kwargs.get("context_scale"), bool):
-            kwargs["context_scale"] = float(kwargs["context_scale"])
+        for key in ("context_scale", "face_span"):
+            if isinstance(kwargs.get(key), int) and not isinstance(kwargs.get(key), bool):
+                kwargs[key] = float(kwargs[key])
         # Built without __post_init__ so that a bad value is reported against `source`. A key the
         # writer's dfpanel did not know yet means the behaviour from before it existed (LEGACY_FILL).
         spec = object.__new__(cls)
@@ -183,8 +188,8 @@ class InputSpec:
         if self.store == "full":
             args.append("--store full")
         else:
-            args.append(f"--store compact --face-px {self.face_px} --native-size {self.native_size} "
-                        f"--context-quality {self.context_quality}")
+            args.append(f"--store compact --face-px {self.face_px} --face-span {self.face_span:g} --context-px "
+                        f"{self.context_px} --native-size {self.native_size} --context-quality {self.context_quality}")
         return " ".join(args)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from dfpanel.errors import ConfigError
-from dfpanel.extract.cache import EditedEntry, FaceTrackEntry, native_layer
+from dfpanel.extract.cache import EditedEntry, FaceTrackEntry, face_layer, native_layer
 
 
 class AugmentedEntry(EditedEntry):
@@ -73,9 +73,11 @@ class CropAugmenter:
             edits[pos] = {"context": image}
             if out_mask is not None:
                 moved_masks[pos] = out_mask
+            # A compact entry's face layer and native pixels: the same draw, made when a view reads them.
+            if frames[pos].face_file is not None:
+                edits[pos]["face"] = lambda pos=pos: self._follow(face_layer(entry, pos), seed)
             if frames[pos].native_file is not None:
-                # A compact entry's native pixels: the same draw, made when a view reads them (CM, RR).
-                edits[pos]["native"] = lambda pos=pos, frame=frames[pos]: self._native(native_layer(entry, pos), frame, seed)
+                edits[pos]["native"] = lambda pos=pos: self._follow(native_layer(entry, pos), seed)
         meta = dataclasses.replace(entry.meta, frames=frames)
         out = AugmentedEntry.from_layers(entry, edits, meta=meta)
         return out if masks is None else (out, moved_masks)
@@ -88,44 +90,58 @@ class CropAugmenter:
         local = [max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1)]
         bboxes = [local] if local[2] > local[0] and local[3] > local[1] else []
         kps = ((np.asarray(frame.landmarks, dtype=np.float64).reshape(-1, 2) - [ox, oy]) * s).astype(np.float32)
+        n_lm = len(kps)
+        corners = np.array([[0.0, 0.0], [w, h]], dtype=np.float32)  # which way the crop was flipped
         extra = {} if mask is None else {"mask": np.asarray(mask, dtype=np.float32)}
-        out = self.transform(image=crop, bboxes=bboxes, keypoints=kps, **extra)
+        out = self.transform(image=crop, bboxes=bboxes, keypoints=np.concatenate([kps, corners]), **extra)
         image = np.ascontiguousarray(out["image"])
         nh, nw = image.shape[:2]
         box = list(frame.box)
         if len(out["bboxes"]):
             bx = np.asarray(out["bboxes"][0], dtype=np.float64)
             box = [float(bx[0] / s + ox), float(bx[1] / s + oy), float(bx[2] / s + ox), float(bx[3] / s + oy)]
-        landmarks = (np.asarray(out["keypoints"], dtype=np.float64)[:, :2] / s + [ox, oy]).tolist()
+        points = np.asarray(out["keypoints"], dtype=np.float64)[:, :2]
+        landmarks = (points[:n_lm] / s + [ox, oy]).tolist()
         same = (nw, nh) == (w, h)
         crop_box = list(frame.crop_box) if same else [ox, oy, ox + int(round(nw / s)), oy + int(round(nh / s))]
         moved = dataclasses.replace(frame, box=box, landmarks=landmarks, crop_box=crop_box)
+        if frame.face_box is not None or frame.native_box is not None:
+            # A compact entry's face layer and native pixels lie mirrored about the crop after a flip.
+            flips = self._flips(points[n_lm:], w, h)
+            moved = dataclasses.replace(moved, face_box=_mirror(frame.face_box, frame.crop_box, flips),
+                                        native_box=_mirror(frame.native_box, frame.crop_box, flips))
         return image, moved, (None if mask is None else np.asarray(out["mask"], dtype=np.float32))
 
-    def _native(self, layer, frame, seed: int) -> tuple[np.ndarray, tuple[int, int]]:
-        """A compact entry's native pixels under the same draw as its context crop, and where they now
-        lie (source pixels). Flips mirror them about the context crop, as they mirror the crop; a
-        transform that resamples or moves pixels otherwise would leave them apart from the face the
-        crop shows: refused (CM and RR read native pixels; their presets flip at most)."""
-        image = layer.image
-        h, w = image.shape[:2]
-        corners = np.array([[0.0, 0.0], [w, h]], dtype=np.float32)
-        self.transform.set_random_seed(seed)
-        out = self.transform(image=image, bboxes=[], keypoints=corners)
-        moved = np.asarray(out["keypoints"], dtype=np.float64)[:, :2]
-        result = np.ascontiguousarray(out["image"])
-        flip_x, flip_y = moved[0, 0] > moved[1, 0], moved[0, 1] > moved[1, 1]
-        span = np.abs(moved[1] - moved[0])
-        if result.shape[:2] != (h, w) or np.abs(span - [w, h]).max() > 1.01 or (
-            not flip_x and moved[0, 0] > 0.5) or (not flip_y and moved[0, 1] > 0.5):
+    def _flips(self, corners: np.ndarray, w: float, h: float) -> tuple[bool, bool]:
+        """(flipped left-right, flipped up-down) from where the corners (0, 0) and (w, h) went; a
+        transform that moved or resampled them otherwise cannot be followed by the other layers."""
+        flip_x, flip_y = corners[0, 0] > corners[1, 0], corners[0, 1] > corners[1, 1]
+        span = np.abs(corners[1] - corners[0])
+        if np.abs(span - [w, h]).max() > 1.01 or (not flip_x and corners[0, 0] > 0.5) or (not flip_y and corners[0, 1] > 0.5):
             names = ", ".join(str(t.get("name")) for t in self.specs)
-            raise ConfigError(f"augment.transforms ({names}) move or resample pixels, which the native pixels of a "
-                              "compact cache cannot follow; specialists reading native pixels (CM, RR) take flips and "
-                              "colour transforms only")
-        nx0, ny0, nx1, ny1 = layer.frame.crop_box
-        cx0, cy0, cx1, cy1 = frame.crop_box
-        if flip_x:
-            nx0, nx1 = cx0 + cx1 - nx1, cx0 + cx1 - nx0
-        if flip_y:
-            ny0, ny1 = cy0 + cy1 - ny1, cy0 + cy1 - ny0
-        return result, (int(nx0), int(ny0))
+            raise ConfigError(f"augment.transforms ({names}) move or resample pixels, which the face layer and native "
+                              "pixels of a compact cache cannot follow; use flips and colour/codec transforms, or a cache "
+                              "extracted with --store full")
+        return bool(flip_x), bool(flip_y)
+
+    def _follow(self, layer, seed: int) -> np.ndarray:
+        """A compact entry's face layer or native pixels under the same draw as its context crop (the
+        meta already says where they lie: `_one` mirrored their boxes with the crop)."""
+        self.transform.set_random_seed(seed)
+        h, w = layer.image.shape[:2]
+        out = self.transform(image=layer.image, bboxes=[], keypoints=np.array([[0.0, 0.0], [w, h]], dtype=np.float32))
+        self._flips(np.asarray(out["keypoints"], dtype=np.float64)[:, :2], w, h)
+        return np.ascontiguousarray(out["image"])
+
+
+def _mirror(box, crop_box, flips: tuple[bool, bool]):
+    """A source box inside `crop_box` mirrored as a flip of the crop mirrors it."""
+    if box is None:
+        return None
+    x0, y0, x1, y1 = box
+    cx0, cy0, cx1, cy1 = crop_box
+    if flips[0]:
+        x0, x1 = cx0 + cx1 - x1, cx0 + cx1 - x0
+    if flips[1]:
+        y0, y1 = cy0 + cy1 - y1, cy0 + cy1 - y0
+    return [int(x0), int(y0), int(x1), int(y1)]

@@ -83,8 +83,15 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 def face_crop(entry, pos: int, size: int, scale: float = 1.3) -> torch.Tensor:
     """The face (square box, `scale` x the face box) resized to size x size, (3, S, S) in [0, 1]."""
-    f = entry.meta.frames[pos]
-    return to_tensor(cut_resized(entry.crop(pos), square_box(box_in_crop(f.box, f.crop_box, f.scale), scale), size))
+    return to_tensor(cut_source_box(entry, pos, square_box(entry.meta.frames[pos].box, scale), size))
+
+
+def cut_source_box(entry, pos: int, want: Sequence[float], size: int) -> np.ndarray:
+    """The source-pixel box `want` of frame position `pos` resized to size x size, cut from the stored
+    image that holds it (a compact entry's face layer when it covers the box, else the crop)."""
+    image, (ox, oy), s = entry.region(pos, want)
+    box = (np.asarray(want, dtype=np.float64) - [ox, oy, ox, oy]) * s
+    return cut_resized(image, box, size)
 
 
 def context_crop(entry, pos: int, size: int, scale: float = 2.0) -> torch.Tensor:
@@ -95,14 +102,14 @@ def context_crop(entry, pos: int, size: int, scale: float = 2.0) -> torch.Tensor
 def mouth_crop(entry, pos: int, size: int, scale: float = 1.8) -> torch.Tensor:
     """Square mouth crop located from the mouth-corner landmarks (indices 3, 4), (3, S, S)."""
     f = entry.meta.frames[pos]
-    lm = points_in_crop(f.landmarks, f.crop_box, f.scale)
+    lm = np.asarray(f.landmarks, dtype=np.float64)
     left, right = lm[3], lm[4]
     centre = (left + right) / 2
-    face_w = max(f.box[2] - f.box[0], 1.0) * f.scale
+    face_w = max(f.box[2] - f.box[0], 1.0)
     # Mouth width times scale, but never tinier than a third of the face (closed/occluded mouths).
     side = max(scale * float(np.linalg.norm(right - left)), 0.35 * face_w)
     box = [centre[0] - side / 2, centre[1] - side / 2, centre[0] + side / 2, centre[1] + side / 2]
-    return to_tensor(cut_resized(entry.crop(pos), box, size))
+    return to_tensor(cut_source_box(entry, pos, box, size))
 
 
 def native_window(entry, pos: int, size: int) -> tuple[np.ndarray, tuple[int, int]]:
