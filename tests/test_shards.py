@@ -8,7 +8,10 @@ import functools
 import http.server
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tarfile
 import threading
 from collections import Counter
@@ -412,3 +415,26 @@ def test_the_cache_group_still_merges(cache, tmp_path, capsys):
     assert main(["cache", "merge", str(tmp_path / "merged"), str(cache)]) == 0
     assert "18 entries (18 copied" in " ".join(capsys.readouterr().out.split())
     assert len(FaceTrackCache(tmp_path / "merged").rows()) == 18
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_stream_uneven_shards_without_hanging(tmp_path):
+    """The real CM specialist, tiny preset, 2 CPU processes with gloo, from shards that do not divide
+    evenly between the ranks (train 12 + 12 + 8 samples, val 4 + 12): both ranks run the same batches."""
+    cache = cache_on_disk(tmp_path / "cache", counts={"train": (4, 4), "val": (2, 2)})
+    from dfpanel.extract.shards import _archive_bytes, _video
+
+    video = max(_video(cache, r).nbytes for r in FaceTrackCache(cache).rows())
+    pack_cache(cache, tmp_path / "shards", _archive_bytes(3 * video))  # 3 videos a shard, the 3rd 2 train + 1 val
+    shards = ShardSet(tmp_path / "shards")
+    assert [[r.split for r in shards.rows() if shards.shard_of(r) == i] for i in range(4)] == [
+        ["train"] * 3, ["train"] * 3, ["train", "train", "val"], ["val"] * 3]
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "dfpanel", "train", "--config", "cm/tiny_ffpp", "--data", str(tmp_path / "shards"),
+           "--out", str(out), "--devices", "2", "--quiet", "--set", "trainer.accelerator=cpu",
+           "trainer.max_epochs=1", "data.batch_size=4"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["world_size"] == 2 and result["global_step"] == 4  # 8 videos x 4 frames / batch 4 / 2 ranks
