@@ -173,11 +173,24 @@ def av_cache(tmp_path_factory):
     return root
 
 
-def test_shard_entries_give_the_views_of_the_folder_for_every_specialist(av_cache, tmp_path):
+@pytest.fixture(scope="module")
+def compact_av_cache(av_cache, tmp_path_factory):
+    """The same videos stored compact (context WebP scaled to face_px, a lossless native window)."""
+    from dfpanel.extract.convert import convert_cache
+
+    out = tmp_path_factory.mktemp("avc") / "cache"
+    convert_cache(av_cache, out, face_px=48, native_size=64)
+    return out
+
+
+@pytest.mark.parametrize("store", ["full", "compact"])
+def test_shard_entries_give_the_views_of_the_folder_for_every_specialist(store, av_cache, compact_av_cache, tmp_path):
+    av_cache = av_cache if store == "full" else compact_av_cache
     pack_cache(av_cache, tmp_path / "s", MIN_SHARD_SIZE)
     shards = ShardSet(tmp_path / "s")
     rows = _sorted_rows(shards.rows())
     assert rows == _sorted_rows(FaceTrackCache(av_cache).rows())
+    assert shards.input_spec == FaceTrackCache(av_cache).input_spec and shards.input_spec.store == store
     for name in FIVE:
         cls = specialist_class(name)
         view, gate = cls.view_for(**TINY), cls.gate_for(**TINY)
