@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "synth",
     "index",
     "extract",
+    "cache",
     "pseudofakes",
     "train",
     "evaluate",
@@ -76,6 +77,18 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def error_line(exc: DfpanelError) -> str:
+    """The one line a DfpanelError says. Raised in a DataLoader worker, PyTorch re-raises it in the main
+    process with the worker's traceback as its message: the last line of that is ours."""
+    text = str(exc)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        name = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+        if last.startswith(name):
+            return last[len(name):]
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point. Click handles usage errors (exit 2) and --help; a DfpanelError
     (a user mistake: bad path, wrong dataset folder, foreign weights) becomes one red line."""
@@ -85,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except DfpanelError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {error_line(exc)}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/] (re-run the same command to resume)")

@@ -1,10 +1,10 @@
-"""`dfpanel extract MANIFEST --out CACHE` (videos -> face-track cache) and `dfpanel cache merge`."""
+"""`dfpanel extract MANIFEST --out CACHE` (videos -> face-track cache); `dfpanel cache ...` is in cache.py."""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -14,8 +14,6 @@ console = Console()
 
 
 def register(app: typer.Typer) -> None:
-    cache_app = typer.Typer(help="Manage face-track caches (merge shards).", no_args_is_help=True)
-
     @app.command("extract")
     def extract(
         manifest: Path = typer.Argument(..., help="Manifest from `dfpanel index` (JSON lines)."),
@@ -86,25 +84,6 @@ def register(app: typer.Typer) -> None:
         print_summary(summary)
         if summary["exit_code"]:
             raise typer.Exit(summary["exit_code"])
-
-    @cache_app.command("merge")
-    def merge(
-        out: Path = typer.Argument(..., help="Cache to merge into (created if missing; may be one of the inputs)."),
-        caches: List[Path] = typer.Argument(..., help="Caches to merge (e.g. one per shard)."),
-        move: bool = typer.Option(False, "--move", help="Move entries instead of copying them."),
-    ) -> None:
-        """Join caches: entries copied (or moved) into OUT, index rebuilt, reports merged."""
-        from dfpanel.extract.merge import merge_caches
-
-        res = merge_caches(out, list(caches), move=move)
-        console.print(
-            f"merged {len(caches)} cache(s) into [bold]{res['out']}[/]: {res['entries']} entries "
-            f"({res['copied']} {'moved' if move else 'copied'}, {res['missing']} missing on disk), "
-            f"{res['failed']} failed video(s) on record",
-            highlight=False,
-        )
-
-    app.add_typer(cache_app, name="cache")
 
 
 def print_summary(summary: dict) -> None:

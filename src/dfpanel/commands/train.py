@@ -35,7 +35,8 @@ def _quiet_lightning() -> None:
     if logging.getLogger().level > logging.DEBUG:
         for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    for message in (r".*does not have many workers.*", r".*isinstance\(treespec, LeafSpec\).*"):
+    for message in (r".*does not have many workers.*", r".*isinstance\(treespec, LeafSpec\).*",
+                    r".*Your `IterableDataset` has `__len__` defined.*"):  # shard streams count it exactly (views.stream)
         warnings.filterwarnings("ignore", message=message)
 
 
@@ -73,7 +74,8 @@ def register(app: typer.Typer) -> None:
     def train(
         ctx: typer.Context,
         config: str = typer.Option(..., "--config", "-c", help="Preset name (cm/ffpp, cm/tiny_ffpp) or YAML file."),
-        data: Path = typer.Option(None, "--data", help="Face-track cache (from `dfpanel extract`)."),
+        data: str = typer.Option(None, "--data", help="Face-track cache (from `dfpanel extract`), or a shard set to "
+                                 "stream from: a folder or URL holding shards.json (from `dfpanel cache pack`)."),
         manifest: Path = typer.Option(None, "--manifest", help="Only the videos in this manifest."),
         out: Path = typer.Option(None, "--out", help="Run folder (default: runs/<config name>)."),
         resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last.ckpt."),
@@ -87,7 +89,7 @@ def register(app: typer.Typer) -> None:
 
         overrides = _overrides(sets, list(ctx.args), devices, num_nodes)
         if data is not None:
-            overrides.append(f"data.cache={data}")
+            overrides.append(data_override(data))
         if manifest is not None:
             overrides.append(f"data.manifest={manifest}")
         cfg = load_stage_config(config, overrides)
@@ -103,7 +105,8 @@ def register(app: typer.Typer) -> None:
     def curriculum(
         ctx: typer.Context,
         specialist: str = typer.Option(..., "--specialist", "-s", help="bg, av, cm, rr or tm."),
-        data: Path = typer.Option(..., "--data", help="Face-track cache holding every stage's dataset."),
+        data: str = typer.Option(..., "--data", help="Face-track cache holding every stage's dataset, or a shard set "
+                                 "(folder or URL holding shards.json) to stream it from."),
         out: Path = typer.Option(..., "--out", help="Runs folder: OUT/<specialist>/<stage>/."),
         stages: str = typer.Option(",".join(STAGES), "--stages", help="Stages in order, comma-separated."),
         preset: str = typer.Option("full", "--preset", help="full (GPU presets) or tiny (CPU in minutes)."),
@@ -151,7 +154,21 @@ def register(app: typer.Typer) -> None:
         _print_result(results, f"{specialist} curriculum")
 
 
+def data_override(data: str) -> str:
+    """`--data X` as a config override: data.shards for a shard set (a URL, or a folder holding
+    shards.json), else data.cache."""
+    from dfpanel.extract.shards import is_shard_set
+
+    return f"data.{'shards' if is_shard_set(data) else 'cache'}={data}"
+
+
 def _check_paths(cfg) -> None:
+    if cfg.data.shards:
+        from dfpanel.extract.shards import ShardSet
+
+        for location in filter(None, (cfg.data.shards, cfg.data.val_shards)):
+            ShardSet(location)  # one-line DataError when it is not a shard set
+        return
     if not cfg.data.cache:
         raise ConfigError(f"{cfg.source}: no face-track cache given; pass --data CACHE")
     from dfpanel.extract.cache import FaceTrackCache

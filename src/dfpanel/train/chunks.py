@@ -42,23 +42,33 @@ def available_chunks(cfg: StageConfig) -> list[int]:
 
 
 def chunk_losses(cfg: StageConfig, chunks: Sequence[int], model) -> dict[int, float]:
-    """Mean BCE of `model` on `chunk_sample` training samples of each chunk (no augmentation)."""
+    """Mean BCE of `model` on `chunk_sample` training samples of each chunk (no augmentation). Streaming,
+    they are drawn from as few of the chunk's shards as hold them (`few_shard_sample`), not from all."""
     from torch.nn.functional import binary_cross_entropy_with_logits
     from torch.utils.data import DataLoader, Subset
 
-    from dfpanel.train.datamodule import stage_rows
+    from dfpanel.train.datamodule import data_source, stage_rows
     from dfpanel.views.samples import specialist_dataset
+    from dfpanel.views.stream import ShardStreamDataset
 
     device = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu"
     model = model.to(device).eval()
     losses: dict[int, float] = {}
+    source = data_source(cfg)
     for chunk in chunks:
-        rows = stage_rows(cfg, cfg.data.train_split, chunks=[chunk])
-        ds = specialist_dataset(model, cfg.data.cache, rows, per_video=cfg.data.frames_per_video)
-        idx = list(range(len(ds)))
-        random.Random(cfg.trainer.seed + chunk).shuffle(idx)
-        loader = DataLoader(Subset(ds, idx[: cfg.data.chunk_sample]), batch_size=cfg.data.batch_size,
-                            num_workers=cfg.data.num_workers)
+        rows = stage_rows(cfg, cfg.data.train_split, chunks=[chunk], source=source)
+        if cfg.data.shards:  # streaming: a random sample of the chunk from one or two of its shards
+            ds = specialist_dataset(model, cfg.data.shards, rows, per_video=cfg.data.frames_per_video, open_entry=source.layout)
+            stream = ShardStreamDataset(ds, source, mode="all", batch_size=cfg.data.batch_size)
+            subset = stream.few_shard_sample(cfg.data.chunk_sample, cfg.trainer.seed + chunk)
+            loader = DataLoader(ShardStreamDataset(ds, source, mode="all", batch_size=cfg.data.batch_size, subset=subset),
+                                batch_size=cfg.data.batch_size)
+        else:
+            ds = specialist_dataset(model, cfg.data.cache, rows, per_video=cfg.data.frames_per_video)
+            idx = list(range(len(ds)))
+            random.Random(cfg.trainer.seed + chunk).shuffle(idx)
+            loader = DataLoader(Subset(ds, idx[: cfg.data.chunk_sample]), batch_size=cfg.data.batch_size,
+                                num_workers=cfg.data.num_workers)
         total, n = 0.0, 0
         with torch.inference_mode():
             for inputs, labels, _ in loader:
@@ -113,10 +123,10 @@ def train_chunked(
         wanted = list(cfg.data.chunks) if cfg.data.chunks is not None else present
         missing = [c for c in wanted if c not in present]
         if missing:
-            log.warning("chunks %s have no training videos in %s; skipping them", missing, cfg.data.cache)
+            log.warning("chunks %s have no training videos in %s; skipping them", missing, cfg.data.cache or cfg.data.shards)
         chunks = [c for c in wanted if c in present]
         if not chunks:
-            raise DataError(f"{cfg.data.cache}: none of the chunks {wanted} has training videos; check data.chunks")
+            raise DataError(f"{cfg.data.cache or cfg.data.shards}: none of the chunks {wanted} has training videos; check data.chunks")
         if cfg.data.chunk_order == "auto":
             state["order"], state["losses"] = auto_chunk_order(cfg, chunks, incoming)
         else:

@@ -55,6 +55,11 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     cache: str | None = None  # face-track cache root (`--data`)
+    # Streaming instead (docs/training.md): a shard set from `dfpanel cache pack` (a folder or URL holding
+    # shards.json; `--data` sets this key for one), read in sequence; `val_shards` (default: `shards`).
+    shards: str | None = None
+    val_shards: str | None = None
+    shuffle_buffer: int = 1000  # streaming: samples each loader worker holds to shuffle them
     manifest: str | None = None  # optional: only videos listed here (`--manifest`)
     dataset: str | None = None  # only cache rows of this dataset (ffpp / celebdf / dfdc ...)
     train_split: str = "train"
@@ -66,7 +71,7 @@ class DataConfig:
     frames_per_video: int | None = None  # train: evenly spaced frames (or clips) per video; None = all
     val_frames_per_video: int | None = None
     max_videos: int | None = None  # cap per split (debugging, tiny presets)
-    balanced: bool = True  # WeightedRandomSampler for class balance
+    balanced: bool = True  # WeightedRandomSampler for class balance (streaming: resampled by class weight)
     # Paired batches: each fake next to a sample of the real video it was made from (same dataset and
     # group: FF++ pair, DFDC original, Celeb-DF identity; a pseudo-fake's own real), so identity and
     # scene cannot tell them apart. Replaces `balanced` (a paired batch is half real, half fake).
@@ -311,6 +316,33 @@ def validate(cfg: StageConfig) -> None:
             raise ConfigError(f"{src}: augment.transforms[{i}] needs a `name:` (an albumentations transform)")
     check_augmentation(cfg)
     check_pseudofakes(cfg)
+    check_streaming(cfg)
+
+
+def check_streaming(cfg: StageConfig) -> None:
+    """Streaming from shards reads each video once, in sequence: what needs random access to the data
+    (another video's entry, a random subset) cannot come with it."""
+    src = cfg.source or "<config>"
+    d = cfg.data
+    if d.val_shards and not d.shards:
+        raise ConfigError(f"{src}: data.val_shards needs data.shards (training streams from shards too); set both")
+    if not d.shards:
+        return
+    if d.cache:
+        raise ConfigError(f"{src}: data.cache and data.shards are both set; train from the cache folder or from "
+                          f"shards, not both (null one of them)")
+    if d.shuffle_buffer < 0:
+        raise ConfigError(f"{src}: data.shuffle_buffer must be >= 0 (0 or 1: no buffer), got {d.shuffle_buffer}")
+    fix = "train from the cache folder (--data CACHE) or"
+    if cfg.pseudofakes.mode != "off":
+        raise ConfigError(f"{src}: pseudofakes.mode {cfg.pseudofakes.mode} cannot stream from shards (pseudo-fake "
+                          f"twins and AV's voice donors read other videos at random); {fix} set pseudofakes.mode=off")
+    if cfg.pseudofakes.mask_weight:
+        raise ConfigError(f"{src}: pseudofakes.mask_weight needs mask targets, which come with pseudo-fakes and "
+                          f"cannot stream from shards; {fix} set pseudofakes.mask_weight=0")
+    if d.paired:
+        raise ConfigError(f"{src}: data.paired cannot stream from shards (each fake's real video is read at "
+                          f"random); {fix} set data.paired=false")
 
 
 def check_pseudofakes(cfg: StageConfig) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from dfpanel.errors import ConfigError
+from dfpanel.extract.shards import is_shard_set
 from dfpanel.train.chunks import PROGRESS_FILE, train_chunked
 from dfpanel.train.config import load_stage_config
 from dfpanel.train.run import RESULT_FILE, fit_stage, free_memory, last_checkpoint
@@ -47,13 +48,14 @@ def run_curriculum(
     progress: bool = True,
 ) -> list[dict]:
     """Run `stages` in order into OUT/<specialist>/<stage>/, each initialised from the one before.
+    `cache`: a face-track cache, or a shard set to stream (a URL, or a folder holding shards.json).
     A finished stage (result.json) is skipped; an interrupted one resumes from its last.ckpt."""
     out = Path(out)
     results: list[dict] = []
     prev: dict | None = None
     prev_dir: Path | None = None
     for stage in stages:
-        extra = [f"data.cache={cache}"]
+        extra = [f"data.{'shards' if is_shard_set(cache) else 'cache'}={cache}"]
         if manifests and manifests.get(stage):
             extra.append(f"data.manifest={manifests[stage]}")
         cfg = load_stage_config(preset_name(specialist, stage, preset), [*overrides, *extra])

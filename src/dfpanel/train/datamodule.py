@@ -3,6 +3,11 @@
 The cache index already carries split and label, so the manifest only says which videos to use.
 Datasets are built when the module is created (from the index alone, no per-video reads), because the
 loss's class weight must be known before the LightningModule exists.
+
+With `data.shards` (a shard set from `dfpanel cache pack`) the same datasets are built from the rows in
+shards.json and streamed (`views.stream.ShardStreamDataset`): same samples, views and meta, read in
+sequence, split across DataLoader workers and DDP ranks by whole shards. What needs random access
+(pseudo-fakes, paired batches) is refused by the config (`check_streaming`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from dfpanel.errors import ConfigError, DataError
 from dfpanel.extract.cache import CacheIndexRow, FaceTrackCache
+from dfpanel.extract.shards import ShardSet
+from dfpanel.extract.spec import check_same_views
 from dfpanel.index.manifest import manifest_hash, read_manifest
 from dfpanel.train.augment import CropAugmenter
 from dfpanel.train.config import StageConfig
@@ -29,6 +36,7 @@ from dfpanel.views.samples import (
     pos_weight_from_labels,
     select_rows,
 )
+from dfpanel.views.stream import ShardStreamDataset, rank_world
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +44,26 @@ def manifest_ids(path: str | None) -> set[str] | None:
     return None if path is None else {r.id for r in read_manifest(path)}
 
 
-def stage_rows(cfg: StageConfig, split: str, *, chunks: Sequence[int] | None = None) -> list[CacheIndexRow]:
-    """The cache rows of one split that a stage uses."""
-    if not cfg.data.cache:
+def data_source(cfg: StageConfig, *, val: bool = False) -> FaceTrackCache | ShardSet:
+    """Where a stage's rows and InputSpec come from: the cache folder, or the shard set it streams
+    (`val`: `data.val_shards` when given). Both offer `rows()` and `input_spec`."""
+    d = cfg.data
+    if d.shards:
+        return ShardSet(d.val_shards if val and d.val_shards else d.shards)
+    if not d.cache:
         raise ConfigError(f"{cfg.source or 'config'}: no face-track cache given; pass --data CACHE (or set data.cache)")
-    rows = FaceTrackCache(cfg.data.cache).rows()
+    return FaceTrackCache(d.cache)
+
+
+def data_name(cfg: StageConfig) -> str:
+    """The training data's location, for messages."""
+    return str(cfg.data.shards or cfg.data.cache)
+
+
+def stage_rows(cfg: StageConfig, split: str, *, chunks: Sequence[int] | None = None,
+               source: FaceTrackCache | ShardSet | None = None) -> list[CacheIndexRow]:
+    """The cache rows of one split that a stage uses (from `source`, default `data_source(cfg)`)."""
+    rows = (source if source is not None else data_source(cfg)).rows()
     return select_rows(
         rows,
         split=split,
@@ -96,27 +119,45 @@ class CacheDataModule(L.LightningDataModule):
         d = cfg.data
         pf = cfg.pseudofakes
         train_chunks = [chunk] if chunk is not None else d.chunks
-        self.train_rows = stage_rows(cfg, d.train_split, chunks=train_chunks)
-        self.val_rows = stage_rows(cfg, d.val_split)
+        self.streaming = bool(d.shards)
+        train_src, val_src = data_source(cfg), data_source(cfg, val=True) if d.val_shards else None
+        self.train_rows = stage_rows(cfg, d.train_split, chunks=train_chunks, source=train_src)
+        self.val_rows = stage_rows(cfg, d.val_split, source=val_src or train_src)
         if pf.mode == "only":  # trains from real videos alone: a dataset's own fakes are left out
             dropped = sum(r.label == 1 for r in self.train_rows + self.val_rows)
             if dropped:
-                log.info("pseudofakes.mode only: leaving out %d fake videos of %s", dropped, d.cache)
+                log.info("pseudofakes.mode only: leaving out %d fake videos of %s", dropped, data_name(cfg))
             self.train_rows = [r for r in self.train_rows if r.label == 0]
             self.val_rows = [r for r in self.val_rows if r.label == 0]
-        where = f"{d.cache} (dataset={d.dataset or 'any'}, chunks={train_chunks or 'all'})"
+        where = f"{data_name(cfg)} (dataset={d.dataset or 'any'}, chunks={train_chunks or 'all'})"
         if not self.train_rows:
             what = "real " if pf.mode == "only" else ""
             raise DataError(f"{where}: no {what}{d.train_split!r} videos to train on; check --data, --manifest and data.dataset")
         if not self.val_rows:
             raise DataError(f"{where}: no {d.val_split!r} videos to validate on; the index must give some videos that split")
         # How the cache was extracted: copied into the weights sidecar, so detection extracts alike.
-        self.input_spec = FaceTrackCache(d.cache).input_spec
+        self.input_spec = train_src.input_spec
+        if val_src is not None:
+            check_same_views(self.input_spec, val_src.input_spec, have_name=f"data.shards {d.shards}",
+                             want_name=f"data.val_shards {d.val_shards}", labels=("train", "val"),
+                             fix="pack both from caches extracted alike")
         cls = dataset_for(sample_kind)
-        self.train_set = cls(d.cache, self.train_rows, view, per_video=d.frames_per_video, clip_len=clip_len,
-                             augment=CropAugmenter(cfg.augment.transforms), gate=gate)
-        self.val_set = cls(d.cache, self.val_rows, view, per_video=d.val_frames_per_video, clip_len=clip_len, gate=gate)
-        if pf.mode != "off" or mask_input is not None or d.paired:
+        root = d.shards or d.cache
+        self.train_set = cls(root, self.train_rows, view, per_video=d.frames_per_video, clip_len=clip_len,
+                             augment=CropAugmenter(cfg.augment.transforms), gate=gate,
+                             open_entry=train_src.layout if self.streaming else None)
+        self.val_set = cls(root, self.val_rows, view, per_video=d.val_frames_per_video, clip_len=clip_len, gate=gate,
+                           open_entry=(val_src or train_src).layout if self.streaming else None)
+        if not len(self.train_set):  # (pseudo-fakes are twins of these samples: none without them)
+            raise DataError(f"{where}: the {d.train_split!r} videos give no samples; are the cached clips shorter than clip_len {clip_len}?")
+        if self.streaming:
+            seed = cfg.trainer.seed
+            self.train_set = ShardStreamDataset(self.train_set, train_src, mode="train", batch_size=d.batch_size,
+                                                num_workers=d.num_workers, seed=seed, buffer_size=d.shuffle_buffer,
+                                                balanced=d.balanced, samples_per_epoch=d.samples_per_epoch)
+            self.val_set = ShardStreamDataset(self.val_set, val_src or train_src, mode="val",
+                                              batch_size=d.val_batch_size or d.batch_size, num_workers=d.num_workers)
+        elif pf.mode != "off" or mask_input is not None or d.paired:
             generators = build_generators(pf.generators, pseudofakes) if pf.mode != "off" else []
             seed = cfg.trainer.seed
             self.train_set = PseudoFakeDataset(self.train_set, generators, mode=pf.mode, ratio=pf.ratio, seed=seed,
@@ -124,8 +165,6 @@ class CacheDataModule(L.LightningDataModule):
             val_mode = pf.mode if pf.val else "off"
             self.val_set = PseudoFakeDataset(self.val_set, generators if val_mode != "off" else [], mode=val_mode,
                                              ratio=pf.ratio, seed=seed + 1, train=False, mask_input=mask_input)
-        if not len(self.train_set):
-            raise DataError(f"{where}: the {d.train_split!r} videos give no samples; are the cached clips shorter than clip_len {clip_len}?")
         # val_auc is undefined without both classes (a small Celeb-DF or synthetic val split can be all
         # real). Training still runs: the stage keeps its last weights and skips early stopping (run.py).
         val_labels = set(self.val_set.labels)
@@ -148,20 +187,41 @@ class CacheDataModule(L.LightningDataModule):
             return 1.0 if self.cfg.data.balanced else pos_weight_from_labels(self.train_set.labels)
         return float(pw)
 
+    def _stream_loader(self, dataset: ShardStreamDataset) -> DataLoader:
+        """A stream's loader: as many workers as whole shards can feed on every rank (at most
+        data.num_workers), each a reader of its own shards; batches are cut in the workers."""
+        d = self.cfg.data
+        _, world = rank_world()
+        dataset.num_workers = 0
+        dataset.plan(0, world)  # a one-line ConfigError now when the shards cannot feed every rank
+        workers = min(d.num_workers, dataset.n_shards // world)
+        if workers < d.num_workers:
+            log.warning("%s: %d shard(s) hold the %s samples for %d rank(s): reading with %d loader worker(s) per rank, "
+                        "not data.num_workers %d (pack smaller shards to use them all)", dataset.shards.location,
+                        dataset.n_shards, dataset.mode, world, workers, d.num_workers)
+        dataset.num_workers = workers
+        trainer = getattr(self, "trainer", None)
+        if dataset.mode == "train" and trainer is not None:
+            dataset.set_epoch(trainer.current_epoch)  # a resumed run deals the shards of the epoch it is in
+        return self._loader(dataset, dataset.batch_size, num_workers=workers)
+
     def _loader(self, dataset, batch_size: int | None, **kwargs) -> DataLoader:
         d = self.cfg.data
         if batch_size is not None:
             kwargs["batch_size"] = batch_size
+        workers = kwargs.pop("num_workers", d.num_workers)
         return DataLoader(
             dataset,
-            num_workers=d.num_workers,
+            num_workers=workers,
             pin_memory=d.pin_memory and torch.cuda.is_available(),
-            persistent_workers=d.num_workers > 0,
+            persistent_workers=workers > 0,
             **kwargs,
         )
 
     def train_dataloader(self) -> DataLoader:
         d = self.cfg.data
+        if self.streaming:
+            return self._stream_loader(self.train_set)
         drop_last = len(self.train_set) > d.batch_size  # no size-1 batch into batch norm
         if d.paired:
             sampler = PairedBatchSampler(self.train_set.labels, self.train_set.pairs(), d.batch_size,
@@ -178,4 +238,6 @@ class CacheDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         d = self.cfg.data
+        if self.streaming:
+            return self._stream_loader(self.val_set)
         return self._loader(self.val_set, d.val_batch_size or d.batch_size, shuffle=False)

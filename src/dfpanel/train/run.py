@@ -125,7 +125,7 @@ def fit_stage(
         differs = sidecar_input_spec(parent_sidecar, path).describe_difference(dm.input_spec, sampling=False)
         if differs:  # fine-tuning on other views: allowed, but the parent learned what it no longer sees
             log.warning("%s: parent weights were trained on a cache extracted otherwise than %s (%s)",
-                        out_dir, cfg.data.cache, differs)
+                        out_dir, cfg.data.cache or cfg.data.shards, differs)
     module = SpecialistModule(cfg.specialist, model_kwargs, asdict(cfg.optim), pos_weight=dm.pos_weight, model=model,
                               mask_weight=cfg.pseudofakes.mask_weight)
     if optimizer_state is not None and not resume:
@@ -198,7 +198,7 @@ def stage_provenance(cfg: StageConfig, dm, chunk: int | None, run_info: dict) ->
         log.warning("%s: the cache rows of %s do not say whether their videos are synthetic (extracted before "
                     "dfpanel recorded it); these weights will report their training data as unknown. Re-run "
                     "`dfpanel index` and `dfpanel extract` into a new cache to record it",
-                    cfg.data.cache, ", ".join(unknown))
+                    cfg.data.cache or cfg.data.shards, ", ".join(unknown))
     has_parent = run_info.get("parent_sha256") is not None
     if has_parent and "parent_provenance" not in run_info:  # a run.json from before provenance: re-read the parent
         parent = Path(run_info.get("init_from") or "")

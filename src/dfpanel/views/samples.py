@@ -139,6 +139,7 @@ class CacheSampleDataset(Dataset):
     """The samples (`sample_groups`) of the given cache rows; subclasses fix `sample_kind`.
 
     `clip_len` is the specialist's own clip length (clip samples); None takes each cached clip whole.
+    `open_entry(row)` opens a row's entry when given (default: the folder `cache_root / row.dir`).
     """
 
     sample_kind = ""
@@ -154,9 +155,11 @@ class CacheSampleDataset(Dataset):
         entry_cache_size: int = 64,
         clip_len: int | None = None,
         gate: Callable[[FaceTrackEntry, Sequence[int]], str | None] | None = None,
+        open_entry: Callable[[CacheIndexRow], FaceTrackEntry] | None = None,
     ):
         self.root = Path(cache_root)
         self.gate = gate
+        self.open_entry = open_entry
         self.rows = list(rows)
         self.view = view
         self.clip_len = clip_len
@@ -186,15 +189,20 @@ class CacheSampleDataset(Dataset):
         if video in self._entries:
             self._entries.move_to_end(video)
             return self._entries[video]
-        entry = FaceTrackEntry(self.root / self.rows[video].dir)
+        row = self.rows[video]
+        entry = self.open_entry(row) if self.open_entry is not None else FaceTrackEntry(self.root / row.dir)
         self._entries[video] = entry
         if len(self._entries) > self._entry_cache_size:
             self._entries.popitem(last=False)
         return entry
 
     def __getitem__(self, index: int):
+        return self.sample(index, self.entry(self.items[index][0]))
+
+    def sample(self, index: int, entry: FaceTrackEntry):
+        """Item `index` cut from `entry`, its video's entry however it was opened (the cache folder
+        here; a shard read in sequence by `views.stream`): one code path for both."""
         video, k = self.items[index]
-        entry = self.entry(video)
         positions = self._positions(entry, k)
         if self.augment is not None:
             entry = self.augment(entry, positions, int(np.random.randint(0, 2**31 - 1)))
