@@ -23,7 +23,11 @@ def register(app: typer.Typer) -> None:
         frames: int = typer.Option(32, "--frames", help="Frames sampled per video."),
         clip_len: int = typer.Option(8, "--clip-len", help="Consecutive frames per clip; clips spread evenly."),
         workers: int = typer.Option(1, "--workers", "-j", help="Worker processes (each loads its own detector)."),
-        shard: str = typer.Option("1/1", "--shard", help="Take share i of n (1-based), by a stable hash of the id."),
+        shard: str = typer.Option(
+            "1/1", "--shard",
+            help="Take share i of n (1-based), by a stable hash of the id. `auto` (or auto/N) reads i, and n, "
+                 "from a SLURM array task or a Kubernetes Indexed Job (docs/extract.md).",
+        ),
         detector: str = typer.Option("mtcnn", "--detector", help="Face detector."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N] for the detector."),
         all_faces: bool = typer.Option(False, "--all-faces", help="Keep every face track, not only the main one."),
@@ -56,7 +60,8 @@ def register(app: typer.Typer) -> None:
         Every option but --workers, --shard, --device, --split and --strict is part of the cache's input
         spec (CACHE/input_spec.json): weights trained on the cache extract videos the same way."""
         from dfpanel.errors import ConfigError
-        from dfpanel.extract.run import ExtractConfig, parse_shard, run_extraction
+        from dfpanel.extract.array_job import resolve_shard
+        from dfpanel.extract.run import ExtractConfig, run_extraction
         from dfpanel.index.manifest import SPLITS
 
         splits = [s.strip() for s in split.split(",") if s.strip()] if split else None
@@ -69,9 +74,12 @@ def register(app: typer.Typer) -> None:
             max_side=max_side, context_scale=context_scale, store=store, face_px=face_px, native_size=native_size,
             context_quality=context_quality,
         )
+        shard_n, source = resolve_shard(shard)
+        if source:  # say where an array job's share came from: its log then tells which task did what
+            console.print(f"extract: shard {shard_n[0]}/{shard_n[1]} from {source}", highlight=False, soft_wrap=True)
         try:
             summary = run_extraction(
-                manifest, out, cfg, workers=max(1, workers), shard=parse_shard(shard), strict=strict,
+                manifest, out, cfg, workers=max(1, workers), shard=shard_n, strict=strict,
                 progress=progress, splits=splits,
             )
         except KeyboardInterrupt as exc:  # Ctrl-C (130) or SIGTERM (143): what finished is on record
