@@ -71,7 +71,8 @@ def make_video(path: Path, seconds: float, size: tuple[int, int], fps: int = 25)
     return path
 
 
-def save_tiny_weights(folder: Path, image_size: int, clip_len: int) -> None:
+def save_tiny_weights(folder: Path, image_size: int, clip_len: int, backbone: str = "tiny") -> None:
+    """Random-init weights of every specialist (`backbone`, not pretrained) in `folder`."""
     import torch
 
     from dfpanel.models.specialists.base import create_specialist, list_specialists
@@ -79,7 +80,7 @@ def save_tiny_weights(folder: Path, image_size: int, clip_len: int) -> None:
 
     torch.manual_seed(0)
     for name in list_specialists():
-        model = create_specialist(name, backbone="tiny", image_size=image_size, clip_len=clip_len).eval()
+        model = create_specialist(name, backbone=backbone, image_size=image_size, clip_len=clip_len).eval()
         save_weights(model, folder / name, {"stage": "benchmark"})
 
 

@@ -91,12 +91,19 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def bare_loop(model, batches, device, lr, aux_weight, warmup) -> float:
+AUTOCAST = {"bf16-mixed": "bfloat16", "16-mixed": "float16"}  # Lightning precision -> autocast dtype
+
+
+def bare_loop(model, batches, device, lr, aux_weight, warmup, precision: str = "32-true") -> float:
+    """Plain PyTorch training steps; `precision` as Lightning names it: autocast around forward and
+    loss as Lightning's mixed-precision plugin does (a GradScaler for float16)."""
     import torch
     import torch.nn.functional as F
 
     model.train().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    dtype = getattr(torch, AUTOCAST[precision]) if precision in AUTOCAST else None
+    scaler = torch.amp.GradScaler(device) if dtype is torch.float16 else None
     start = None
     for i, (inputs, labels, _) in enumerate(batches):
         if i == warmup:
@@ -104,13 +111,89 @@ def bare_loop(model, batches, device, lr, aux_weight, warmup) -> float:
             start = time.perf_counter()
         inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
         labels = labels.to(device)
-        out = model(inputs)
-        loss = F.binary_cross_entropy_with_logits(out.logit, labels) + aux_weight * F.binary_cross_entropy_with_logits(out.aux_logit, labels)
+        with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
+            out = model(inputs)
+            loss = F.binary_cross_entropy_with_logits(out.logit.float(), labels) + aux_weight * F.binary_cross_entropy_with_logits(out.aux_logit.float(), labels)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
     _sync()
     return time.perf_counter() - start
+
+
+def measure(cfg, workdir: Path, steps: int, warmup: int) -> dict:
+    """bare, lightning, pipeline and loader samples/s for the stage config `cfg` (its cache, batch
+    size, loader workers and precision), measured in this order: loader (its batches are what bare
+    and lightning train on), bare, lightning, pipeline, bare again (the faster bare run counts, so
+    warm caches never favour the pipeline). The loader is timed after 2 batches per worker (they
+    start together, so their first batches arrive at once)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from dfpanel.models.specialists.base import create_specialist
+    from dfpanel.train.datamodule import CacheDataModule
+    from dfpanel.train.module import SpecialistModule
+    from dfpanel.train.run import build_trainer, resolve_precision, view_of
+
+    device = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu"
+    precision = resolve_precision(str(cfg.trainer.precision), device == "cuda")
+    batch_size, total = cfg.data.batch_size, steps + warmup
+    make = lambda: create_specialist(cfg.specialist, **cfg.model.kwargs())  # noqa: E731
+    torch.manual_seed(0)
+    model = make()
+    dm = CacheDataModule(cfg, view_of(model), model.sample_kind)
+
+    # loader alone; its batches are also what bare and lightning train on
+    loader_warmup = max(warmup, 2 * cfg.data.num_workers)
+    batches, t0 = [], None
+    for i, batch in enumerate(dm.train_dataloader()):
+        if i == loader_warmup:
+            t0 = time.perf_counter()
+        if len(batches) < total:
+            batches.append(batch)
+        if i + 1 == loader_warmup + steps:
+            break
+    else:
+        raise SystemExit(f"the loader gave fewer than {loader_warmup + steps} batches; raise data.samples_per_epoch")
+    loader_s = time.perf_counter() - t0
+    timed_samples = steps * batch_size
+
+    bare_s = bare_loop(model, batches, device, cfg.optim.lr, cfg.optim.aux_weight, warmup, precision)
+
+    def lightning_run(datamodule_or_loader, name: str) -> float:
+        torch.manual_seed(0)
+        module = SpecialistModule(cfg.specialist, cfg.model.kwargs(), vars(cfg.optim).copy(), model=make())
+        timer = StepTimer(warmup)
+        trainer = build_trainer(cfg, workdir / name, [timer.callback], progress=False)
+        if isinstance(datamodule_or_loader, CacheDataModule):
+            trainer.fit(module, datamodule=datamodule_or_loader)
+        else:
+            trainer.fit(module, train_dataloaders=datamodule_or_loader)
+        return timer.end - timer.start
+
+    lightning_s = lightning_run(DataLoader(batches, batch_size=None, shuffle=False), "lightning")
+    pipeline_s = lightning_run(dm, "pipeline")
+    torch.manual_seed(0)
+    bare_s = min(bare_s, bare_loop(make(), batches, device, cfg.optim.lr, cfg.optim.aux_weight, warmup, precision))
+
+    rate = lambda s: timed_samples / s  # noqa: E731
+    return {
+        "device": device,
+        "precision": precision,
+        "bare_samples_per_s": rate(bare_s),
+        "lightning_samples_per_s": rate(lightning_s),
+        "pipeline_samples_per_s": rate(pipeline_s),
+        "loader_samples_per_s": rate(loader_s),
+        "lightning_vs_bare": bare_s / lightning_s,
+        "pipeline_vs_bare": bare_s / pipeline_s,
+        "loader_vs_bare": bare_s / loader_s,
+        "model_steps_per_s": steps / bare_s,
+    }
 
 
 def main(argv=None) -> int:
@@ -130,75 +213,26 @@ def main(argv=None) -> int:
 
     import lightning as L
     import torch
-    from torch.utils.data import DataLoader
 
-    from dfpanel.models.specialists.base import create_specialist
     from dfpanel.train.config import load_stage_config
-    from dfpanel.train.datamodule import CacheDataModule
-    from dfpanel.train.module import SpecialistModule
-    from dfpanel.train.run import build_trainer, view_of
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     total = args.steps + args.warmup
+    drawn = max(args.warmup, 2 * args.num_workers) + args.steps  # batches the loader is timed over (measure)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cache = make_cache(tmp / "cache", args.videos, args.frames, args.crop, clip_len=4)
         cfg = load_stage_config(f"{args.specialist}/tiny_ffpp", [
             f"data.cache={cache}", f"model.backbone={args.backbone}", f"model.image_size={args.image_size}",
             "model.clip_len=4", f"data.batch_size={args.batch_size}", f"data.num_workers={args.num_workers}",
-            "data.max_videos=null", "data.frames_per_video=null", f"data.samples_per_epoch={total * args.batch_size}",
+            "data.max_videos=null", "data.frames_per_video=null", f"data.samples_per_epoch={max(total, drawn) * args.batch_size}",
             f"trainer.max_steps={total}", "trainer.max_epochs=1000", "trainer.limit_val_batches=0",
             "trainer.precision=auto", "optim.schedule=constant", "optim.grad_clip=null", "optim.pos_weight=null",
             "trainer.checkpoint_every_n_steps=0",
         ])
-        make = lambda: create_specialist(cfg.specialist, **cfg.model.kwargs())  # noqa: E731
-        torch.manual_seed(0)
-        model = make()
-        dm = CacheDataModule(cfg, view_of(model), model.sample_kind)
+        figures = measure(cfg, tmp, args.steps, args.warmup)
+    device = figures.pop("device")
+    figures.pop("precision")
 
-        # loader alone; its batches are also what bare and lightning train on
-        loader = dm.train_dataloader()
-        batches, t0 = [], None
-        for i, batch in enumerate(loader):
-            if i == args.warmup:
-                t0 = time.perf_counter()
-            batches.append(batch)
-            if len(batches) == total:
-                break
-        loader_s = time.perf_counter() - t0
-        timed_samples = args.steps * args.batch_size
-
-        bare_s = bare_loop(model, batches, device, cfg.optim.lr, cfg.optim.aux_weight, args.warmup)
-
-        def lightning_run(datamodule_or_loader) -> float:
-            torch.manual_seed(0)
-            module = SpecialistModule(cfg.specialist, cfg.model.kwargs(), vars(cfg.optim).copy(), model=make())
-            timer = StepTimer(args.warmup)
-            trainer = build_trainer(cfg, tmp / "run", [timer.callback], progress=False)
-            if isinstance(datamodule_or_loader, CacheDataModule):
-                trainer.fit(module, datamodule=datamodule_or_loader)
-            else:
-                trainer.fit(module, train_dataloaders=datamodule_or_loader)
-            return timer.end - timer.start
-
-        in_memory = DataLoader(batches, batch_size=None, shuffle=False)
-        lightning_s = lightning_run(in_memory)
-        pipeline_s = lightning_run(dm)
-        # the baseline again, last: the faster of its two runs, so warm caches never favour the pipeline
-        torch.manual_seed(0)
-        bare_s = min(bare_s, bare_loop(make(), batches, device, cfg.optim.lr, cfg.optim.aux_weight, args.warmup))
-
-    rate = lambda s: timed_samples / s  # noqa: E731
-    figures = {
-        "bare_samples_per_s": rate(bare_s),
-        "lightning_samples_per_s": rate(lightning_s),
-        "pipeline_samples_per_s": rate(pipeline_s),
-        "loader_samples_per_s": rate(loader_s),
-        "lightning_vs_bare": bare_s / lightning_s,
-        "pipeline_vs_bare": bare_s / pipeline_s,
-        "loader_vs_bare": bare_s / loader_s,
-        "model_steps_per_s": args.steps / bare_s,
-    }
     report = {
         "benchmark": "train",
         "args": vars(args),

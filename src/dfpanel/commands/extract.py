@@ -20,10 +20,20 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="Cache folder to write (created; re-runs resume)."),
         frames: int = typer.Option(32, "--frames", help="Frames sampled per video."),
         clip_len: int = typer.Option(8, "--clip-len", help="Consecutive frames per clip; clips spread evenly."),
-        workers: int = typer.Option(1, "--workers", "-j", help="Worker processes (each loads its own detector)."),
-        shard: str = typer.Option("1/1", "--shard", help="Take share i of n (1-based), by a stable hash of the id."),
+        workers: int = typer.Option(1, "--workers", "-j", help="Worker processes decoding videos (and detecting faces, "
+                                    "unless --detect-batch shares one detector between them)."),
+        shard: str = typer.Option(
+            "1/1", "--shard",
+            help="Take share i of n (1-based), by a stable hash of the id. `auto` (or auto/N) reads i, and n, "
+                 "from a SLURM array task or a Kubernetes Indexed Job (docs/extract.md).",
+        ),
         detector: str = typer.Option("mtcnn", "--detector", help="Face detector."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N] for the detector."),
+        detect_batch: Optional[int] = typer.Option(
+            None, "--detect-batch", min=0,
+            help="Frames per detector batch. > 0 with --workers > 1: one detector on --device serves every worker, "
+                 "batching frames of several videos; 0: a detector per worker. Default: 64 with cuda, 0 on cpu.",
+        ),
         all_faces: bool = typer.Option(False, "--all-faces", help="Keep every face track, not only the main one."),
         strict: bool = typer.Option(False, "--strict", help="Exit 1 if any video failed."),
         split: Optional[str] = typer.Option(None, "--split", help="Only these splits, comma-separated (train,val,test)."),
@@ -53,10 +63,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Decode sampled clips, find and track faces, write crops + audio + meta to the cache.
 
-        Every option but --workers, --shard, --device, --split and --strict is part of the cache's input
-        spec (CACHE/input_spec.json): weights trained on the cache extract videos the same way."""
+        Every option but --workers, --shard, --device, --detect-batch, --split and --strict is part of the
+        cache's input spec (CACHE/input_spec.json): weights trained on the cache extract videos the same way."""
         from dfpanel.errors import ConfigError
-        from dfpanel.extract.run import ExtractConfig, parse_shard, run_extraction
+        from dfpanel.extract.array_job import resolve_shard
+        from dfpanel.extract.run import ExtractConfig, run_extraction
         from dfpanel.index.manifest import SPLITS
 
         splits = [s.strip() for s in split.split(",") if s.strip()] if split else None
@@ -67,12 +78,14 @@ def register(app: typer.Typer) -> None:
             frames=frames, clip_len=clip_len, detector=detector, device=device, all_faces=all_faces,
             min_face_size=min_face_size, track=track, detect_every=detect_every, min_score=min_score,
             max_side=max_side, context_scale=context_scale, store=store, face_px=face_px, face_span=face_span,
-            context_px=context_px, native_size=native_size,
-            context_quality=context_quality,
+            context_px=context_px, native_size=native_size, context_quality=context_quality, detect_batch=detect_batch,
         )
+        shard_n, source = resolve_shard(shard)
+        if source:  # say where an array job's share came from: its log then tells which task did what
+            console.print(f"extract: shard {shard_n[0]}/{shard_n[1]} from {source}", highlight=False, soft_wrap=True)
         try:
             summary = run_extraction(
-                manifest, out, cfg, workers=max(1, workers), shard=parse_shard(shard), strict=strict,
+                manifest, out, cfg, workers=max(1, workers), shard=shard_n, strict=strict,
                 progress=progress, splits=splits,
             )
         except KeyboardInterrupt as exc:  # Ctrl-C (130) or SIGTERM (143): what finished is on record
@@ -93,6 +106,13 @@ def print_summary(summary: dict) -> None:
         f"({summary['videos_per_s']:.2f} videos/s, {summary['frames_per_s']:.1f} frames/s)",
         highlight=False,
     )
+    det = summary.get("detector")
+    if det:
+        console.print(
+            f"detector on {det['device']}: {det['frames']} frames + {det['crops']} face crops in {det['batches']} batches "
+            f"({det['mean_requests_per_batch']:.1f} requests per batch, {det['net_seconds']:.1f} s in the networks)",
+            highlight=False,
+        )
     failures = summary["failures"]
     if not failures:
         return

@@ -66,30 +66,20 @@ def create_detector(name: str, **kwargs) -> FaceDetector:
     return DETECTORS[name](**kwargs)
 
 
-@register_detector("mtcnn")
-class MTCNNDetector(FaceDetector):
-    """facenet-pytorch's MTCNN (weights ship in the wheel). Frames larger than `max_side` are
-    downscaled for detection and boxes mapped back; equal-sized frames go through in one batch."""
+class MTCNNNets:
+    """MTCNN's three networks on one device (facenet-pytorch; weights ship in the wheel). `detect`
+    runs the whole cascade on a batch of equal-sized frames; `onet` runs its last stage on 48x48 face
+    crops. `MTCNNDetector` does the work around them (downscaling, batching, mapping boxes back);
+    batched extraction (`dfpanel.extract.batched`) shares one of these on the GPU between workers."""
 
-    def __init__(
-        self,
-        device: str = "cpu",
-        min_face_size: int = 40,
-        max_side: int = 640,
-        thresholds: Sequence[float] = (0.6, 0.7, 0.7),
-        batch_size: int = 16,
-    ):
+    def __init__(self, device: str = "cpu", thresholds: Sequence[float] = (0.6, 0.7, 0.7)):
         import torch
         from facenet_pytorch import MTCNN
 
         self.device = torch.device(device)
-        self.min_face_size = min_face_size
-        self.max_side = max_side
         self.thresholds = list(thresholds)
-        self.batch_size = batch_size
         self._nets: dict[int, MTCNN] = {}
         self._MTCNN = MTCNN
-        self.calls = 0  # frames run through the network (tests and benchmarks read it)
 
     def _net(self, min_size: int):
         # MTCNN holds min_face_size as state; one instance per effective size (nets are tiny).
@@ -98,6 +88,47 @@ class MTCNNDetector(FaceDetector):
                 keep_all=True, min_face_size=min_size, thresholds=self.thresholds, post_process=False, device=self.device
             )
         return self._nets[min_size]
+
+    def detect(self, batch: np.ndarray, min_size: int):
+        """B x H x W x 3 uint8 RGB -> per frame (boxes, probs, landmarks) as facenet-pytorch gives them."""
+        return self._net(min_size).detect(batch, landmarks=True)
+
+    def onet(self, crops, min_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """N x 3 x 48 x 48 normalised crops (a tensor) -> O-Net's box regression, landmarks, face probability."""
+        import torch
+
+        with torch.no_grad():
+            reg, points, prob = self._net(min_size).onet(crops.to(self.device))
+        return reg.cpu().numpy(), points.cpu().numpy(), prob.cpu().numpy()
+
+
+@register_detector("mtcnn")
+class MTCNNDetector(FaceDetector):
+    """facenet-pytorch's MTCNN. Frames larger than `max_side` are downscaled for detection and boxes
+    mapped back; equal-sized frames go through in batches of `batch_size`. `nets` (default: its own
+    `MTCNNNets` on `device`) may be shared: batched extraction hands each worker a stand-in that sends
+    the downscaled frames and face crops to one detector on the GPU."""
+
+    nets_class = MTCNNNets  # what `nets=` takes; batched extraction shares one (dfpanel.extract.batched)
+
+    def __init__(
+        self,
+        device: str = "cpu",
+        min_face_size: int = 40,
+        max_side: int = 640,
+        thresholds: Sequence[float] = (0.6, 0.7, 0.7),
+        batch_size: int = 16,
+        nets: MTCNNNets | None = None,
+    ):
+        import torch
+
+        self.device = torch.device(device)
+        self.min_face_size = min_face_size
+        self.max_side = max_side
+        self.thresholds = list(thresholds)
+        self.batch_size = batch_size
+        self.nets = nets if nets is not None else MTCNNNets(device, thresholds)
+        self.calls = 0  # frames run through the network (tests and benchmarks read it)
 
     def detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
         import cv2
@@ -110,14 +141,13 @@ class MTCNNDetector(FaceDetector):
             h, w = shape[:2]
             scale = min(1.0, self.max_side / max(h, w))
             min_size = max(12, int(round(self.min_face_size * scale)))
-            net = self._net(min_size)
             for b0 in range(0, len(idx), self.batch_size):
                 chunk = idx[b0 : b0 + self.batch_size]
                 imgs = [frames[i] for i in chunk]
                 if scale < 1.0:
                     size = (max(1, round(w * scale)), max(1, round(h * scale)))
                     imgs = [cv2.resize(im, size, interpolation=cv2.INTER_AREA) for im in imgs]
-                boxes, probs, points = net.detect(np.stack(imgs), landmarks=True)
+                boxes, probs, points = self.nets.detect(np.stack(imgs), min_size)
                 self.calls += len(chunk)
                 for i, b, p, lm in zip(chunk, boxes, probs, points):
                     out[i] = _to_detections(b, p, lm, 1.0 / scale)
@@ -133,7 +163,6 @@ class MTCNNDetector(FaceDetector):
 
         if not frames:
             return []
-        net = self._net(max(12, int(self.min_face_size)))
         squares, crops = [], []
         for img, box in zip(frames, boxes):
             h, w = img.shape[:2]
@@ -149,9 +178,7 @@ class MTCNNDetector(FaceDetector):
                 cx0, cy0, cx1, cy1 = 0, 0, 1, 1
             crop = torch.as_tensor(np.ascontiguousarray(img[cy0:cy1, cx0:cx1]), device=self.device)
             crops.append(F.interpolate(crop.permute(2, 0, 1)[None].float(), size=(48, 48), mode="area"))
-        with torch.no_grad():
-            reg, points, prob = net.onet((torch.cat(crops) - 127.5) * 0.0078125)
-        reg, points, prob = reg.cpu().numpy(), points.cpu().numpy(), prob.cpu().numpy()
+        reg, points, prob = self.nets.onet((torch.cat(crops) - 127.5) * 0.0078125, max(12, int(self.min_face_size)))
         self.refines = getattr(self, "refines", 0) + len(frames)
         out = []
         for k, (x0, y0, x1, y1) in enumerate(squares):

@@ -228,6 +228,7 @@ class _stop_on_sigterm:
 
 
 _worker_cfg: ExtractConfig | None = None
+_worker_detector: FaceDetector | None = None  # batched extraction: the stand-in for the shared detector
 
 
 def _watch_parent(parent_pid: int, interval_s: float = 1.0) -> None:
@@ -252,8 +253,8 @@ def _watch_parent(parent_pid: int, interval_s: float = 1.0) -> None:
             os._exit(1)  # its temp entry names a dead process: the next run removes it
 
 
-def _init_worker(cfg: ExtractConfig, log_level: int, parent_pid: int | None = None) -> None:
-    global _worker_cfg
+def _init_worker(cfg: ExtractConfig, log_level: int, parent_pid: int | None = None, shared: tuple | None = None) -> None:
+    global _worker_cfg, _worker_detector
     import signal
     import threading
 
@@ -278,13 +279,17 @@ def _init_worker(cfg: ExtractConfig, log_level: int, parent_pid: int | None = No
     cv2.setNumThreads(1)
     logging.basicConfig(level=log_level)
     _worker_cfg = cfg
+    if shared is not None:  # batched: network passes go to the run's one detector (dfpanel.extract.batched)
+        from dfpanel.extract.batched import remote_detector
+
+        _worker_detector = remote_detector(cfg, shared)
     # Load once per worker, up front, and run it once: the first forward pass sets up kernels.
-    get_detector(cfg).detect([np.zeros((96, 96, 3), np.uint8)])
+    (_worker_detector or get_detector(cfg)).detect([np.zeros((96, 96, 3), np.uint8)])
 
 
 def _work(record: VideoRecord, out: str) -> dict:
     assert _worker_cfg is not None
-    return process_record(record, Path(out), _worker_cfg)
+    return process_record(record, Path(out), _worker_cfg, _worker_detector)
 
 
 def run_extraction(
@@ -377,10 +382,15 @@ def run_extraction(
         if time.monotonic() - last_save > 30:
             save()
 
-    pools = _WorkerPool(cfg, workers) if workers > 1 and len(todo) > 1 else None
-    stop = None
+    pooled = workers > 1 and len(todo) > 1
+    pools = server = stop = None
     try:
         with _stop_on_sigterm():
+            if pooled and cfg.detect_batch > 0:  # one detector on cfg.device, batching every worker's frames
+                from dfpanel.extract.batched import start_server
+
+                server = start_server(cfg)
+            pools = _WorkerPool(cfg, workers, shared=server.client if server else None) if pooled else None
             pool = pools.start() if pools else None
             with _progress(progress, len(todo)) as advance:
                 if pools is None:
@@ -398,6 +408,8 @@ def run_extraction(
         stop = exc
         raise
     finally:
+        if server is not None:
+            summary["detector"] = {"device": cfg.device, "detect_batch": cfg.detect_batch, **server.close()}
         elapsed = time.perf_counter() - t0
         summary["seconds"] = round(elapsed, 3)
         summary["videos_per_s"] = round(len(todo) / elapsed, 3) if elapsed > 0 and todo else 0.0
@@ -417,16 +429,16 @@ class _WorkerPool:
     the detector and PyAV once (and never computed, so no OpenMP/CUDA state is inherited): a
     worker is ready in well under a second instead of re-importing torch (seconds). Plain fork is
     not safe once this process has run torch ops. Windows spawns. Each worker sets torch to one
-    thread and loads its own detector once."""
+    thread and loads its own detector once (or, given `shared`, connects to the run's batched one)."""
 
-    def __init__(self, cfg: ExtractConfig, workers: int):
+    def __init__(self, cfg: ExtractConfig, workers: int, shared: tuple | None = None):
         import multiprocessing as mp
 
-        self.cfg, self.workers = replace(cfg, decode_threads=1), workers
+        self.cfg, self.workers, self.shared = replace(cfg, decode_threads=1), workers, shared
         if "forkserver" in mp.get_all_start_methods():
             self.ctx = mp.get_context("forkserver")
             self.ctx.set_forkserver_preload(["dfpanel.extract.forkserver_guard", "torch", "facenet_pytorch", "cv2", "av",
-                                             "dfpanel.extract.run", "dfpanel.extract.video"])
+                                             "dfpanel.extract.run", "dfpanel.extract.video", "dfpanel.extract.batched"])
         else:
             self.ctx = mp.get_context("spawn")
 
@@ -447,7 +459,7 @@ class _WorkerPool:
                 os.environ.pop(PARENT_ENV, None)
         pool = ProcessPoolExecutor(
             max_workers=self.workers, mp_context=self.ctx, initializer=_init_worker,
-            initargs=(self.cfg, logging.getLogger().level, os.getpid()),
+            initargs=(self.cfg, logging.getLogger().level, os.getpid(), self.shared),
         )
         try:
             pool.submit(_ready).result()

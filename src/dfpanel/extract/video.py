@@ -52,14 +52,22 @@ class ExtractConfig:
     spec: InputSpec
     device: str  # for the detector: cpu or cuda[:N]
     decode_threads: int  # codec threads (0 = FFmpeg's choice); workers use 1
+    # Frames per detector batch. > 0: a run with workers shares one detector on `device` between them,
+    # batching frames of several videos (dfpanel.extract.batched); 0: each worker has its own.
+    # Default (None): 64 on a GPU, 0 on the CPU.
+    detect_batch: int
 
-    def __init__(self, spec: InputSpec | None = None, *, device: str = "cpu", decode_threads: int = 0, **spec_fields):
+    def __init__(self, spec: InputSpec | None = None, *, device: str = "cpu", decode_threads: int = 0,
+                 detect_batch: int | None = None, **spec_fields):
         if "all_faces" in spec_fields:
             spec_fields["faces"] = "all" if spec_fields.pop("all_faces") else "main"
         spec = spec or DEFAULT_SPEC
+        if detect_batch is None:
+            detect_batch = 64 if device.startswith("cuda") else 0
         object.__setattr__(self, "spec", spec.replace(**spec_fields) if spec_fields else spec)
         object.__setattr__(self, "device", device)
         object.__setattr__(self, "decode_threads", decode_threads)
+        object.__setattr__(self, "detect_batch", int(detect_batch))
 
     # Read access to the spec's fields, so extraction code reads cfg.frames, cfg.min_score...
     frames = property(lambda self: self.spec.frames)
@@ -74,10 +82,12 @@ class ExtractConfig:
     all_faces = property(lambda self: self.spec.all_faces)
 
     def with_spec(self, **changes) -> "ExtractConfig":
-        return ExtractConfig(self.spec.replace(**changes), device=self.device, decode_threads=self.decode_threads)
+        return ExtractConfig(self.spec.replace(**changes), device=self.device, decode_threads=self.decode_threads,
+                             detect_batch=self.detect_batch)
 
     def as_dict(self) -> dict:
-        return {"input_spec": self.spec.to_dict(), "device": self.device, "decode_threads": self.decode_threads}
+        return {"input_spec": self.spec.to_dict(), "device": self.device, "decode_threads": self.decode_threads,
+                "detect_batch": self.detect_batch}
 
     def validate(self) -> "ExtractConfig":
         if self.frames < 1 or self.clip_len < 1:
@@ -86,6 +96,8 @@ class ExtractConfig:
 
         if self.detector not in DETECTORS:
             raise ConfigError(f"unknown face detector {self.detector!r}; choose one of: {', '.join(sorted(DETECTORS))}")
+        if self.detect_batch < 0:
+            raise ConfigError(f"--detect-batch {self.detect_batch}: must be 0 (off) or more")
         return self
 
 
@@ -96,10 +108,11 @@ _detector_cache: dict[tuple, FaceDetector] = {}
 
 def get_detector(cfg: ExtractConfig) -> FaceDetector:
     """One detector per process and configuration (loading MTCNN costs ~0.1 s; keep it)."""
-    key = (cfg.detector, cfg.device, cfg.min_face_size, cfg.max_side)
+    key = (cfg.detector, cfg.device, cfg.min_face_size, cfg.max_side, cfg.detect_batch)
     if key not in _detector_cache:
+        extra = {"batch_size": cfg.detect_batch} if cfg.detect_batch > 0 else {}
         _detector_cache[key] = create_detector(
-            cfg.detector, device=cfg.device, min_face_size=cfg.min_face_size, max_side=cfg.max_side
+            cfg.detector, device=cfg.device, min_face_size=cfg.min_face_size, max_side=cfg.max_side, **extra
         )
     return _detector_cache[key]
 

@@ -97,6 +97,28 @@ def auto_chunk_order(cfg: StageConfig, chunks: Sequence[int], init_path: Path | 
     return order, losses
 
 
+RANK_WAIT_S = 3600.0  # how long another rank waits for rank 0's progress.json (rank 0 may be ordering chunks)
+
+
+def wait_for_progress(prog_path: Path, timeout_s: float | None = None, poll_s: float = 1.0) -> dict:
+    """progress.json as rank 0 wrote it, waiting for it to appear (with its chunk order)."""
+    import time
+
+    timeout_s = RANK_WAIT_S if timeout_s is None else timeout_s
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            state = json.loads(prog_path.read_text())
+            if state.get("order") is not None:
+                return state
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        if time.monotonic() > deadline:
+            raise DataError(f"{prog_path}: rank 0 did not write the chunk order within {timeout_s:.0f} s; "
+                            "see rank 0's output for why it stopped")
+        time.sleep(poll_s)
+
+
 def train_chunked(
     cfg: StageConfig, out_dir, *, resume: bool = False, progress: bool = True, optimizer_state: dict | None = None
 ) -> dict:
@@ -104,7 +126,15 @@ def train_chunked(
     OUT/best.safetensors is the last chunk's best."""
     out_dir = Path(out_dir)
     prog_path = out_dir / PROGRESS_FILE
-    if prog_path.is_file():
+    if not is_launcher_rank_zero():
+        # Another DDP rank (a process Lightning's launcher started for --devices N, or a task of
+        # srun/torchrun): rank 0 alone decides the chunk order and keeps progress.json. This rank
+        # follows that file, so every rank trains the same chunks in the same order (an order each
+        # rank computed itself could differ: near-equal losses sort either way).
+        if resume and not prog_path.is_file() and (out_dir / RESULT_FILE).is_file():
+            return json.loads((out_dir / RESULT_FILE).read_text())
+        state = wait_for_progress(prog_path)
+    elif prog_path.is_file():
         if not resume:
             raise ConfigError(f"{out_dir}: already holds a run; pass --resume to continue it or choose another --out")
         state = json.loads(prog_path.read_text())
