@@ -225,3 +225,16 @@ def test_cache_index_and_meta_round_trip(caches):
     frame = meta["frames"][0]
     assert {"scale", "native_box", "native_file"} <= set(frame)
     assert meta["input_spec"]["store"] == "compact"
+
+
+def test_convert_command_line(caches, tmp_path, capsys):
+    from dfpanel.cli import main
+
+    _, roots = caches
+    rc = main(["cache", "convert", str(roots["full"]), "--out", str(tmp_path / "c"), "--face-px", "64", "--context-px", "48",
+               "--native-size", "64"])
+    assert rc in (0, None)
+    assert "converted 1 entries" in capsys.readouterr().out
+    assert FaceTrackCache(tmp_path / "c").input_spec.store == "compact"
+    rc = main(["cache", "convert", str(roots["compact"]), "--out", str(tmp_path / "d")])
+    assert rc == 2 and "already a compact cache" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""`dfpanel cache ...`: work on a face-track cache as a whole (`merge` caches, `pack` one into shards).
+"""`dfpanel cache ...`: work on a face-track cache as a whole (`merge` caches, `pack` one into shards,
+`convert` a full cache to compact storage).
 
 The group is made here; each sub-command is one function below, so another (e.g. `convert`) is added
 by writing one more `@cache_app.command(...)` in `register`.
@@ -21,7 +22,7 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def register(app: typer.Typer) -> None:
-    cache_app = typer.Typer(help="Manage face-track caches: merge shards of an extraction, pack for streaming.",
+    cache_app = typer.Typer(help="Manage face-track caches: merge shards of an extraction, pack for streaming, convert to compact.",
                             no_args_is_help=True)
 
     @cache_app.command("merge")
@@ -69,6 +70,29 @@ def register(app: typer.Typer) -> None:
             f"[bold]{res['out']}[/] ({format_size(res['bytes'])}; {res['written']} written, {res['reused']} kept "
             f"from before){missing}; train with --data {res['out']}",
             highlight=False, soft_wrap=True,
+        )
+
+    @cache_app.command("convert")
+    def convert(
+        cache: Path = typer.Argument(..., help="A cache stored full (lossless PNG crops: caches before compact storage)."),
+        out: Path = typer.Option(..., "--out", "-o", help="The compact cache to write (a new folder; re-running resumes)."),
+        face_px: Optional[int] = typer.Option(None, "--face-px", help="Face layer: largest face box side (default 224)."),
+        context_px: Optional[int] = typer.Option(None, "--context-px", help="Context layer: largest face box side (default 112)."),
+        native_size: Optional[int] = typer.Option(None, "--native-size", help="Lossless native window side (default 224)."),
+        context_quality: Optional[int] = typer.Option(None, "--context-quality", help="WebP quality (default 85)."),
+    ) -> None:
+        """Rewrite a full cache as a compact one (~5x smaller) without decoding any video again; the
+        same bytes as `dfpanel extract --store compact` writes. Weights trained on the old cache keep
+        working with it; train on the new one for weights whose input spec says compact."""
+        from dfpanel.extract.convert import convert_cache
+
+        stats = convert_cache(cache, out, face_px=face_px, context_px=context_px, native_size=native_size,
+                              context_quality=context_quality)
+        ratio = stats["bytes_before"] / stats["bytes_after"] if stats["bytes_after"] else 0.0
+        console.print(
+            f"converted {stats['converted']} entries ({stats['frames']} frames; {stats['skipped']} already there) into "
+            f"[bold]{out}[/]" + (f": {ratio:.1f}x smaller" if ratio else ""),
+            highlight=False,
         )
 
     app.add_typer(cache_app, name="cache")
