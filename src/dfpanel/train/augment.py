@@ -39,11 +39,9 @@ def build_transform(specs: Sequence[dict]):
             steps.append(cls(**kwargs))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"augment.transforms[{i}] {name}: bad arguments ({str(exc).splitlines()[0]})") from None
-    return A.Compose(
-        steps,
-        bbox_params=A.BboxParams(format="pascal_voc", label_fields=[], min_visibility=0.0),
-        keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
-    )
+    # The face box travels as its 4 corners (keypoints): albumentations' bbox bookkeeping cost ~0.6 ms
+    # per call, more than the flip itself, and a box's corners give the same box under flips.
+    return A.Compose(steps, keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
 
 
 class CropAugmenter:
@@ -87,27 +85,28 @@ class CropAugmenter:
         ox, oy = frame.crop_box[0], frame.crop_box[1]
         s = float(frame.scale)  # crop px per source px (compact storage shrinks large faces)
         x0, y0, x1, y1 = ((np.asarray(frame.box, dtype=np.float64) - [ox, oy, ox, oy]) * s).tolist()
-        local = [max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1)]
-        bboxes = [local] if local[2] > local[0] and local[3] > local[1] else []
-        kps = ((np.asarray(frame.landmarks, dtype=np.float64).reshape(-1, 2) - [ox, oy]) * s).astype(np.float32)
+        box_corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]])
+        kps = ((np.asarray(frame.landmarks, dtype=np.float64).reshape(-1, 2) - [ox, oy]) * s)
         n_lm = len(kps)
-        corners = np.array([[0.0, 0.0], [w, h]], dtype=np.float32)  # which way the crop was flipped
+        crop_corners = np.array([[0.0, 0.0], [w, h]])  # which way the crop was flipped
         extra = {} if mask is None else {"mask": np.asarray(mask, dtype=np.float32)}
-        out = self.transform(image=crop, bboxes=bboxes, keypoints=np.concatenate([kps, corners]), **extra)
+        # Landmarks are points on pixels; box and crop corners are edges of pixels, so they travel as
+        # points half a pixel in (a flip then maps x to w - x, as it maps pixel columns).
+        points_in = np.concatenate([kps, box_corners - 0.5, crop_corners - 0.5]).astype(np.float32)
+        out = self.transform(image=crop, keypoints=points_in, **extra)
         image = np.ascontiguousarray(out["image"])
         nh, nw = image.shape[:2]
-        box = list(frame.box)
-        if len(out["bboxes"]):
-            bx = np.asarray(out["bboxes"][0], dtype=np.float64)
-            box = [float(bx[0] / s + ox), float(bx[1] / s + oy), float(bx[2] / s + ox), float(bx[3] / s + oy)]
         points = np.asarray(out["keypoints"], dtype=np.float64)[:, :2]
+        points[n_lm:] += 0.5
+        moved_box = points[n_lm:n_lm + 4] / s + [ox, oy]
+        box = [float(v) for v in (*moved_box.min(axis=0), *moved_box.max(axis=0))]
         landmarks = (points[:n_lm] / s + [ox, oy]).tolist()
         same = (nw, nh) == (w, h)
         crop_box = list(frame.crop_box) if same else [ox, oy, ox + int(round(nw / s)), oy + int(round(nh / s))]
         moved = dataclasses.replace(frame, box=box, landmarks=landmarks, crop_box=crop_box)
         if frame.face_box is not None or frame.native_box is not None:
             # A compact entry's face layer and native pixels lie mirrored about the crop after a flip.
-            flips = self._flips(points[n_lm:], w, h)
+            flips = self._flips(points[n_lm + 4:], w, h)
             moved = dataclasses.replace(moved, face_box=_mirror(frame.face_box, frame.crop_box, flips),
                                         native_box=_mirror(frame.native_box, frame.crop_box, flips))
         return image, moved, (None if mask is None else np.asarray(out["mask"], dtype=np.float32))
@@ -129,8 +128,8 @@ class CropAugmenter:
         meta already says where they lie: `_one` mirrored their boxes with the crop)."""
         self.transform.set_random_seed(seed)
         h, w = layer.image.shape[:2]
-        out = self.transform(image=layer.image, bboxes=[], keypoints=np.array([[0.0, 0.0], [w, h]], dtype=np.float32))
-        self._flips(np.asarray(out["keypoints"], dtype=np.float64)[:, :2], w, h)
+        out = self.transform(image=layer.image, keypoints=np.array([[-0.5, -0.5], [w - 0.5, h - 0.5]], dtype=np.float32))
+        self._flips(np.asarray(out["keypoints"], dtype=np.float64)[:, :2] + 0.5, w, h)
         return np.ascontiguousarray(out["image"])
 
 
