@@ -1,4 +1,9 @@
-"""`dfpanel train` (one stage from a preset or YAML file) and `dfpanel curriculum` (stages in order)."""
+"""`dfpanel train` (one stage from a preset or YAML file) and `dfpanel curriculum` (stages in order).
+
+Both take the session options of machines lent for a while (docs/kaggle.md): `--time-limit`
+(stop cleanly, exit 75, not finished), `--resume-from` (an earlier session's read-only output) and
+`--max-cache-gb` (the DFDC stage extracted chunk by chunk under a disk budget).
+"""
 
 from __future__ import annotations
 
@@ -35,8 +40,11 @@ def _quiet_lightning() -> None:
     if logging.getLogger().level > logging.DEBUG:
         for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    # A run resumed without --time-limit from a checkpoint saved under one: Lightning asks for the Timer
+    # back, though nothing needs it (the time limit is per session, docs/kaggle.md).
     for message in (r".*does not have many workers.*", r".*isinstance\(treespec, LeafSpec\).*",
-                    r".*Your `IterableDataset` has `__len__` defined.*"):  # shard streams count it exactly (views.stream)
+                    r".*Your `IterableDataset` has `__len__` defined.*",  # shard streams count it exactly (views.stream)
+                    r".*callbacks used to create the checkpoint need to be provided.*\['Timer'\].*"):
         warnings.filterwarnings("ignore", message=message)
 
 
@@ -69,6 +77,32 @@ def _auc(value) -> str:
     return "undefined (one class)" if value is None else f"{value:.4f}"
 
 
+TIME_LIMIT_HELP = ("Stop cleanly after this long (8h30m, 45m, 90s): last.ckpt and run state saved, recorded as "
+                   "not finished, exit 75.")
+RESUME_FROM_HELP = ("An earlier session's output (read-only is fine, e.g. /kaggle/input/...): copied into --out, "
+                    "then resumed there.")
+MAX_CACHE_HELP = ("DFDC stage: extract each chunk from the manifest just before it trains and delete its cache "
+                  "after, keeping it under this many GB.")
+
+
+def _session_options(time_limit: str | None, max_cache_gb: float | None, workers: int, device: str):
+    """The parsed --time-limit (its clock starts now) and --max-cache-gb budget, or None."""
+    from dfpanel.train.chunk_cache import ChunkBudget
+    from dfpanel.train.limits import TimeLimit
+
+    limit = TimeLimit.parse(time_limit)
+    budget = None if max_cache_gb is None else ChunkBudget(max_cache_gb, workers=workers, device=device)
+    return limit, budget
+
+
+def _stopped(exc, how: str) -> None:
+    """One line for a run the time limit stopped; exit 75 (EX_TEMPFAIL: try again later)."""
+    from dfpanel.console import err_console
+
+    err_console.print(f"[bold yellow]stopped:[/] {exc}; {how}", highlight=False, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
 def register(app: typer.Typer) -> None:
     @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def train(
@@ -83,8 +117,14 @@ def register(app: typer.Typer) -> None:
         devices: str = typer.Option(None, "--devices", help="Devices per node (e.g. 4); >1 trains with DDP."),
         num_nodes: int = typer.Option(None, "--num-nodes", help="Number of nodes (DDP)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+        time_limit: str = typer.Option(None, "--time-limit", help=TIME_LIMIT_HELP + " --resume continues."),
+        resume_from: Path = typer.Option(None, "--resume-from", help=RESUME_FROM_HELP),
+        max_cache_gb: float = typer.Option(None, "--max-cache-gb", help=MAX_CACHE_HELP + " Needs --manifest."),
+        extract_workers: int = typer.Option(1, "--extract-workers", help="With --max-cache-gb: extraction processes."),
+        extract_device: str = typer.Option("cpu", "--extract-device", help="With --max-cache-gb: face detector device."),
     ) -> None:
         """Train one specialist on one stage; writes OUT/best.safetensors + best.json."""
+        limit, budget = _session_options(time_limit, max_cache_gb, extract_workers, extract_device)
         from dfpanel.train.config import load_stage_config
 
         overrides = _overrides(sets, list(ctx.args), devices, num_nodes)
@@ -93,20 +133,36 @@ def register(app: typer.Typer) -> None:
         if manifest is not None:
             overrides.append(f"data.manifest={manifest}")
         cfg = load_stage_config(config, overrides)
-        _check_paths(cfg)
+        if budget is None or cfg.data.cache:
+            _check_paths(cfg)
+        run_dir = out or Path("runs") / (cfg.name or Path(cfg.source).stem)
+        if resume_from is not None:
+            from dfpanel.train.previous import check_previous_run, take_over
+
+            if not resume_from.is_dir():
+                raise DataError(f"--resume-from {resume_from}: no such folder; give the earlier session's --out")
+            check_previous_run(resume_from, cfg.name)
+            take_over(resume_from, run_dir)
+            resume = True
         _quiet_lightning()
+        from dfpanel.train.limits import TimeLimitReached
         from dfpanel.train.stage import train_stage
 
-        run_dir = out or Path("runs") / (cfg.name or Path(cfg.source).stem)
-        result = train_stage(cfg, run_dir, resume=resume, progress=not quiet)
+        try:
+            result = train_stage(cfg, run_dir, resume=resume, progress=not quiet, time_limit=limit, budget=budget)
+        except TimeLimitReached as exc:
+            again = "again" if resume else "with --resume"
+            _stopped(exc, f"run the same command {again} to continue (in a new session: "
+                          f"--resume-from <a copy of {run_dir}>)")
         _print_result(result, f"{cfg.specialist} / {cfg.stage}")
 
     @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def curriculum(
         ctx: typer.Context,
         specialist: str = typer.Option(..., "--specialist", "-s", help="bg, av, cm, rr or tm."),
-        data: str = typer.Option(..., "--data", help="Face-track cache holding every stage's dataset, or a shard set "
-                                 "(folder or URL holding shards.json) to stream it from."),
+        data: str = typer.Option(None, "--data", help="Face-track cache holding every stage's dataset, or a shard set "
+                                 "(folder or URL holding shards.json) to stream it from (the DFDC stage needs none "
+                                 "with --max-cache-gb)."),
         out: Path = typer.Option(..., "--out", help="Runs folder: OUT/<specialist>/<stage>/."),
         stages: str = typer.Option(",".join(STAGES), "--stages", help="Stages in order, comma-separated."),
         preset: str = typer.Option("full", "--preset", help="full (GPU presets) or tiny (CPU in minutes)."),
@@ -120,8 +176,14 @@ def register(app: typer.Typer) -> None:
         devices: str = typer.Option(None, "--devices"),
         num_nodes: int = typer.Option(None, "--num-nodes"),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+        time_limit: str = typer.Option(None, "--time-limit", help=TIME_LIMIT_HELP + " For all stages together; running the command again continues."),
+        resume_from: Path = typer.Option(None, "--resume-from", help=RESUME_FROM_HELP + " Give the earlier --out."),
+        max_cache_gb: float = typer.Option(None, "--max-cache-gb", help=MAX_CACHE_HELP),
+        extract_workers: int = typer.Option(1, "--extract-workers", help="With --max-cache-gb: extraction processes."),
+        extract_device: str = typer.Option("cpu", "--extract-device", help="With --max-cache-gb: face detector device."),
     ) -> None:
         """Train the stages in order, each from the previous stage's best weights (re-run to resume)."""
+        limit, budget = _session_options(time_limit, max_cache_gb, extract_workers, extract_device)
         stage_list = [s.strip() for s in stages.split(",") if s.strip()]
         unknown = [s for s in stage_list if s not in STAGES]
         if unknown or not stage_list:
@@ -138,19 +200,26 @@ def register(app: typer.Typer) -> None:
                 found[stage] = str(path)
         _quiet_lightning()
         from dfpanel.train.curriculum import run_curriculum
+        from dfpanel.train.limits import TimeLimitReached
 
-        results = run_curriculum(
-            specialist.lower(),
-            cache=str(data),
-            out=out,
-            stages=stage_list,
-            preset=preset,
-            manifests=found,
-            overrides=_overrides(sets, list(ctx.args), devices, num_nodes),
-            init_from=init_from,
-            init_sha256=init_sha256,
-            progress=not quiet,
-        )
+        try:
+            results = run_curriculum(
+                specialist.lower(),
+                cache=None if data is None else str(data),
+                out=out,
+                stages=stage_list,
+                preset=preset,
+                manifests=found,
+                overrides=_overrides(sets, list(ctx.args), devices, num_nodes),
+                init_from=init_from,
+                init_sha256=init_sha256,
+                progress=not quiet,
+                time_limit=limit,
+                resume_from=resume_from,
+                budget=budget,
+            )
+        except TimeLimitReached as exc:
+            _stopped(exc, f"run the same command again to continue (in a new session: --resume-from <a copy of {out}>)")
         _print_result(results, f"{specialist} curriculum")
 
 

@@ -3,6 +3,10 @@
 The chunks run in the order the config gives, or `chunk_order: auto` = easiest first by the incoming
 weights' loss on a sample of each chunk. `progress.json` in the stage folder records the order and
 finished chunks, so a re-run continues at the chunk (and, from its last.ckpt, the step) where it stopped.
+With a disk budget (`ChunkBudget`, `--max-cache-gb`) each chunk is extracted from the manifest just
+before it trains and its cache deleted once it is done (`dfpanel.train.chunk_cache`).
+Files are found relative to the stage folder, never through paths recorded in its JSON files, so a
+stage folder copied elsewhere (`--resume-from`) goes on where it stopped.
 """
 
 from __future__ import annotations
@@ -18,7 +22,16 @@ from pathlib import Path
 import torch
 
 from dfpanel.errors import ConfigError, DataError
+from dfpanel.train.chunk_cache import (
+    CACHE_DIR,
+    PROBE_DIR,
+    ChunkBudget,
+    ChunkExtraction,
+    budget_config,
+    drop_cache,
+)
 from dfpanel.train.config import StageConfig
+from dfpanel.train.limits import TimeLimit
 from dfpanel.train.run import (
     RESULT_FILE,
     _write_json,
@@ -26,6 +39,7 @@ from dfpanel.train.run import (
     free_memory,
     is_launcher_rank_zero,
     last_checkpoint,
+    read_result,
 )
 from dfpanel.weights.fetch import WEIGHTS_FILE, resolve_init, sha256_of
 from dfpanel.weights.io import sidecar_path
@@ -119,12 +133,20 @@ def wait_for_progress(prog_path: Path, timeout_s: float | None = None, poll_s: f
         time.sleep(poll_s)
 
 
+def chunk_dir(out_dir: Path, chunk: int) -> Path:
+    return Path(out_dir) / f"chunk_{chunk}"
+
+
 def train_chunked(
-    cfg: StageConfig, out_dir, *, resume: bool = False, progress: bool = True, optimizer_state: dict | None = None
+    cfg: StageConfig, out_dir, *, resume: bool = False, progress: bool = True, optimizer_state: dict | None = None,
+    time_limit: TimeLimit | None = None, budget: ChunkBudget | None = None,
 ) -> dict:
     """Train a chunked stage: OUT/chunk_<k>/ per chunk, each from the previous chunk's best weights;
-    OUT/best.safetensors is the last chunk's best."""
+    OUT/best.safetensors is the last chunk's best, copied there (with result.json) once all are done.
+    `time_limit` passes to each chunk; `budget` extracts each chunk into OUT/chunk_<k>/cache first."""
     out_dir = Path(out_dir)
+    if budget is not None:
+        cfg = budget_config(cfg)
     prog_path = out_dir / PROGRESS_FILE
     if not is_launcher_rank_zero():
         # Another DDP rank (a process Lightning's launcher started for --devices N, or a task of
@@ -142,51 +164,80 @@ def train_chunked(
         if resume and not (out_dir / RESULT_FILE).is_file():
             raise ConfigError(f"{out_dir}: nothing to resume (no {PROGRESS_FILE}); drop --resume to start it")
         if resume:
-            return json.loads((out_dir / RESULT_FILE).read_text())
-        state = {"order": None, "done": [], "results": {}, "losses": None}
+            return read_result(out_dir)
+        state = {"name": cfg.name, "specialist": cfg.specialist, "stage": cfg.stage,
+                 "order": None, "done": [], "results": {}, "losses": None}
+
+    def save_state() -> None:
+        if is_launcher_rank_zero():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(prog_path, state)
 
     incoming = None
     if cfg.init_from:
         incoming = resolve_init(cfg.init_from, sha256=cfg.init_sha256, runs_root=out_dir.parent, progress=progress)
+    source = ChunkExtraction(cfg, budget, incoming=incoming, progress=progress) if budget is not None else None
     if state["order"] is None:
-        present = available_chunks(cfg)
+        present = source.available_chunks() if source is not None else available_chunks(cfg)
         wanted = list(cfg.data.chunks) if cfg.data.chunks is not None else present
         missing = [c for c in wanted if c not in present]
+        where = cfg.data.manifest if source is not None else (cfg.data.cache or cfg.data.shards)
         if missing:
-            log.warning("chunks %s have no training videos in %s; skipping them", missing, cfg.data.cache or cfg.data.shards)
+            log.warning("chunks %s have no training videos in %s; skipping them", missing, where)
         chunks = [c for c in wanted if c in present]
         if not chunks:
-            raise DataError(f"{cfg.data.cache or cfg.data.shards}: none of the chunks {wanted} has training videos; check data.chunks")
-        if cfg.data.chunk_order == "auto":
+            raise DataError(f"{where}: none of the chunks {wanted} has training videos; check data.chunks")
+        if cfg.data.chunk_order == "auto" and source is not None and len(chunks) == 1:
+            state["order"] = chunks  # one chunk: nothing to order, no probe to extract
+        elif cfg.data.chunk_order == "auto" and source is not None:
+            probe = out_dir / PROBE_DIR
+            source.extract_into(source.probe_videos(chunks), probe, "the chunk-order probe", time_limit=time_limit)
+            probe_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, cache=str(probe), max_videos=None))
+            state["order"], state["losses"] = auto_chunk_order(probe_cfg, chunks, incoming)
+        elif cfg.data.chunk_order == "auto":
             state["order"], state["losses"] = auto_chunk_order(cfg, chunks, incoming)
         else:
             state["order"] = chunks
-        if is_launcher_rank_zero():
-            out_dir.mkdir(parents=True, exist_ok=True)
-            _write_json(prog_path, state)
+        save_state()
+    if source is not None:
+        drop_cache(out_dir / PROBE_DIR)
 
     init_path, init_sha = (str(incoming), sha256_of(incoming)) if incoming is not None else (None, None)
     result: dict | None = None
     for i, chunk in enumerate(state["order"]):
         key = str(chunk)
+        here = chunk_dir(out_dir, chunk)
         if chunk in state["done"]:
-            result = state["results"][key]
+            result = {**state["results"][key], "run_dir": str(here), "weights": str(here / WEIGHTS_FILE)}
             init_path, init_sha = result["weights"], result["sha256"]
+            if source is not None:
+                drop_cache(here / CACHE_DIR)  # done, but stopped before its cache was dropped
             continue
-        chunk_dir = out_dir / f"chunk_{chunk}"
         chunk_cfg = dataclasses.replace(cfg, init_from=init_path, init_sha256=init_sha, name=f"{cfg.name}_chunk{chunk}")
+        if source is not None:
+            extracted = state.setdefault("extracted", {})
+
+            def on_batch(n_done: int, key=key) -> None:
+                extracted[key] = n_done
+                save_state()
+
+            cache = source.extract_into(source.chunk_videos(chunk), here / CACHE_DIR, f"chunk {chunk}",
+                                        start=extracted.get(key, 0), time_limit=time_limit, on_batch=on_batch)
+            chunk_cfg = dataclasses.replace(chunk_cfg, data=dataclasses.replace(cfg.data, cache=str(cache)))
         result = fit_stage(
             chunk_cfg,
-            chunk_dir,
-            resume=last_checkpoint(chunk_dir).is_file(),
+            here,
+            resume=last_checkpoint(here).is_file(),
             chunk=chunk,
             optimizer_state=optimizer_state if i == 0 else None,
             progress=progress,
+            time_limit=time_limit,
         )
         state["done"].append(chunk)
         state["results"][key] = result
-        if is_launcher_rank_zero():
-            _write_json(prog_path, state)
+        save_state()
+        if source is not None:
+            drop_cache(here / CACHE_DIR)
         init_path, init_sha = result["weights"], result["sha256"]
         free_memory()
 

@@ -16,17 +16,20 @@ import json
 import logging
 import math
 import os
+import time
 from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import Callback, EarlyStopping, Timer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from dfpanel.atomic import atomic_write
 from dfpanel.errors import ConfigError, DfpanelError
 from dfpanel.train.config import StageConfig
+from dfpanel.train.limits import TimeLimit, TimeLimitReached
 from dfpanel.weights.fetch import WEIGHTS_FILE, resolve_init, sha256_of
 
 log = logging.getLogger(__name__)
@@ -79,9 +82,14 @@ def fit_stage(
     chunk: int | None = None,
     optimizer_state: dict | None = None,
     progress: bool = True,
+    time_limit: TimeLimit | None = None,
 ) -> dict:
     """Train `cfg` (optionally on one DFDC chunk) into `out_dir`. Returns a dict with `weights`,
-    `sha256`, `metrics` (best val_auc and friends), `global_step`, `run_dir`."""
+    `sha256`, `metrics` (best val_auc and friends), `global_step`, `run_dir`.
+
+    With `time_limit`, what is left of it is Lightning's `max_time`; when it runs out, last.ckpt holds
+    the step reached, run.json records the stop, no result.json is written and `TimeLimitReached` is
+    raised (the run is not finished: `resume=True` continues it)."""
     from dfpanel.models.specialists.base import create_specialist
     from dfpanel.train.datamodule import CacheDataModule
     from dfpanel.train.module import SpecialistModule
@@ -93,7 +101,7 @@ def fit_stage(
     if is_launcher_rank_zero():
         if resume and not last.is_file():
             if (out_dir / RESULT_FILE).is_file():
-                return json.loads((out_dir / RESULT_FILE).read_text())  # finished before
+                return read_result(out_dir)  # finished before
             raise ConfigError(f"{out_dir}: nothing to resume (no checkpoints/last.ckpt); drop --resume to start it")
         if not resume and (last.is_file() or (out_dir / WEIGHTS_FILE).is_file()):
             raise ConfigError(f"{out_dir}: already holds a run; pass --resume to continue it or choose another --out")
@@ -151,8 +159,13 @@ def fit_stage(
         "provenance": stage_provenance(cfg, dm, chunk, run_info),
     }
     best_cb = BestWeights(out_dir / WEIGHTS_FILE, sidecar)
-    trainer = build_trainer(cfg, out_dir, [best_cb, ResumeCheckpoint(last, cfg.trainer.checkpoint_every_n_steps)], progress,
-                            early_stopping=dm.val_one_class is None)  # no AUC to stop on with one class
+    resume_cb = ResumeCheckpoint(last, cfg.trainer.checkpoint_every_n_steps)
+    # What is left of the limit, maybe nothing: then Lightning's Timer stops the fit as it starts. The
+    # Timer decides on rank zero and tells the others, so DDP processes stop together.
+    trainer = build_trainer(cfg, out_dir, [best_cb, resume_cb], progress,
+                            early_stopping=dm.val_one_class is None,  # no AUC to stop on with one class
+                            max_time=None if time_limit is None else time_limit.remaining())
+    at_limit = TimeLimitCheckpoint.attach(trainer, resume_cb)
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
     except SIGTERMException:
@@ -165,6 +178,16 @@ def fit_stage(
         raise TrainingInterrupted(
             f"{out_dir}: stopped by SIGTERM at step {trainer.global_step}; run the same command with --resume to continue"
         ) from None
+    if at_limit is not None and at_limit.stopped_training(trainer):
+        if not at_limit.saved:  # stopped as it started: the state is the one it started from
+            _save_atomic(trainer, last)
+        stop = {"reason": "time_limit", "time_limit": time_limit.text, "global_step": int(trainer.global_step),
+                "epoch": int(trainer.current_epoch), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if is_launcher_rank_zero():
+            _write_json(out_dir / RUN_FILE, {**run_info, "stopped": stop})
+        raise TimeLimitReached(
+            f"{out_dir}: stopped for the time limit ({time_limit.text}) at step {trainer.global_step}, "
+            f"not finished (checkpoints/last.ckpt saved)", run_dir=out_dir)
     _save_atomic(trainer, last)
     if best_cb.best_score is None:  # stopped before any validation (tiny max_steps): score what we have
         trainer.validate(module, datamodule=dm, verbose=False)  # BestWeights saves from its hook
@@ -184,6 +207,15 @@ def fit_stage(
     }
     if trainer.is_global_zero:
         _write_json(out_dir / RESULT_FILE, result)
+    return result
+
+
+def read_result(run_dir) -> dict:
+    """A finished run's result.json, its paths pointing into `run_dir` wherever the run was written
+    (a run folder copied from another machine or session stays usable)."""
+    run_dir = Path(run_dir)
+    result = json.loads((run_dir / RESULT_FILE).read_text())
+    result.update(run_dir=str(run_dir), weights=str(run_dir / WEIGHTS_FILE))
     return result
 
 
@@ -211,6 +243,7 @@ def _run_info(out_dir: Path, cfg: StageConfig, resume: bool) -> dict:
     if resume and (out_dir / RUN_FILE).is_file():
         info = json.loads((out_dir / RUN_FILE).read_text())
         info["config"] = cfg.to_dict()
+        info.pop("stopped", None)  # going on
         return info
     return {"config": cfg.to_dict(), "parent_sha256": None, "init_from": None}
 
@@ -225,7 +258,8 @@ def resolve_precision(requested: str, on_gpu: bool) -> str:
     return "32-true" if requested == "32" else requested
 
 
-def build_trainer(cfg: StageConfig, out_dir: Path, callbacks: list, progress: bool, *, early_stopping: bool = True) -> L.Trainer:
+def build_trainer(cfg: StageConfig, out_dir: Path, callbacks: list, progress: bool, *, early_stopping: bool = True,
+                  max_time: float | None = None) -> L.Trainer:
     from lightning.pytorch.loggers import CSVLogger
 
     t = cfg.trainer
@@ -248,7 +282,7 @@ def build_trainer(cfg: StageConfig, out_dir: Path, callbacks: list, progress: bo
         callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=t.early_stopping_patience, check_finite=False))
     if progress:
         callbacks.append(_progress_bar())
-    return L.Trainer(
+    trainer = L.Trainer(
         default_root_dir=out_dir,
         accelerator=t.accelerator if t.accelerator != "auto" else ("gpu" if on_gpu else "cpu"),
         devices=devices,
@@ -273,7 +307,25 @@ def build_trainer(cfg: StageConfig, out_dir: Path, callbacks: list, progress: bo
         enable_model_summary=False,
         logger=loggers,
         callbacks=callbacks,
+        max_time=None if max_time is None else timedelta(seconds=max_time),
     )
+    if max_time is not None:
+        _count_this_session_only(trainer)
+    return trainer
+
+
+def _timer(trainer: L.Trainer) -> Timer | None:
+    return next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+
+
+def _count_this_session_only(trainer: L.Trainer) -> None:
+    """`Trainer(max_time=...)` adds Lightning's Timer, which on --resume restores the training time that
+    last.ckpt recorded and counts it against max_time: a second session with the same --time-limit
+    would stop at once. The limit is this command's wall time, so the Timer keeps none from the
+    checkpoint (it still records its own in the checkpoints it saves)."""
+    timer = _timer(trainer)
+    if timer is not None:
+        timer.load_state_dict = lambda state_dict: None
 
 
 def _progress_bar():
@@ -322,6 +374,50 @@ class ResumeCheckpoint(Callback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _save_atomic(trainer, self.path)
         self._saved_step = trainer.global_step
+
+
+class TimeLimitCheckpoint(Callback):
+    """Saves last.ckpt at the batch where Lightning's Timer (`Trainer(max_time=...)`) stopped training.
+
+    It is appended after the Timer, so it sees the Timer's decision in the same `on_train_batch_end`.
+    Saving there, mid-epoch, is what lets --resume go on with the rest of the epoch: once `fit`
+    returns, Lightning counts a stopped epoch as completed, and a checkpoint saved then would skip the
+    batches the epoch had left."""
+
+    def __init__(self, resume_cb: ResumeCheckpoint, timer: Timer):
+        self.resume_cb = resume_cb
+        self.timer = timer
+        self.saved = False
+
+    @classmethod
+    def attach(cls, trainer: L.Trainer, resume_cb: ResumeCheckpoint) -> "TimeLimitCheckpoint | None":
+        timer = _timer(trainer)
+        if timer is None:
+            return None
+        cb = cls(resume_cb, timer)
+        trainer.callbacks.append(cb)
+        return cb
+
+    def _time_is_up(self, trainer) -> bool:
+        left = self.timer.time_remaining()
+        return bool(trainer.should_stop) and left is not None and left <= 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._time_is_up(trainer) and not self.saved:
+            self.resume_cb._save(trainer)
+            self.saved = True
+
+    def stopped_training(self, trainer) -> bool:
+        """After fit: did the time limit end it before the run's own end (max_epochs/max_steps, early stop)?"""
+        if not self._time_is_up(trainer):
+            return False
+        if trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step:
+            return False
+        early = trainer.early_stopping_callback
+        if early is not None and early.stopped_epoch > 0:
+            return False
+        last_epoch_whole = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        return not (last_epoch_whole and trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs)
 
 
 TIE_BREAK = "val_frame_auc"
