@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
     def convert(
         cache: Path = typer.Argument(..., help="A cache stored full (lossless PNG crops: caches before compact storage)."),
         out: Path = typer.Option(..., "--out", "-o", help="The compact cache to write (a new folder; re-running resumes)."),
-        face_px: Optional[int] = typer.Option(None, "--face-px", help="Face layer: largest face box side (default 224)."),
+        face_px: Optional[int] = typer.Option(None, "--face-px", help="Face layer: largest face box side (default 176)."),
         context_px: Optional[int] = typer.Option(None, "--context-px", help="Context layer: largest face box side (default 112)."),
         native_size: Optional[int] = typer.Option(None, "--native-size", help="Lossless native window side (default 224)."),
         context_quality: Optional[int] = typer.Option(None, "--context-quality", help="WebP quality (default 85)."),

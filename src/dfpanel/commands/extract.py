@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
             help="compact: the context crop scaled to --face-px (WebP) + native pixels round the face, lossless "
                  "(~5x smaller); full: whole crops at native resolution, lossless PNG.",
         ),
-        face_px: int = typer.Option(224, "--face-px", help="compact: largest face box side in the face layer, pixels."),
+        face_px: int = typer.Option(176, "--face-px", help="compact: largest face box side in the face layer, pixels."),
         face_span: float = typer.Option(1.4, "--face-span", help="compact: the face layer's side / face box side."),
         context_px: int = typer.Option(112, "--context-px", help="compact: largest face box side in the context layer."),
         native_size: int = typer.Option(224, "--native-size", help="compact: side of the lossless native window CM/RR read (>= their cm_size/rr_size)."),

@@ -101,7 +101,12 @@ class TrackMeta:
         return [((8 - f.crop_box[0] % 8) % 8, (8 - f.crop_box[1] % 8) % 8) for f in self.frames]
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1)
+        # One frame per line: readable enough, and 40% fewer bytes than indented (it counts per frame).
+        d = asdict(self)
+        frames = d.pop("frames")
+        head = json.dumps(d, separators=(",", ":"))
+        body = ",\n".join(json.dumps(f, separators=(",", ":")) for f in frames)
+        return head[:-1] + ',"frames":[\n' + body + "\n]}"
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrackMeta":
@@ -345,7 +350,10 @@ class EditedEntry(FaceTrackEntry):
 
     def crop(self, i: int) -> np.ndarray:
         if i in self._edited:
-            return self._edited[i]
+            edit = self._edited[i]
+            if callable(edit):  # an edit made when first read (compact augmentation)
+                edit = self._edited[i] = edit()
+            return edit
         return self._base.crop(i)
 
     def native(self, i: int) -> tuple[np.ndarray, tuple[int, int]]:

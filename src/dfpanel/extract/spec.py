@@ -59,7 +59,7 @@ class InputSpec:
     # pixels round the face on the 8x8 grid, lossless (what CM and RR read). "full": the whole context
     # crop at native resolution, lossless PNG (caches before compact storage; LEGACY_FILL below).
     store: str = "compact"
-    face_px: int = 224  # face layer: the face box side at most this (views of the face and mouth)
+    face_px: int = 176  # face layer: the face box side at most this (a 224 px view of 1.3x the face: 172)
     face_span: float = 1.4  # face layer: this x the face box (covers the face_scale 1.3 views)
     context_px: int = 112  # context layer: the whole crop, the face at most this (BG's context view)
     native_size: int = 224

@@ -14,7 +14,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from dfpanel.errors import ConfigError
-from dfpanel.extract.cache import EditedEntry, FaceTrackEntry, face_layer, native_layer
+from dfpanel.extract.cache import (
+    EditedEntry,
+    FaceTrackEntry,
+    Layer,
+    face_layer,
+    native_layer,
+)
 
 
 class AugmentedEntry(EditedEntry):
@@ -67,8 +73,14 @@ class CropAugmenter:
         for pos in positions:
             mask = None if masks is None else masks.get(pos)
             self.transform.set_random_seed(seed)  # the same draw for every frame (and layer) of the sample
-            image, frames[pos], out_mask = self._one(entry.crop(pos), frames[pos], mask)
-            edits[pos] = {"context": image}
+            if frames[pos].face_file is not None:
+                # Compact: the geometry from a stand-in of the crop's shape; the crop itself is decoded
+                # and transformed only if a view reads it (BG's context; TM and AV read the face layer).
+                _, frames[pos], out_mask = self._one(np.zeros(stored_shape(frames[pos]), np.uint8), frames[pos], mask)
+                edits[pos] = {"context": lambda pos=pos: self._follow(context_layer(entry, pos), seed)}
+            else:
+                image, frames[pos], out_mask = self._one(entry.crop(pos), frames[pos], mask)
+                edits[pos] = {"context": image}
             if out_mask is not None:
                 moved_masks[pos] = out_mask
             # A compact entry's face layer and native pixels: the same draw, made when a view reads them.
@@ -131,6 +143,18 @@ class CropAugmenter:
         out = self.transform(image=layer.image, keypoints=np.array([[-0.5, -0.5], [w - 0.5, h - 0.5]], dtype=np.float32))
         self._flips(np.asarray(out["keypoints"], dtype=np.float64)[:, :2] + 0.5, w, h)
         return np.ascontiguousarray(out["image"])
+
+
+def stored_shape(frame) -> tuple[int, int, int]:
+    """(h, w, 3) of a compact frame's context crop: its box at its scale, as compact.pack_track sizes it."""
+    w, h = frame.crop_box[2] - frame.crop_box[0], frame.crop_box[3] - frame.crop_box[1]
+    if frame.scale == 1.0:
+        return h, w, 3
+    return max(1, round(h * frame.scale)), max(1, round(w * frame.scale)), 3
+
+
+def context_layer(entry: FaceTrackEntry, pos: int) -> Layer:
+    return Layer("context", entry.crop(pos), entry.meta.frames[pos])
 
 
 def _mirror(box, crop_box, flips: tuple[bool, bool]):

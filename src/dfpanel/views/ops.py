@@ -65,14 +65,23 @@ def cut(image: np.ndarray, x0: int, y0: int, width: int, height: int) -> np.ndar
     return inside
 
 
-def cut_resized(image: np.ndarray, box: Sequence[float], size: int) -> np.ndarray:
-    """The `box` region of `image` (reflect-padded outside) resized to size x size."""
+MILD_SHRINK = 0.8  # compact layers: a shrink to no less than this is bilinear (see cut_resized)
+
+
+def cut_resized(image: np.ndarray, box: Sequence[float], size: int, prefiltered: bool = False) -> np.ndarray:
+    """The `box` region of `image` (reflect-padded outside) resized to size x size.
+
+    `prefiltered`: the image is a compact cache layer, already area-downscaled to about the views'
+    resolution; a mild shrink of it (to >= MILD_SHRINK) is then bilinear, 6x faster than INTER_AREA's
+    non-integer path and as sharp. A full crop (native pixels) is always shrunk with INTER_AREA."""
     x0, y0 = int(math.floor(box[0])), int(math.floor(box[1]))
     x1, y1 = int(math.ceil(box[2])), int(math.ceil(box[3]))
     region = cut(image, x0, y0, max(1, x1 - x0), max(1, y1 - y0))
     if region.shape[0] == size and region.shape[1] == size:
         return np.ascontiguousarray(region)
     shrinking = region.shape[0] > size or region.shape[1] > size
+    if shrinking and prefiltered and size >= MILD_SHRINK * max(region.shape[:2]):
+        shrinking = False
     return cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
@@ -91,7 +100,7 @@ def cut_source_box(entry, pos: int, want: Sequence[float], size: int) -> np.ndar
     image that holds it (a compact entry's face layer when it covers the box, else the crop)."""
     image, (ox, oy), s = entry.region(pos, want)
     box = (np.asarray(want, dtype=np.float64) - [ox, oy, ox, oy]) * s
-    return cut_resized(image, box, size)
+    return cut_resized(image, box, size, prefiltered=entry.meta.frames[pos].face_file is not None)
 
 
 def context_crop(entry, pos: int, size: int, scale: float = 2.0) -> torch.Tensor:
