@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> dict:
         psnrs = ", ".join(f"{k} {p['mean']:.1f} dB (5th pct {p['p5']:.1f})" for k, p in v["psnr_db"].items())
         print(f"  {name}: {exact}{'; ' if exact and psnrs else ''}{psnrs}")
 
+    import gc
+
+    gc.freeze()  # as a training DataLoader worker does (datamodule.freeze_inherited_objects)
     result["loader"] = {}
     for name in SPECIALISTS:
         rates = {store: loader_rate(caches[store], name, args.size, args.samples) for store in ("full", "compact")}

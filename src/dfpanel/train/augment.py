@@ -73,19 +73,25 @@ class CropAugmenter:
         for pos in positions:
             mask = None if masks is None else masks.get(pos)
             self.transform.set_random_seed(seed)  # the same draw for every frame (and layer) of the sample
-            if frames[pos].face_file is not None:
-                # Compact: the geometry from a stand-in of the crop's shape; the crop itself is decoded
-                # and transformed only if a view reads it (BG's context; TM and AV read the face layer).
+            compact = frames[pos].face_file is not None
+            if compact and mask is None:
+                # Compact: every view reads the face layer, so it is transformed now, and its flips move
+                # the frame's geometry; the crop and native pixels follow when a view reads them.
+                face, flips = self._face_first(face_layer(entry, pos), seed)
+                frames[pos] = _mirror_frame(frames[pos], flips)
+                edits[pos] = {"context": lambda pos=pos: self._follow(context_layer(entry, pos), seed), "face": face}
+            elif compact:
+                # With a blend mask (in crop pixels): the geometry and the mask from a stand-in of the
+                # crop's shape; the crop itself is decoded only if a view reads it.
                 _, frames[pos], out_mask = self._one(np.zeros(stored_shape(frames[pos]), np.uint8), frames[pos], mask)
-                edits[pos] = {"context": lambda pos=pos: self._follow(context_layer(entry, pos), seed)}
+                moved_masks[pos] = out_mask
+                edits[pos] = {"context": lambda pos=pos: self._follow(context_layer(entry, pos), seed),
+                              "face": lambda pos=pos: self._follow(face_layer(entry, pos), seed)}
             else:
                 image, frames[pos], out_mask = self._one(entry.crop(pos), frames[pos], mask)
                 edits[pos] = {"context": image}
-            if out_mask is not None:
-                moved_masks[pos] = out_mask
-            # A compact entry's face layer and native pixels: the same draw, made when a view reads them.
-            if frames[pos].face_file is not None:
-                edits[pos]["face"] = lambda pos=pos: self._follow(face_layer(entry, pos), seed)
+                if out_mask is not None:
+                    moved_masks[pos] = out_mask
             if frames[pos].native_file is not None:
                 edits[pos]["native"] = lambda pos=pos: self._follow(native_layer(entry, pos), seed)
         meta = dataclasses.replace(entry.meta, frames=frames)
@@ -135,6 +141,14 @@ class CropAugmenter:
                               "extracted with --store full")
         return bool(flip_x), bool(flip_y)
 
+    def _face_first(self, layer, seed: int) -> tuple[np.ndarray, tuple[bool, bool]]:
+        """The face layer under the sample's draw, and the flips it made."""
+        self.transform.set_random_seed(seed)
+        h, w = layer.image.shape[:2]
+        out = self.transform(image=layer.image, keypoints=np.array([[-0.5, -0.5], [w - 0.5, h - 0.5]], dtype=np.float32))
+        flips = self._flips(np.asarray(out["keypoints"], dtype=np.float64)[:, :2] + 0.5, w, h)
+        return np.ascontiguousarray(out["image"]), flips
+
     def _follow(self, layer, seed: int) -> np.ndarray:
         """A compact entry's face layer or native pixels under the same draw as its context crop (the
         meta already says where they lie: `_one` mirrored their boxes with the crop)."""
@@ -155,6 +169,25 @@ def stored_shape(frame) -> tuple[int, int, int]:
 
 def context_layer(entry: FaceTrackEntry, pos: int) -> Layer:
     return Layer("context", entry.crop(pos), entry.meta.frames[pos])
+
+
+def _mirror_frame(frame, flips: tuple[bool, bool]):
+    """A compact frame's geometry after its crop was flipped: box, landmarks and the layers' boxes
+    mirrored about the crop box (source pixels, continuous: x -> x0 + x1 - x)."""
+    if not any(flips):
+        return frame
+    cx0, cy0, cx1, cy1 = frame.crop_box
+    lm = np.asarray(frame.landmarks, dtype=np.float64).reshape(-1, 2).copy()
+    b = list(frame.box)
+    if flips[0]:
+        lm[:, 0] = cx0 + cx1 - lm[:, 0]
+        b[0], b[2] = cx0 + cx1 - b[2], cx0 + cx1 - b[0]
+    if flips[1]:
+        lm[:, 1] = cy0 + cy1 - lm[:, 1]
+        b[1], b[3] = cy0 + cy1 - b[3], cy0 + cy1 - b[1]
+    return dataclasses.replace(frame, box=[float(v) for v in b], landmarks=lm.tolist(),
+                               face_box=_mirror(frame.face_box, frame.crop_box, flips),
+                               native_box=_mirror(frame.native_box, frame.crop_box, flips))
 
 
 def _mirror(box, crop_box, flips: tuple[bool, bool]):

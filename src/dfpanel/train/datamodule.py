@@ -210,6 +210,8 @@ class CacheDataModule(L.LightningDataModule):
         if batch_size is not None:
             kwargs["batch_size"] = batch_size
         workers = kwargs.pop("num_workers", d.num_workers)
+        if workers > 0:
+            kwargs.setdefault("worker_init_fn", freeze_inherited_objects)
         return DataLoader(
             dataset,
             num_workers=workers,
@@ -241,3 +243,12 @@ class CacheDataModule(L.LightningDataModule):
         if self.streaming:
             return self._stream_loader(self.val_set)
         return self._loader(self.val_set, d.val_batch_size or d.batch_size, shuffle=False)
+
+
+def freeze_inherited_objects(worker_id: int) -> None:
+    """A DataLoader worker inherits the trainer's ~400k Python objects (torch, Lightning); a full
+    garbage collection scans them all (~25 ms) and is triggered by the worker's own allocations
+    (every cache entry's metadata). Frozen, they are never scanned (the loader benchmark: 3-20% faster)."""
+    import gc
+
+    gc.freeze()
