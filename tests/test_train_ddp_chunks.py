@@ -98,7 +98,7 @@ def rank_one(monkeypatch):
 def _stub_fits(monkeypatch, out: Path) -> list[int]:
     fitted = []
 
-    def fit_stage(cfg, chunk_dir, *, resume, chunk, optimizer_state, progress):
+    def fit_stage(cfg, chunk_dir, *, resume, chunk, optimizer_state, progress, time_limit=None):
         fitted.append(chunk)
         return {"weights": str(chunk_dir / "best.safetensors"), "sha256": f"sha{chunk}", "metrics": {}, "chunk": chunk}
 
