@@ -238,3 +238,20 @@ def test_convert_command_line(caches, tmp_path, capsys):
     assert FaceTrackCache(tmp_path / "c").input_spec.store == "compact"
     rc = main(["cache", "convert", str(roots["compact"]), "--out", str(tmp_path / "d")])
     assert rc == 2 and "already a compact cache" in capsys.readouterr().err
+
+
+def test_report_thumbnails_show_the_same_face(caches):
+    """The report's face thumbnail is cut from whichever stored image holds the face: a compact entry's
+    shows the same face as the full crop's (a crop cut in source coordinates from a scaled layer would not)."""
+    import io
+
+    from PIL import Image
+
+    from dfpanel.detect.pipeline import face_thumbnail
+
+    full, compact = entries(caches)
+    for pos in (0, len(full) - 1):
+        a, b = (np.asarray(Image.open(io.BytesIO(face_thumbnail(e, pos))).convert("RGB")) for e in (full, compact))
+        w = min(a.shape[1], b.shape[1])
+        assert a.shape[0] == b.shape[0] == 112 and abs(a.shape[1] - b.shape[1]) <= 2
+        assert psnr(torch.from_numpy(a[:, :w] / 255.0), torch.from_numpy(b[:, :w] / 255.0)) > 22

@@ -398,17 +398,17 @@ class PanelDetector:
 
 
 def face_thumbnail(entry, position: int, height: int = 112) -> bytes:
-    """PNG of the face box (with a little margin) cut from the stored context crop."""
+    """PNG of the face box (with a little margin) cut from the stored image that holds it."""
     from PIL import Image
 
     f = entry.meta.frames[position]
-    crop = entry.crop(position)
-    x0, y0 = f.crop_box[0], f.crop_box[1]
     bx0, by0, bx1, by1 = f.box
     m = 0.15 * max(bx1 - bx0, by1 - by0)
+    want = [bx0 - m, by0 - m, bx1 + m, by1 + m]
+    crop, (x0, y0), s = entry.region(position, want)  # a compact entry's face layer, else the crop
     h, w = crop.shape[:2]
-    l, t = max(0, int(bx0 - m - x0)), max(0, int(by0 - m - y0))
-    r, b = min(w, int(bx1 + m - x0)), min(h, int(by1 + m - y0))
+    l, t = max(0, int((want[0] - x0) * s)), max(0, int((want[1] - y0) * s))
+    r, b = min(w, int((want[2] - x0) * s)), min(h, int((want[3] - y0) * s))
     face = crop[t:b, l:r] if r > l and b > t else crop
     im = Image.fromarray(np.ascontiguousarray(face))
     im = im.resize((max(1, round(im.width * height / max(im.height, 1))), height), Image.BILINEAR)
