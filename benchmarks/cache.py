@@ -166,10 +166,12 @@ def main(argv: list[str] | None = None) -> dict:
     caches = {}
     for store in ("full", "compact"):
         root = work / f"cache_{store}"
-        cpu = None
+        record = work / f"extract_{store}.json"  # the CPU time of the extraction that made this cache
         if not (root / "index.jsonl").is_file():
             cpu = dfpanel("extract", str(manifest), "--out", str(root), "--frames", str(args.frames), "--store", store,
                           "--workers", "1", "--no-progress")
+            record.write_text(json.dumps({"cpu_s": cpu}))
+        cpu = json.loads(record.read_text())["cpu_s"] if record.is_file() else None
         caches[store] = root
         size = cache_bytes(root)
         result[store] = {**size, "extract_cpu_s_per_video": None if cpu is None else round(cpu / n_videos, 2)}

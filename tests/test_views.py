@@ -147,6 +147,21 @@ def test_srm_residuals_vanish_on_smooth_ramps_but_not_on_noise():
     assert noise.abs().mean() > 0.1
 
 
+def test_srm_residuals_are_a_reflect_padded_correlation_with_the_kernels():
+    """The OpenCV path equals torch's reflect-pad + conv2d (what RR's weights were first trained on),
+    borders included, on odd shapes too."""
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(3)
+    kernels = torch.from_numpy(views.SRM_KERNELS)[:, None]
+    for shape in ((33, 47), (64, 64), (8, 9)):
+        gray = torch.from_numpy(rng.normal(128, 40, shape).astype(np.float32))
+        ref = F.conv2d(F.pad(gray[None, None], (2, 2, 2, 2), mode="reflect"), kernels)[0].clamp_(-3, 3) / 3
+        got = views.srm_residuals(gray)
+        assert got.shape == ref.shape and got.dtype == torch.float32
+        assert torch.allclose(got, ref, atol=1e-5)
+
+
 def test_log_spectrum_peaks_at_the_period_of_a_periodic_pattern():
     x = torch.arange(64.0)
     img = 100 + 50 * torch.cos(2 * np.pi * x / 4)[None, :].expand(64, 64)
