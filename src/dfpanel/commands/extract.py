@@ -51,8 +51,8 @@ def register(app: typer.Typer) -> None:
         context_scale: float = typer.Option(2.0, "--context-scale", help="Stored crop side / face box side."),
         store: str = typer.Option(
             "compact", "--store",
-            help="compact: the context crop scaled to --face-px (WebP) + native pixels round the face, lossless "
-                 "(~5x smaller); full: whole crops at native resolution, lossless PNG.",
+            help="compact: the face (--face-px, --face-span) and its context (--context-px) in WebP + native pixels "
+                 "round the face, lossless (~5x smaller); full: whole crops at native resolution, lossless PNG.",
         ),
         face_px: int = typer.Option(176, "--face-px", help="compact: largest face box side in the face layer, pixels."),
         face_span: float = typer.Option(1.4, "--face-span", help="compact: the face layer's side / face box side."),
