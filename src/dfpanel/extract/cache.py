@@ -8,8 +8,9 @@ Layout (one folder per video, written atomically: built in a temp folder, then r
       extract_report.json         per-video failures with reasons, and run totals
       <dataset>/<video_id>/
         meta.json                 TrackMeta (below)
-        context/000000.webp ...   store "compact" (the default, dfpanel.extract.compact): the context box
-        native/000000.webp ...    (2x the face box) scaled so the face is at most face_px, WebP; and the
+        face/000000.webp ...      store "compact" (the default, dfpanel.extract.compact): the face
+        context/000000.webp ...   (face_span x its box, the face at most face_px) and the context box
+        native/000000.webp ...    (2x the face box, the face at most context_px), WebP; and the
                                   native_size window round the face on the 8x8 grid, lossless
         crops/000000.png ...      store "full" (caches before compact storage): lossless RGB crops of the
                                   context box at native resolution
@@ -38,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from dfpanel.errors import ConfigError, DataError, DfpanelError
+from dfpanel.extract.compact import covers, decode_image, pack_track
 from dfpanel.extract.spec import LEGACY_SPEC, SPEC_FILE, InputSpec, check_same_views
 
 log = logging.getLogger(__name__)
@@ -201,18 +203,13 @@ class FaceTrackEntry:
         """(image, its source-pixel origin, its px per source px) to cut the source box `want` of
         position i from: the face layer when it covers it (compact.covers), else the context crop."""
         f = self.meta.frames[i]
-        if f.face_box is not None:
-            from dfpanel.extract.compact import covers
-
-            if covers(f.face_box, f.crop_box, want):
-                face = self.face(i)
-                if face is not None:
-                    return face[0], face[1], float(f.face_scale)
+        if f.face_box is not None and covers(f.face_box, f.crop_box, want):
+            face = self.face(i)
+            if face is not None:
+                return face[0], face[1], float(f.face_scale)
         return self.crop(i), (int(f.crop_box[0]), int(f.crop_box[1])), float(f.scale)
 
     def _image(self, rel: str) -> np.ndarray:
-        from dfpanel.extract.compact import decode_image
-
         path = self.folder / rel
         try:
             data = self.read_bytes(rel)
@@ -262,8 +259,6 @@ def entry_from_track(meta: TrackMeta, crops: list[np.ndarray], audio: np.ndarray
     compact tracks are packed and decoded exactly as `dfpanel extract` writes and reads them."""
     spec = InputSpec.from_dict(meta.input_spec) if meta.input_spec is not None else LEGACY_SPEC
     if spec.store == "compact":
-        from dfpanel.extract.compact import pack_track
-
         packed, files = pack_track(meta, crops, spec)
         return FilesEntry(packed, files, audio)
     return FaceTrackEntry.from_memory(meta, crops, audio)
@@ -275,7 +270,7 @@ class Layer:
     box the image covers and `frame.scale` its pixels per source pixel. An edit (augmentation, a
     pseudo-fake) that works on a crop and its FrameRecord works on any layer unchanged."""
 
-    name: str  # "context" (entry.crop) or "native" (entry.native)
+    name: str  # "context" (entry.crop), "face" (entry.face) or "native" (entry.native)
     image: np.ndarray
     frame: FrameRecord
 
@@ -283,17 +278,19 @@ class Layer:
 def frame_layers(entry: FaceTrackEntry, pos: int) -> list[Layer]:
     """The context crop of position `pos`, and, when stored apart (compact), its face layer and its
     native pixels."""
-    layers = [Layer("context", entry.crop(pos), entry.meta.frames[pos])]
-    for extra in (face_layer(entry, pos), native_layer(entry, pos)):
-        if extra is not None:
-            layers.append(extra)
-    return layers
+    layers = [context_layer(entry, pos), face_layer(entry, pos), native_layer(entry, pos)]
+    return [layer for layer in layers if layer is not None]
+
+
+def context_layer(entry: FaceTrackEntry, pos: int) -> Layer:
+    """The context crop of position `pos` as a Layer (its frame describes it as it is)."""
+    return Layer("context", entry.crop(pos), entry.meta.frames[pos])
 
 
 def face_layer(entry: FaceTrackEntry, pos: int) -> Layer | None:
     """The face layer of position `pos` as a Layer, None when the entry has none (full)."""
     f = entry.meta.frames[pos]
-    got = entry.face(pos) if f.face_file is not None else None
+    got = entry.face(pos)
     if got is None:
         return None
     image, (ox, oy) = got
@@ -315,7 +312,7 @@ def edit_layers(entry: FaceTrackEntry, pos: int, edit) -> dict:
     """{"context": edit(context layer), "face"/"native": deferred edits of those layers}: what
     EditedEntry.from_layers takes. A layer is decoded and edited only when a view reads it (native
     pixels: CM and RR), so an edit costs a specialist only the layers it reads."""
-    out = {"context": edit(Layer("context", entry.crop(pos), entry.meta.frames[pos]))}
+    out = {"context": edit(context_layer(entry, pos))}
     if entry.meta.frames[pos].face_file is not None:
         out["face"] = lambda: edit(face_layer(entry, pos))
     if entry.meta.frames[pos].native_file is not None:
@@ -326,9 +323,10 @@ def edit_layers(entry: FaceTrackEntry, pos: int, edit) -> dict:
 class EditedEntry(FaceTrackEntry):
     """A FaceTrackEntry with some crops (and the frames' meta, and/or the audio) replaced in memory:
     what augmentation and pseudo-fake generators hand to a view. Untouched positions read through to
-    the base entry, so an edit of one sample costs only the crops it changes. `natives`: edited native
-    pixels of a compact entry: an image (at the meta's `native_box`), an (image, origin) pair, or a
-    function returning either, called when a view first reads them (only CM and RR do)."""
+    the base entry, so an edit of one sample costs only the crops it changes. `natives` and `faces`:
+    edited layers of a compact entry (at the meta's `native_box` / `face_box`), each an image or a
+    function returning one, called when a view first reads that layer; a `crops` value may be such a
+    function too."""
 
     def __init__(self, base: FaceTrackEntry, meta: TrackMeta | None = None, crops: dict[int, np.ndarray] | None = None,
                  audio: np.ndarray | None | str = "base", natives: dict | None = None, faces: dict | None = None):
@@ -382,8 +380,6 @@ class EditedEntry(FaceTrackEntry):
             edit = edits[i] = edit()
         if edit is None:
             return None
-        if isinstance(edit, tuple):  # (image, origin): an edit that moved them (a flip)
-            return edit[0], (int(edit[1][0]), int(edit[1][1]))
         return edit, (int(box[0]), int(box[1]))
 
     @classmethod

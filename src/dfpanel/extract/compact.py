@@ -96,11 +96,16 @@ def covers(layer_box: Sequence[float], crop_box: Sequence[float], want: Sequence
     ))
 
 
+def scaled_size(w: int, h: int, s: float) -> tuple[int, int]:
+    """(w, h) of an image of w x h source pixels stored at `s` px per source px."""
+    return (w, h) if s == 1.0 else (max(1, round(w * s)), max(1, round(h * s)))
+
+
 def _shrink(image: np.ndarray, s: float) -> np.ndarray:
     if s == 1.0:
         return image
     h, w = image.shape[:2]
-    return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, scaled_size(w, h, s), interpolation=cv2.INTER_AREA)
 
 
 def pack_track(meta, crops: Sequence[np.ndarray], spec) -> tuple[object, dict[str, bytes]]:

@@ -105,8 +105,10 @@ class InputSpec:
             bad("store", f"must be one of {', '.join(STORES)}")
         if self.native_size % 8 or self.native_size < 64:
             bad("native_size", "must be a multiple of 8 and at least 64")
-        if self.face_px < 32 or self.context_px < 16:
-            bad("face_px" if self.face_px < 32 else "context_px", "must be at least 32 (face_px) / 16 (context_px)")
+        if self.face_px < 32:
+            bad("face_px", "must be at least 32")
+        if self.context_px < 16:
+            bad("context_px", "must be at least 16")
         if self.face_span < 1.0:
             bad("face_span", "must be at least 1 (the face layer holds the whole face box)")
         if self.context_quality > 100:

@@ -93,9 +93,8 @@ class Recompress(PseudoFakeGenerator):
             # native pixels of a compact entry, what CM reads).
             gx, gy = (8 - fr.crop_box[0] % 8) % 8, (8 - fr.crop_box[1] % 8) % 8
             grid = ((gx + shift[0]) % BLOCK, (gy + shift[1]) % BLOCK)
-            if layer.name == "context":
+            if layer.name == "context":  # the mask and the grid are reported in crop pixels
                 masks[pos] = mask
-            if fr.scale == 1.0:
                 grids[pos] = list(grid)
             return paste(crop, recompress_region(crop, mask, grid, qualities), mask)
 

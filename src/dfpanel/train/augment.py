@@ -17,10 +17,11 @@ from dfpanel.errors import ConfigError
 from dfpanel.extract.cache import (
     EditedEntry,
     FaceTrackEntry,
-    Layer,
+    context_layer,
     face_layer,
     native_layer,
 )
+from dfpanel.extract.compact import scaled_size
 
 
 class AugmentedEntry(EditedEntry):
@@ -77,23 +78,23 @@ class CropAugmenter:
             if compact and mask is None:
                 # Compact: every view reads the face layer, so it is transformed now, and its flips move
                 # the frame's geometry; the crop and native pixels follow when a view reads them.
-                face, flips = self._face_first(face_layer(entry, pos), seed)
+                face, flips = self._follow(face_layer(entry, pos), seed)
                 frames[pos] = _mirror_frame(frames[pos], flips)
-                edits[pos] = {"context": lambda pos=pos: self._follow(context_layer(entry, pos), seed), "face": face}
+                edits[pos] = {"context": lambda pos=pos: self._follow(context_layer(entry, pos), seed)[0], "face": face}
             elif compact:
                 # With a blend mask (in crop pixels): the geometry and the mask from a stand-in of the
                 # crop's shape; the crop itself is decoded only if a view reads it.
                 _, frames[pos], out_mask = self._one(np.zeros(stored_shape(frames[pos]), np.uint8), frames[pos], mask)
                 moved_masks[pos] = out_mask
-                edits[pos] = {"context": lambda pos=pos: self._follow(context_layer(entry, pos), seed),
-                              "face": lambda pos=pos: self._follow(face_layer(entry, pos), seed)}
+                edits[pos] = {"context": lambda pos=pos: self._follow(context_layer(entry, pos), seed)[0],
+                              "face": lambda pos=pos: self._follow(face_layer(entry, pos), seed)[0]}
             else:
                 image, frames[pos], out_mask = self._one(entry.crop(pos), frames[pos], mask)
                 edits[pos] = {"context": image}
                 if out_mask is not None:
                     moved_masks[pos] = out_mask
             if frames[pos].native_file is not None:
-                edits[pos]["native"] = lambda pos=pos: self._follow(native_layer(entry, pos), seed)
+                edits[pos]["native"] = lambda pos=pos: self._follow(native_layer(entry, pos), seed)[0]
         meta = dataclasses.replace(entry.meta, frames=frames)
         out = AugmentedEntry.from_layers(entry, edits, meta=meta)
         return out if masks is None else (out, moved_masks)
@@ -141,34 +142,20 @@ class CropAugmenter:
                               "extracted with --store full")
         return bool(flip_x), bool(flip_y)
 
-    def _face_first(self, layer, seed: int) -> tuple[np.ndarray, tuple[bool, bool]]:
-        """The face layer under the sample's draw, and the flips it made."""
+    def _follow(self, layer, seed: int) -> tuple[np.ndarray, tuple[bool, bool]]:
+        """A compact entry's layer (face, crop or native pixels) under the sample's draw, and the flips
+        it made (the same for every layer: `_flips` refuses any other move)."""
         self.transform.set_random_seed(seed)
         h, w = layer.image.shape[:2]
         out = self.transform(image=layer.image, keypoints=np.array([[-0.5, -0.5], [w - 0.5, h - 0.5]], dtype=np.float32))
         flips = self._flips(np.asarray(out["keypoints"], dtype=np.float64)[:, :2] + 0.5, w, h)
         return np.ascontiguousarray(out["image"]), flips
 
-    def _follow(self, layer, seed: int) -> np.ndarray:
-        """A compact entry's face layer or native pixels under the same draw as its context crop (the
-        meta already says where they lie: `_one` mirrored their boxes with the crop)."""
-        self.transform.set_random_seed(seed)
-        h, w = layer.image.shape[:2]
-        out = self.transform(image=layer.image, keypoints=np.array([[-0.5, -0.5], [w - 0.5, h - 0.5]], dtype=np.float32))
-        self._flips(np.asarray(out["keypoints"], dtype=np.float64)[:, :2] + 0.5, w, h)
-        return np.ascontiguousarray(out["image"])
-
 
 def stored_shape(frame) -> tuple[int, int, int]:
     """(h, w, 3) of a compact frame's context crop: its box at its scale, as compact.pack_track sizes it."""
-    w, h = frame.crop_box[2] - frame.crop_box[0], frame.crop_box[3] - frame.crop_box[1]
-    if frame.scale == 1.0:
-        return h, w, 3
-    return max(1, round(h * frame.scale)), max(1, round(w * frame.scale)), 3
-
-
-def context_layer(entry: FaceTrackEntry, pos: int) -> Layer:
-    return Layer("context", entry.crop(pos), entry.meta.frames[pos])
+    w, h = scaled_size(frame.crop_box[2] - frame.crop_box[0], frame.crop_box[3] - frame.crop_box[1], frame.scale)
+    return h, w, 3
 
 
 def _mirror_frame(frame, flips: tuple[bool, bool]):
