@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 # extract(path, video_id, timings) -> list[(TrackMeta, crops, audio|None)], main track first; it may
 # add its own step timings (e.g. "decode", "faces") to `timings`
 ExtractFn = Callable[[Path, str, dict], list]
+# progress(stage, fraction): the step `analyse` starts, in words ("extracting faces", "scoring BG"), and
+# how far it is (0..1); called from the analysing thread
+ProgressFn = Callable[[str, float], None]
 
 
 @dataclass

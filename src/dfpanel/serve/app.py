@@ -24,7 +24,14 @@ from typing import Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from python_multipart.exceptions import MultipartParseError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -45,7 +52,13 @@ from dfpanel.serve.security import (
     safe_next,
     session_value,
 )
-from dfpanel.serve.upload import MULTIPART_SLACK, UploadRefused, content_length, receive_file, safe_name
+from dfpanel.serve.upload import (
+    MULTIPART_SLACK,
+    UploadRefused,
+    content_length,
+    receive_file,
+    safe_name,
+)
 from dfpanel.serve.worker import JobRunner, QueueFull, load_thumbnails
 
 log = logging.getLogger(__name__)

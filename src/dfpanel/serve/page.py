@@ -112,7 +112,7 @@ def render_index(specialists: list[str], panel_note: str, training: dict | None,
             f'<p class="muted">Only this browser sees this list. {kept}uploads are deleted once analysed.</p></div>'
             if jobs else "")
     names = ", ".join(s.upper() for s in specialists) or "none"
-    out = (f'<form class="inline" method="post" action="logout"><button class="danger" type="submit">Log out</button></form>'
+    out = ('<form class="inline" method="post" action="logout"><button class="danger" type="submit">Log out</button></form>'
            if logout else "")
     body = f"""{training_banner(training)}
 <div class="toolbar"><h1 class="grow">dfpanel — is this video a deepfake?</h1>{out}</div>
@@ -174,7 +174,7 @@ def render_error(status: int, message: str, nonce: str, back: str = "/") -> str:
 
 def render_docs() -> str:
     """Swagger UI from the files installed with swagger-ui-bundle (no CDN)."""
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>dfpanel API</title>
+    return """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>dfpanel API</title>
 <link rel="stylesheet" href="docs/static/swagger-ui.css"></head><body><div id="swagger-ui"></div>
 <script src="docs/static/swagger-ui-bundle.js"></script><script src="docs/init.js"></script></body></html>"""
 
