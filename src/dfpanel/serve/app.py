@@ -118,14 +118,15 @@ def create_app(detector: PanelDetector, config: ServeConfig) -> FastAPI:
     def visitor(request: Request) -> Optional[str]:
         return cookies_of(request.scope).get(VISITOR_COOKIE) or None
 
-    def ensure_visitor(request: Request, response: Response) -> str:
-        """This browser's visitor id (a random cookie): the key to the list of its own jobs."""
+    def browser_visitor(request: Request) -> tuple[str, bool]:
+        """This browser's visitor id (a random cookie: the key to the list of its own jobs), and whether
+        it is new (then `remember` sets it on the answer)."""
         v = visitor(request)
-        if not v:
-            v = secrets.token_urlsafe(24)
-            response.set_cookie(VISITOR_COOKIE, v, max_age=COOKIE_AGE, httponly=True, samesite="lax", path="/")
-            request.state.new_visitor = v
-        return v
+        return (v, False) if v else (secrets.token_urlsafe(24), True)
+
+    def remember(response: Response, visitor_id: str) -> Response:
+        response.set_cookie(VISITOR_COOKIE, visitor_id, max_age=COOKIE_AGE, httponly=True, samesite="lax", path="/")
+        return response
 
     def job_for(request: Request, job_id: str) -> Job:
         """The job, if this caller may see it: its browser made it, or it was made without a cookie
@@ -220,22 +221,20 @@ def create_app(detector: PanelDetector, config: ServeConfig) -> FastAPI:
     # ---- pages -------------------------------------------------------------------------------
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index(request: Request) -> HTMLResponse:
-        resp = HTMLResponse("")
-        mine = [public(j) for j in store.owned_by(owner_of(ensure_visitor(request, resp)))]
+        vid, new = browser_visitor(request)
+        mine = [public(j) for j in store.owned_by(owner_of(vid))]
         note = "fitted panel" if detector.panel.fitted else "equal-weights panel"
         html = page.render_index([r.name for r in detector.runners], note, detector.training_data(), mine,
                                  nonce(request), cfg.max_upload_mb, cfg.retention_text if cfg.retention_s else None,
                                  logout=bool(cfg.token))
-        resp.body = resp.render(html)
-        resp.headers["content-length"] = str(len(resp.body))
-        return resp
+        return remember(HTMLResponse(html), vid) if new else HTMLResponse(html)
 
     @app.post("/detect", include_in_schema=False)
     async def form_detect(request: Request) -> Response:
-        resp = RedirectResponse("", status_code=303)
-        job = await accept_upload(request, owner_of(ensure_visitor(request, resp)))
-        resp.headers["location"] = f"jobs/{job.id}"
-        return resp
+        vid, new = browser_visitor(request)
+        job = await accept_upload(request, owner_of(vid))
+        resp = RedirectResponse(f"jobs/{job.id}", status_code=303)
+        return remember(resp, vid) if new else resp
 
     @app.get("/jobs/{job_id}", response_class=HTMLResponse, include_in_schema=False)
     def job_page(request: Request, job_id: str) -> HTMLResponse:
@@ -287,15 +286,11 @@ def create_app(detector: PanelDetector, config: ServeConfig) -> FastAPI:
                          503: {"description": "queue full; see Retry-After"}, 507: {"description": "disk full"}})
     async def create_job(request: Request) -> JSONResponse:
         """Upload a video (multipart field `file`); it is queued for analysis. Poll the job's URL."""
-        resp = JSONResponse({}, status_code=202)
         # The page's script sends the browser's visitor cookie: the job is tied to that browser. An API
         # client without cookies owns nothing: the job's id is its only key.
         job = await accept_upload(request, owner_of(visitor(request)))
         body = dict(public(job), url=f"/api/v1/jobs/{job.id}", page=f"/jobs/{job.id}")
-        resp.body = resp.render(body)
-        resp.headers["content-length"] = str(len(resp.body))
-        resp.headers["location"] = f"/api/v1/jobs/{job.id}"
-        return resp
+        return JSONResponse(body, status_code=202, headers={"location": f"/api/v1/jobs/{job.id}"})
 
     @app.get("/api/v1/jobs", tags=["jobs"])
     def list_jobs(request: Request) -> dict:
@@ -338,6 +333,10 @@ def create_app(detector: PanelDetector, config: ServeConfig) -> FastAPI:
     def healthz() -> dict:
         return {"ok": True, "specialists": [r.name for r in detector.runners], "panel_fitted": detector.panel.fitted,
                 "workers": cfg.workers, "queued": runner.queued(), "running": store.count("running")}
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(page.FAVICON_SVG, media_type="image/svg+xml", headers={"cache-control": "max-age=86400"})
 
     # ---- API docs, served from this machine --------------------------------------------------
     @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)

@@ -119,7 +119,7 @@ def render_index(specialists: list[str], panel_note: str, training: dict | None,
 <div class="muted" style="margin-bottom:16px">Specialists loaded: {escape(names)} · {escape(panel_note)} · videos up to {limit_mb} MB · <a href="docs">API</a></div>
 <form id="form" action="detect" method="post" enctype="multipart/form-data">
 <div id="drop" class="drop" role="button" tabindex="0"><b>Drop a video here</b><div class="muted">or click to choose a file</div></div>
-<input id="file" type="file" name="file" accept="video/*" hidden>
+<input id="file" type="file" accept="video/*" hidden>
 <noscript><p><input type="file" name="file" accept="video/*"> <button type="submit">Analyse</button></p></noscript>
 </form><div id="status" role="status"></div>
 {mine}"""
@@ -180,3 +180,8 @@ def render_docs() -> str:
 
 
 DOCS_INIT_JS = "window.ui=SwaggerUIBundle({url:'openapi.json',dom_id:'#swagger-ui',deepLinking:true});"
+
+# a magnifier over a face's outline, in the verdict colours
+FAVICON_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><circle cx="13" cy="13" r="10" fill="#fff" '
+               'stroke="#1f77b4" stroke-width="3"/><circle cx="13" cy="11" r="3.5" fill="#c62828"/><path d="M7 19c2-4 10-4 12 0" '
+               'fill="#c62828"/><path d="M21 21l8 8" stroke="#1f77b4" stroke-width="4" stroke-linecap="round"/></svg>')

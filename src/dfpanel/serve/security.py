@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit
 AUTH_COOKIE = "dfpanel_auth"
 VISITOR_COOKIE = "dfpanel_visitor"
 TOKEN_ENV = "DFPANEL_SERVE_TOKEN"
-OPEN_PATHS = ("/login", "/healthz")
+OPEN_PATHS = ("/login", "/healthz", "/favicon.ico")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 

@@ -106,7 +106,8 @@ class FilePartWriter:
 
     def _headers_done(self) -> None:
         field, filename = part_file_name(self._headers)
-        if field == FIELD and not self.found and filename is not None:
+        # a form's file input with no file chosen sends an empty file name: not the upload
+        if field == FIELD and not self.found and filename:
             self.found, self._in_file = True, True
             self.filename = filename
             self._fh = self.open_file(filename)
