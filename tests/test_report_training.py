@@ -12,7 +12,7 @@ from dfpanel.detect.pipeline import DetectConfig, PanelDetector
 from dfpanel.panel.combiner import Panel
 from dfpanel.report.html import render_html
 from dfpanel.report.schema import REPORT_VERSION, ReportSchemaError, validate_report
-from dfpanel.serve.app import create_app
+from dfpanel.serve.app import ServeConfig, create_app
 
 
 def detector(**kinds: str) -> PanelDetector:
@@ -64,12 +64,16 @@ def test_report_version_2_requires_training_data(tmp_path, video_bytes):
 @pytest.mark.parametrize("kinds, banner", [({"bg": "synthetic", "cm": "real", "av": "real", "tm": "real"}, True),
                                            ({"bg": "real", "cm": "real", "av": "real", "tm": "real"}, False)])
 def test_the_web_page_says_when_verdicts_are_demonstrations(tmp_path, video_bytes, kinds, banner):
-    c = TestClient(create_app(detector(**kinds), tmp_path / "work"))
-    home = c.get("/").text
-    assert ('class="demo"' in home) is banner
-    if banner:
-        assert home.index('class="demo"') < home.index("<h1>") and "not evidence about a real video" in home
-    body = c.post("/api/detect", files={"file": ("talk.mp4", video_bytes, "video/mp4")}).json()
-    assert body["training_data"]["demonstration"] is banner
-    assert (body["training_data"]["notice"] is not None) is banner
-    assert ('class="demo"' in c.get("/" + body["report_url"]).text) is banner
+    from serve_helpers import wait_for
+
+    with TestClient(create_app(detector(**kinds), ServeConfig(data_dir=tmp_path / "work"))) as c:
+        home = c.get("/").text
+        assert ('class="demo"' in home) is banner
+        if banner:
+            assert home.index('class="demo"') < home.index("<h1") and "not evidence about a real video" in home
+        jid = c.post("/api/v1/jobs", files={"file": ("talk.mp4", video_bytes, "video/mp4")}).json()["id"]
+        report = wait_for(c, jid)["report"]
+        assert report["training_data"]["demonstration"] is banner
+        assert (report["training_data"]["notice"] is not None) is banner
+        assert ('class="demo"' in c.get(f"/jobs/{jid}").text) is banner
+        assert ('class="demo"' in c.get(f"/api/v1/jobs/{jid}/report.html").text) is banner

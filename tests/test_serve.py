@@ -362,7 +362,7 @@ def test_openapi_and_its_docs_are_served_from_this_machine(tmp_path):
         body = spec["paths"]["/api/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]
         assert body["schema"]["required"] == ["file"]
         docs = c.get("/docs").text
-        assert "docs/static/swagger-ui-bundle.js" in docs and "cdn" not in docs
+        assert "docs/static/swagger-ui-bundle.js" in docs and "cdn" not in docs and "http" not in docs
         assert c.get("/docs/static/swagger-ui-bundle.js").status_code == 200
 
 

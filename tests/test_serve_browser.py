@@ -143,3 +143,15 @@ def test_with_a_token_the_browser_logs_in_once(browser, video, tmp_path):
         page.wait_for_url(re.compile(r".*/jobs/.*"))
         page.wait_for_selector(".badge", timeout=30_000)
         ctx.close()
+
+
+def test_the_api_docs_render_from_local_files(browser, tmp_path):
+    with LiveServer(make_app(tmp_path / "data")) as srv:
+        page = browser.new_page()
+        problems = _watch_console(page)
+        page.goto(srv.url + "/docs")
+        page.wait_for_selector(".opblock", timeout=20_000)  # Swagger UI read /openapi.json (OpenAPI 3.1)
+        paths = page.locator(".opblock-summary-path").all_inner_texts()
+        assert "/api/v1/jobs" in paths and "/api/v1/jobs/{job_id}" in paths
+        assert problems == []
+        page.close()

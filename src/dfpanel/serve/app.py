@@ -373,8 +373,9 @@ class _Wrapped:
 
 
 def _swagger_dir() -> Optional[str]:
+    """Swagger UI's files as fastapi-offline installs them (its FastAPI wrapper itself is not used)."""
     try:
-        import swagger_ui_bundle
+        import fastapi_offline
     except ImportError:
         return None
-    return str(swagger_ui_bundle.swagger_ui_path)
+    return str(Path(fastapi_offline.__file__).parent / "static")
