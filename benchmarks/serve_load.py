@@ -164,7 +164,7 @@ class Server:
             env["OMP_NUM_THREADS"] = str(args.server_threads)
         self.cmd = cmd
         self.log_path = log
-        self._log = open(log, "wb")
+        self._log = open(log, "wb")  # noqa: SIM115 (open while the server lives; closed in stop)
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         self.pid = self.proc.pid
 
