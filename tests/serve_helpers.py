@@ -3,9 +3,11 @@ free loopback port, a detector that waits where a test wants it to."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from detect_fakes import fake_extract, fake_runners
@@ -41,6 +43,30 @@ class GatedDetector:
 
     def __getattr__(self, item):
         return getattr(self.inner, item)
+
+
+class DyingDetector:
+    """The stand-in panel, except that a video named *crash* kills the process analysing it (as a
+    decoder crash would)."""
+
+    def __init__(self):
+        self.inner = fake_detector()
+
+    def analyse(self, video, progress=None):
+        if "crash" in Path(video).name:
+            os._exit(3)
+        return self.inner.analyse(video, progress=progress)
+
+    def __getattr__(self, item):
+        return getattr(self.inner, item)
+
+
+@dataclass(frozen=True)
+class FakeFactory:
+    """What a spawned analysis process builds in the tests (picklable: it is imported there by name)."""
+
+    def build(self):
+        return DyingDetector()
 
 
 def make_app(data_dir: Path, detector=None, **cfg):

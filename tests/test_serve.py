@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import time
 
 import pytest
 from fastapi.testclient import TestClient
-from serve_helpers import GatedDetector, LiveServer, fake_detector, make_app, wait_for
+from serve_helpers import (
+    FakeFactory,
+    GatedDetector,
+    LiveServer,
+    fake_detector,
+    make_app,
+    wait_for,
+)
 from video_factory import VideoSpec, make_video
 
 from dfpanel.report.schema import validate_report
@@ -148,6 +156,25 @@ def test_a_bug_in_detection_is_a_failed_report_and_no_traceback(tmp_path, video_
         assert "secret internal state" not in json.dumps(job) and "Traceback" not in json.dumps(job)
         # the service goes on
         assert c.get("/healthz").json()["ok"] is True
+
+
+def test_jobs_run_in_analysis_processes_and_a_crash_fails_only_its_job(tmp_path, video_bytes):
+    data = tmp_path / "data"
+    with TestClient(make_app(data, detector=FakeFactory(), keep_uploads=False)) as c:
+        runner = c.app.state.runner
+        first_child = runner.analysers[0].proc.pid
+        assert first_child != os.getpid() and c.get("/healthz").json()["specialists"] == ["bg", "cm", "av", "tm"]
+        ok = wait_for(c, upload(c, video_bytes).json()["id"])
+        assert ok["status"] == "done" and ok["report"]["status"] == "analysed"
+        crash = wait_for(c, upload(c, video_bytes, name="crash.mp4").json()["id"])
+        assert crash["status"] == "failed" and "exit code 3" in crash["error"] and "analysis stopped" in crash["error"]
+        assert not (data / "jobs" / crash["id"] / "upload").exists()
+        assert "analysis stopped on this video" in c.get(f"/jobs/{crash['id']}").text
+        # the service goes on, with a fresh analysis process
+        again = wait_for(c, upload(c, video_bytes, name="after.mp4").json()["id"])
+        assert again["status"] == "done" and again["report"]["video"]["name"] == "after.mp4"
+        assert runner.analysers[0].proc.pid != first_child
+    assert runner.analysers[0].proc is None  # stopped with the service
 
 
 # ---- privacy ---------------------------------------------------------------------------------

@@ -79,17 +79,27 @@ def register(app: typer.Typer) -> None:
         from rich.markup import escape
 
         from dfpanel.console import err_console
-        from dfpanel.detect.build import build_detector, resolve_weights
+        from dfpanel.detect.build import check_device, check_frames, resolve_weights
+        from dfpanel.serve.analysers import DetectorFactory
         from dfpanel.serve.app import ServeConfig, create_app
+        from dfpanel.weights.folder import find_weights
 
-        check_access(host, token, insecure_no_token)  # before loading any model
+        # what can be checked without loading a model, before anything starts
+        check_access(host, token, insecure_no_token)
         retention_s = _retention(retention)
         allowed = allowed_hosts(host, hosts)
-        detector = build_detector(resolve_weights(weights), frames=frames, device=device.value, backend=backend.value)
+        folder = resolve_weights(weights)
+        find_weights(folder, backend.value)
+        if frames is not None:
+            check_frames(frames)
+        check_device(device.value)
         cfg = ServeConfig(data_dir=data_dir, max_upload_mb=max_upload_mb, workers=workers, max_queue=queue,
                           keep_uploads=keep_uploads, retention_s=retention_s, retention_text=retention, token=token,
                           allowed_hosts=allowed, min_free_mb=min_free_mb)
-        app_ = create_app(detector, cfg)
+        factory = DetectorFactory(str(folder.resolve()), frames=frames, device=device.value, backend=backend.value)
+        app_ = create_app(factory, cfg)
+        err_console.print(f"loading the specialists in {workers} analysis process(es) ...", highlight=False)
+        app_.state.runner.start()  # a one-line error if the weights cannot be loaded, before listening
         shown = "localhost" if host in ("127.0.0.1", "::1") else host
         err_console.print(f"dfpanel serving on [bold]http://{shown}:{port}/[/] (Ctrl+C to stop; API docs at /docs); "
                           f"jobs in {data_dir}; {workers} worker(s)", highlight=False)
@@ -100,8 +110,11 @@ def register(app: typer.Typer) -> None:
         else:
             err_console.print("[yellow]warning:[/] no token, and other machines can connect: anyone who reaches "
                               "this port can upload videos", highlight=False)
-        td = detector.training_data()
-        for line in (td["notice"], td["note"]):
+        td = app_.state.runner.info.get("training_data") or {}
+        for line in (td.get("notice"), td.get("note")):
             if line:
                 err_console.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
-        uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+        try:
+            uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+        finally:
+            app_.state.runner.stop()

@@ -40,8 +40,8 @@ from starlette.requests import ClientDisconnect
 from starlette.staticfiles import StaticFiles
 
 from dfpanel.detect.discovery import NotAVideo, probe_video
-from dfpanel.detect.pipeline import PanelDetector
 from dfpanel.serve import page
+from dfpanel.serve.analysers import DetectorFactory, ProcessAnalyser, ThreadAnalyser
 from dfpanel.serve.jobs import Job, JobStore
 from dfpanel.serve.security import (
     AUTH_COOKIE,
@@ -88,24 +88,31 @@ class Refused(Exception):
         self.status, self.message, self.headers = status, message, headers or {}
 
 
-def create_app(detector: PanelDetector, config: ServeConfig) -> FastAPI:
+def create_app(source, config: ServeConfig) -> FastAPI:
+    """`source`: a DetectorFactory (each worker is a child process that builds its own detector: what
+    `dfpanel serve` does) or a loaded PanelDetector (workers are threads sharing it)."""
     cfg = config
     store = JobStore(cfg.data_dir)
-    runner = JobRunner(store, detector, workers=cfg.workers, max_queue=cfg.max_queue,
-                       keep_uploads=cfg.keep_uploads, retention_s=cfg.retention_s)
+    if isinstance(source, DetectorFactory) or hasattr(source, "build"):
+        analysers = [ProcessAnalyser(source) for _ in range(cfg.workers)]
+    else:
+        analysers = [ThreadAnalyser(source) for _ in range(cfg.workers)]
+    runner = JobRunner(store, analysers, max_queue=cfg.max_queue, keep_uploads=cfg.keep_uploads,
+                       retention_s=cfg.retention_s)
     limit = cfg.max_upload_mb << 20
 
     app = FastAPI(title="dfpanel", version="1", docs_url=None, redoc_url=None,
                   description="Upload a video, poll its job, read the panel's report. With a token, send "
                               "`Authorization: Bearer <token>` on every call.")
-    app.state.detector, app.state.store, app.state.runner, app.state.config = detector, store, runner, cfg
+    app.state.store, app.state.runner, app.state.config = store, runner, cfg
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         if cfg.start_workers:
-            runner.start()
+            runner.start()  # `dfpanel serve` has started it already, before listening
         else:
             store.load()
+            runner.info = analysers[0].start()
         yield
         runner.stop()
 
@@ -223,8 +230,9 @@ def create_app(detector: PanelDetector, config: ServeConfig) -> FastAPI:
     def index(request: Request) -> HTMLResponse:
         vid, new = browser_visitor(request)
         mine = [public(j) for j in store.owned_by(owner_of(vid))]
-        note = "fitted panel" if detector.panel.fitted else "equal-weights panel"
-        html = page.render_index([r.name for r in detector.runners], note, detector.training_data(), mine,
+        info = runner.info
+        note = "fitted panel" if info.get("panel_fitted") else "equal-weights panel"
+        html = page.render_index(info.get("specialists", []), note, info.get("training_data"), mine,
                                  nonce(request), cfg.max_upload_mb, cfg.retention_text if cfg.retention_s else None,
                                  logout=bool(cfg.token))
         return remember(HTMLResponse(html), vid) if new else HTMLResponse(html)
@@ -331,7 +339,7 @@ def create_app(detector: PanelDetector, config: ServeConfig) -> FastAPI:
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict:
-        return {"ok": True, "specialists": [r.name for r in detector.runners], "panel_fitted": detector.panel.fitted,
+        return {"ok": True, "specialists": runner.info.get("specialists", []), "panel_fitted": runner.info.get("panel_fitted"),
                 "workers": cfg.workers, "queued": runner.queued(), "running": store.count("running")}
 
     @app.get("/favicon.ico", include_in_schema=False)

@@ -1,9 +1,7 @@
-"""Background analysis for the web service: a bounded queue of jobs, `workers` threads that run the
-library's detection on them (`PanelDetector.analyse`, the code `dfpanel detect` runs), and a cleaner
-that removes reports older than the retention.
-
-Threads, not processes: the specialists are loaded once and shared (inference is read-only and torch
-releases the GIL in its kernels), and a job's progress is seen by the web layer without any IPC.
+"""Background analysis for the web service: a bounded queue of jobs, one thread per worker that hands
+each job to its analyser (`analysers.py`: a child process running `PanelDetector.analyse`, the code
+`dfpanel detect` runs) and writes the report, and a cleaner that removes reports older than the
+retention.
 """
 
 from __future__ import annotations
@@ -17,6 +15,7 @@ import time
 from pathlib import Path
 
 from dfpanel.report.write import write_report
+from dfpanel.serve.analysers import AnalysisFailed
 from dfpanel.serve.jobs import Job, JobStore
 
 log = logging.getLogger(__name__)
@@ -29,12 +28,15 @@ class QueueFull(Exception):
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, detector, workers: int = 1, max_queue: int = 32,
+    def __init__(self, store: JobStore, analysers: list, max_queue: int = 32,
                  keep_uploads: bool = False, retention_s: float | None = 7 * 86400):
-        if workers < 1 or max_queue < 1:
-            raise ValueError("workers and max_queue must be at least 1")
-        self.store, self.detector = store, detector
-        self.workers, self.max_queue = workers, max_queue
+        """`analysers`: one per worker (ProcessAnalyser or ThreadAnalyser)."""
+        if not analysers or max_queue < 1:
+            raise ValueError("at least one analyser, and max_queue at least 1")
+        self.store, self.analysers = store, list(analysers)
+        self.workers, self.max_queue = len(self.analysers), max_queue
+        self.info: dict = {}  # what the first analyser says of its panel (names, fitted, training data)
+        self.started = False
         self.keep_uploads, self.retention_s = keep_uploads, retention_s
         self._queue: collections.deque[str] = collections.deque()
         self._cond = threading.Condition()
@@ -45,15 +47,21 @@ class JobRunner:
 
     # ---- life --------------------------------------------------------------------------------
     def start(self) -> None:
-        """Queue what the last run left (oldest first), start the workers and the cleaner."""
+        """Load the models (DfpanelError, one line, if they cannot be), queue what the last run left
+        (oldest first), start the workers and the cleaner."""
+        if self.started:
+            return
+        for a in self.analysers:
+            self.info = self.info or a.start()
+        self.started = True
         again = self.store.load()
         with self._cond:
             self._queue.extend(j.id for j in again)
         if again:
             log.info("serve: %d job(s) from before the restart queued again", len(again))
         self.clean()
-        for i in range(self.workers):
-            t = threading.Thread(target=self._loop, name=f"dfpanel-worker-{i}", daemon=True)
+        for i, analyser in enumerate(self.analysers):
+            t = threading.Thread(target=self._loop, args=(analyser,), name=f"dfpanel-worker-{i}", daemon=True)
             t.start()
             self._threads.append(t)
         if self.retention_s:
@@ -69,6 +77,8 @@ class JobRunner:
         for t in self._threads:
             t.join(timeout)
         self._threads = []
+        for a in self.analysers:
+            a.stop()
 
     # ---- queue -------------------------------------------------------------------------------
     def reserve(self) -> None:
@@ -109,7 +119,7 @@ class JobRunner:
         return int(min(3600, max(5, math.ceil(mean * ahead))))
 
     # ---- work --------------------------------------------------------------------------------
-    def _loop(self) -> None:
+    def _loop(self, analyser) -> None:
         while not self._stop.is_set():
             with self._cond:
                 while not self._queue and not self._stop.is_set():
@@ -121,13 +131,13 @@ class JobRunner:
             if job is None or job.status != "queued":  # deleted while it waited
                 continue
             try:
-                self.run(job)
+                self.run(job, analyser)
             except Exception:  # the worker must live on: the job is marked failed, the log has the traceback
                 log.exception("serve: job %s failed", job.id)
                 self.store.update(job, status="failed", stage="failed", finished=time.time(),
                                   error="internal error while analysing; the server's log has the details")
 
-    def run(self, job: Job) -> None:
+    def run(self, job: Job, analyser) -> None:
         """Analyse one job's upload, write its report into its folder, drop the upload."""
         t0 = time.time()
         self.store.update(job, status="running", stage="starting", progress=0.0, started=t0, attempts=job.attempts + 1)
@@ -137,20 +147,23 @@ class JobRunner:
             self.store.update(job, persist=False, stage=stage, progress=max(job.progress, float(fraction)))
 
         try:
-            outcome = self.detector.analyse(path, progress=progress)
-        except Exception as exc:  # a bug on one video must not stop the service; keep the traceback in the log
-            log.exception("serve: detection failed on job %s", job.id)
-            outcome = self.detector.fail(path, "error", f"internal error while analysing ({type(exc).__name__}); "
-                                                        "the server's log has the details")
-        report = redact(outcome.report, path, job.name)
+            report, thumbnails = analyser.analyse(path, progress)
+        except AnalysisFailed as exc:
+            if self._stop.is_set():  # the service is stopping: the job runs again at the next start
+                return
+            self.store.update(job, status="failed", stage="failed", finished=time.time(), error=str(exc))
+            if not self.keep_uploads:
+                self.store.remove_upload(job)
+            return
+        report = redact(report, path, job.name)
         progress("writing the report", 0.97)
         folder = self.store.folder(job.id)
         with self.store.lock:
             if self.store.get(job.id) is None:  # deleted while it ran: keep nothing
                 return
             try:
-                write_report(report, folder, outcome.thumbnails)
-                save_thumbnails(folder, outcome.thumbnails)
+                write_report(report, folder, thumbnails)
+                save_thumbnails(folder, thumbnails)
             except OSError as exc:
                 self.store.update(job, status="failed", stage="failed", finished=time.time(),
                                   error=f"the report could not be written ({exc.strerror or exc}); "
