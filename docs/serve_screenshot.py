@@ -67,7 +67,6 @@ def main(argv: list[str] | None = None) -> None:
                     zone.dispatchEvent(new DragEvent(t, {dataTransfer: dt, bubbles: true, cancelable: true}));
             }""", [args.video.name, b64])
             page.wait_for_url(re.compile(r".*/jobs/.*"))
-            page.screenshot(path=str(args.out.with_name(args.out.stem + "_progress.png")))
             page.wait_for_selector(".badge", timeout=300_000)
             page.screenshot(path=str(args.out), full_page=True)
             browser.close()

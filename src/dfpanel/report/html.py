@@ -208,8 +208,9 @@ def _truncation_banner(video: dict) -> str:
     return f'<div class="note" role="alert"><b>Truncated file</b>: {escape(said)}</div>' if said else ""
 
 
-def render_html(report: dict, thumbnails: list[dict] | None = None, toolbar: str = "") -> str:
-    """`toolbar`: HTML put first in the page (the web service's links and buttons round a report)."""
+def render_html(report: dict, thumbnails: list[dict] | None = None, toolbar: str = "", extra_css: str = "") -> str:
+    """`toolbar`: HTML put first in the page and `extra_css` its style (the web service's links and
+    buttons round a report)."""
     v = report["video"]
     verdict = report["verdict"]
     color = VERDICT_COLORS.get(verdict, "#616161")
@@ -218,7 +219,7 @@ def render_html(report: dict, thumbnails: list[dict] | None = None, toolbar: str
     expl = "".join(f"<li>{escape(s)}</li>" for s in report["explanation"])
     head = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>dfpanel · {name}</title>
-<style>{CSS}</style></head><body><main>
+<style>{CSS}{extra_css}</style></head><body><main>
 {toolbar}{training_banner(report.get("training_data")) if report["status"] == "analysed" else ""}
 {_truncation_banner(v)}
 <h1>{name}</h1><div class="muted">{escape(v['path'])} · analysed {escape(report['created'])} · dfpanel {escape(report['dfpanel_version'])}</div>"""

@@ -359,10 +359,9 @@ def create_app(source, config: ServeConfig) -> FastAPI:
     if swagger is not None:
         app.mount("/docs/static", StaticFiles(directory=swagger), name="swagger")
 
-    guarded = Guard(app, token=cfg.token)
-    if cfg.allowed_hosts is not None:
-        return _Wrapped(TrustedHostMiddleware(guarded, allowed_hosts=list(cfg.allowed_hosts)), app)
-    return _Wrapped(guarded, app)
+    # the Guard outermost: its headers go on every answer, the trusted-host refusal included
+    inner = TrustedHostMiddleware(app, allowed_hosts=list(cfg.allowed_hosts)) if cfg.allowed_hosts is not None else app
+    return _Wrapped(Guard(inner, token=cfg.token), app)
 
 
 class _Wrapped:

@@ -153,7 +153,7 @@ def job_toolbar(job_id: str) -> str:
 
 def render_job_report(job: dict, report: dict, thumbnails: list[dict]) -> str:
     """A finished job: its report (report.html's content) under the service's toolbar."""
-    return render_html(report, thumbnails, toolbar=job_toolbar(job["id"]))
+    return render_html(report, thumbnails, toolbar=job_toolbar(job["id"]), extra_css=PAGE_CSS)
 
 
 def render_login(nonce: str, target: str, wrong: bool = False) -> str:
