@@ -100,8 +100,25 @@ def free_port() -> int:
 
 
 # ---- the server process ----------------------------------------------------------------------------
-def proc_status(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM (peak resident) of a process, in MB, from /proc."""
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants: the web process and its analysis processes (spawned, one per worker)."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children[ppid].append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def _status(pid: int) -> dict[str, float]:
     out = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -113,13 +130,30 @@ def proc_status(pid: int) -> dict[str, float]:
     return out
 
 
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process has used, its threads included."""
+def proc_status(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM (peak resident) in MB, from /proc, summed over the server's process tree (the
+    sum of each process's peak bounds their peak together from above); `web_VmRSS`: the web process alone."""
+    out: dict[str, float] = {}
+    for i, p in enumerate(process_tree(pid)):
+        st = _status(p)
+        for k, v in st.items():
+            out[k] = out.get(k, 0.0) + v
+        if i == 0 and "VmRSS" in st:
+            out["web_VmRSS"] = st["VmRSS"]
+    return out
+
+
+def _cpu(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) the server's process tree has used, threads included."""
+    return sum(_cpu(p) for p in process_tree(pid))
 
 
 def cpu_by_process() -> dict[int, tuple[float, str]]:
@@ -131,7 +165,7 @@ def cpu_by_process() -> dict[int, tuple[float, str]]:
                 cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
             except OSError:
                 continue
-            out[int(d.name)] = (proc_cpu(int(d.name)), cmd[:120])
+            out[int(d.name)] = (_cpu(int(d.name)), cmd[:120])
     return out
 
 
@@ -576,7 +610,7 @@ def run(args, work: Path, out: Path) -> dict:
     finally:
         stop_s = server.stop()
     wall = time.perf_counter() - wall_before
-    others = busy_others(cpu_before, cpu_by_process(), wall, {os.getpid(), server.pid})
+    others = busy_others(cpu_before, cpu_by_process(), wall, {os.getpid(), *process_tree(server.pid)})
     log_text = server.log_path.read_text(errors="replace")
 
     # ---- checks ------------------------------------------------------------------------------------
@@ -647,7 +681,10 @@ def run(args, work: Path, out: Path) -> dict:
         "memory_mb": {"after_start": round(mem_start.get("VmRSS", 0), 1), "after_warm_up": round(mem_warm.get("VmRSS", 0), 1),
                       "after_load": round(mem_end.get("VmRSS", 0), 1), "peak": round(hwm, 1),
                       "peak_vs_after_start": round(hwm / mem_start["VmRSS"], 2) if mem_start.get("VmRSS") else None,
-                      "peak_vs_after_warm_up": round(hwm / mem_warm["VmRSS"], 2) if mem_warm.get("VmRSS") else None},
+                      "peak_vs_after_warm_up": round(hwm / mem_warm["VmRSS"], 2) if mem_warm.get("VmRSS") else None,
+                      # the web process alone (the rest is the analysis processes, one per worker)
+                      "web_after_start": round(mem_start.get("web_VmRSS", 0), 1),
+                      "web_after_load": round(mem_end.get("web_VmRSS", 0), 1)},
         "lost": len(lost), "lost_names": lost, "mixed_up": len(load.mixed), "mixed_up_detail": load.mixed,
         "unanswered": len(unanswered), "not_accepted": not_accepted,
         "errors": load.errors, "n_errors": load.n_errors + idle["status_paced"]["errors"], "server_5xx": server_errors,
@@ -690,7 +727,8 @@ def print_table(r: dict) -> None:
           f"{an.get('mean', 0):.2f} s; server CPU {ld['server_cpu_s_per_job'] or 0:.2f} s/job")
     print(f"server memory: {mem['after_start']:.0f} MB after start, {mem['after_warm_up']:.0f} after the warm-up job, "
           f"peak {mem['peak']:.0f} ({mem['peak_vs_after_start']}x after start, {mem['peak_vs_after_warm_up']}x after "
-          f"warm-up), {mem['after_load']:.0f} after the load")
+          f"warm-up), {mem['after_load']:.0f} after the load (web process alone: {mem['web_after_start']:.0f} -> "
+          f"{mem['web_after_load']:.0f}; the rest is the analysis processes)")
     print(f"lost {r['lost']}, mixed up {r['mixed_up']}, unanswered {r['unanswered']}, request errors {r['n_errors']}, "
           f"5xx other than 503: {sum(r['server_5xx'].values())}")
 

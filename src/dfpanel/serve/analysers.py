@@ -79,13 +79,17 @@ class ThreadAnalyser:
         pass
 
 
-def _child(conn, factory, nice: int) -> None:
+def _child(conn, factory, nice: int, threads: int | None) -> None:
     """The analysis process: build the detector, say ready, analyse what the pipe sends until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is for the web process, which stops us
     try:
         os.nice(nice)
     except OSError:
         pass
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         detector = factory.build()
     except DfpanelError as exc:
@@ -111,8 +115,10 @@ def _child(conn, factory, nice: int) -> None:
 
 
 class ProcessAnalyser:
-    def __init__(self, factory, nice: int = ANALYSIS_NICE, start_timeout: float = 900.0):
-        self.factory, self.nice, self.start_timeout = factory, nice, start_timeout
+    def __init__(self, factory, nice: int = ANALYSIS_NICE, threads: int | None = None, start_timeout: float = 900.0):
+        """`threads`: torch's threads in the child (the CPU cores shared out between the workers: more
+        threads than cores across processes only adds contention)."""
+        self.factory, self.nice, self.threads, self.start_timeout = factory, nice, threads, start_timeout
         self.proc = None
         self.conn = None
         self.info: dict | None = None
@@ -121,7 +127,7 @@ class ProcessAnalyser:
         """Start the child and wait until its models are loaded; DfpanelError (one line) if they cannot be."""
         ctx = mp.get_context("spawn")  # a fresh interpreter: no inherited torch threads or locks
         parent, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_child, args=(child, self.factory, self.nice), daemon=True,
+        self.proc = ctx.Process(target=_child, args=(child, self.factory, self.nice, self.threads), daemon=True,
                                 name="dfpanel-analysis")
         self.proc.start()
         child.close()

@@ -16,6 +16,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import secrets
 import shutil
 from dataclasses import dataclass, field
@@ -94,7 +95,8 @@ def create_app(source, config: ServeConfig) -> FastAPI:
     cfg = config
     store = JobStore(cfg.data_dir)
     if isinstance(source, DetectorFactory) or hasattr(source, "build"):
-        analysers = [ProcessAnalyser(source) for _ in range(cfg.workers)]
+        threads = max(1, (os.cpu_count() or 1) // cfg.workers)
+        analysers = [ProcessAnalyser(source, threads=threads) for _ in range(cfg.workers)]
     else:
         analysers = [ThreadAnalyser(source) for _ in range(cfg.workers)]
     runner = JobRunner(store, analysers, max_queue=cfg.max_queue, keep_uploads=cfg.keep_uploads,
