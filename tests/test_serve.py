@@ -362,7 +362,19 @@ def test_cross_site_writes_are_refused(tmp_path, video_bytes):
     with TestClient(make_app(tmp_path / "data")) as c:
         res = upload(c, video_bytes, headers={"origin": "http://attacker.example"})
         assert res.status_code == 403 and "cross-site" in res.json()["detail"]
+        assert upload(c, video_bytes, headers={"origin": "null"}).status_code == 403  # a sandboxed or file:// page
         assert upload(c, video_bytes, headers={"origin": "http://testserver"}).status_code == 202
+        # behind a reverse proxy the page's origin is the proxy's public name, one of --allowed-hosts
+        assert upload(c, video_bytes, headers={"origin": "https://localhost"}).status_code == 202
+
+
+def test_a_wrong_token_is_answered_slowly_and_cookies_are_secure_over_https(tmp_path):
+    with TestClient(make_app(tmp_path / "data", token=TOKEN), base_url="https://testserver") as c:
+        t = time.perf_counter()
+        assert c.get("/api/v1/jobs", headers={"authorization": "Bearer wrong-token-000"}).status_code == 401
+        assert time.perf_counter() - t >= 0.45
+        res = c.post("/login", data={"token": TOKEN, "next": "/"}, follow_redirects=False)
+        assert "secure" in res.headers["set-cookie"].lower()
 
 
 def test_every_answer_carries_the_security_headers(tmp_path, video_bytes):
@@ -376,7 +388,7 @@ def test_every_answer_carries_the_security_headers(tmp_path, video_bytes):
             policy = h["content-security-policy"]
             assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy, url
             assert "http" not in policy and "*" not in policy, url  # no external source
-            assert h["x-content-type-options"] == "nosniff" and h["referrer-policy"] == "no-referrer", url
+            assert h["x-content-type-options"] == "nosniff" and h["referrer-policy"] == "same-origin", url
         page = c.get("/")
         nonce = page.headers["content-security-policy"].split("'nonce-")[1].split("'")[0]
         assert f'<script nonce="{nonce}">' in page.text and "https://" not in page.text

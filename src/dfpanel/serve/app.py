@@ -12,6 +12,7 @@ The web layer holds no analysis logic: `JobRunner` runs `PanelDetector.analyse`,
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime.
+import asyncio
 import contextlib
 import errno
 import json
@@ -47,6 +48,7 @@ from dfpanel.serve.jobs import Job, JobStore
 from dfpanel.serve.security import (
     AUTH_COOKIE,
     VISITOR_COOKIE,
+    WRONG_TOKEN_DELAY,
     Guard,
     cookies_of,
     owner_of,
@@ -133,8 +135,9 @@ def create_app(source, config: ServeConfig) -> FastAPI:
         v = visitor(request)
         return (v, False) if v else (secrets.token_urlsafe(24), True)
 
-    def remember(response: Response, visitor_id: str) -> Response:
-        response.set_cookie(VISITOR_COOKIE, visitor_id, max_age=COOKIE_AGE, httponly=True, samesite="lax", path="/")
+    def remember(request: Request, response: Response, visitor_id: str) -> Response:
+        response.set_cookie(VISITOR_COOKIE, visitor_id, max_age=COOKIE_AGE, httponly=True, samesite="lax", path="/",
+                            secure=request.url.scheme == "https")  # https: behind a TLS proxy (X-Forwarded-Proto)
         return response
 
     def job_for(request: Request, job_id: str) -> Job:
@@ -237,14 +240,14 @@ def create_app(source, config: ServeConfig) -> FastAPI:
         html = page.render_index(info.get("specialists", []), note, info.get("training_data"), mine,
                                  nonce(request), cfg.max_upload_mb, cfg.retention_text if cfg.retention_s else None,
                                  logout=bool(cfg.token))
-        return remember(HTMLResponse(html), vid) if new else HTMLResponse(html)
+        return remember(request, HTMLResponse(html), vid) if new else HTMLResponse(html)
 
     @app.post("/detect", include_in_schema=False)
     async def form_detect(request: Request) -> Response:
         vid, new = browser_visitor(request)
         job = await accept_upload(request, owner_of(vid))
         resp = RedirectResponse(f"jobs/{job.id}", status_code=303)
-        return remember(resp, vid) if new else resp
+        return remember(request, resp, vid) if new else resp
 
     @app.get("/jobs/{job_id}", response_class=HTMLResponse, include_in_schema=False)
     def job_page(request: Request, job_id: str) -> HTMLResponse:
@@ -275,9 +278,11 @@ def create_app(source, config: ServeConfig) -> FastAPI:
         if not cfg.token:
             return RedirectResponse(target, status_code=303)
         if not secrets.compare_digest(given.encode(), cfg.token.encode()):
+            await asyncio.sleep(WRONG_TOKEN_DELAY)  # slows guessing down; other requests go on meanwhile
             return HTMLResponse(page.render_login(nonce(request), target, wrong=True), status_code=401)
         resp = RedirectResponse(target, status_code=303)
-        resp.set_cookie(AUTH_COOKIE, session_value(cfg.token), httponly=True, samesite="lax", path="/")
+        resp.set_cookie(AUTH_COOKIE, session_value(cfg.token), httponly=True, samesite="lax", path="/",
+                        secure=request.url.scheme == "https")
         return resp
 
     @app.post("/logout", include_in_schema=False)
@@ -363,7 +368,7 @@ def create_app(source, config: ServeConfig) -> FastAPI:
 
     # the Guard outermost: its headers go on every answer, the trusted-host refusal included
     inner = TrustedHostMiddleware(app, allowed_hosts=list(cfg.allowed_hosts)) if cfg.allowed_hosts is not None else app
-    return _Wrapped(Guard(inner, token=cfg.token), app)
+    return _Wrapped(Guard(inner, token=cfg.token, allowed_hosts=cfg.allowed_hosts), app)
 
 
 class _Wrapped:

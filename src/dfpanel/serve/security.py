@@ -14,6 +14,7 @@ Host names are checked before this by Starlette's TrustedHostMiddleware (DNS reb
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -27,6 +28,7 @@ VISITOR_COOKIE = "dfpanel_visitor"
 TOKEN_ENV = "DFPANEL_SERVE_TOKEN"
 OPEN_PATHS = ("/login", "/healthz", "/favicon.ico")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+WRONG_TOKEN_DELAY = 0.5  # seconds before answering a wrong token
 
 
 def session_value(token: str) -> str:
@@ -77,9 +79,11 @@ def header(scope, name: bytes) -> str | None:
 
 
 class Guard:
-    def __init__(self, app, token: str | None = None):
+    def __init__(self, app, token: str | None = None, allowed_hosts: list[str] | None = None):
         self.app = app
         self.token = token
+        # names a page of this service may be served under (a reverse proxy's public name), for Origin
+        self.own_names = {h.strip("[]").lower() for h in (allowed_hosts or []) if "*" not in h}
         self.session = session_value(token) if token else None
 
     async def __call__(self, scope, receive, send):
@@ -96,7 +100,9 @@ class Guard:
                 headers += [
                     (b"content-security-policy", csp(nonce, docs).encode()),
                     (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"),
+                    # same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on its own
+                    # form posts, which the cross-site check could not tell from a foreign page's
+                    (b"referrer-policy", b"same-origin"),
                     (b"x-frame-options", b"DENY"),
                     (b"cross-origin-opener-policy", b"same-origin"),
                 ]
@@ -115,8 +121,7 @@ class Guard:
         method, path = scope["method"], scope["path"]
         if method not in ("GET", "HEAD", "OPTIONS"):
             origin = header(scope, b"origin")
-            host = header(scope, b"host")
-            if origin and origin != "null" and urlsplit(origin).netloc != host:
+            if origin and not self.same_site(origin, header(scope, b"host")):
                 return _json(403, "cross-site request refused: this service takes uploads from its own page only")
         if not self.token or path in OPEN_PATHS:
             return None
@@ -132,8 +137,15 @@ class Guard:
             target = path + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
             return _redirect("/login?next=" + quote(target, safe="/"))
         what = "wrong token" if given or cookie else "this service needs a token"
-        return _json(401, f"{what}: send the header 'Authorization: Bearer <token>' (the token the server was started with)",
-                     [(b"www-authenticate", b'Bearer realm="dfpanel"')])
+        return _json(401, delay=WRONG_TOKEN_DELAY if given else 0.0, detail= f"{what}: send the header 'Authorization: Bearer <token>' (the token the server was started with)",
+                     extra=[(b"www-authenticate", b'Bearer realm="dfpanel"')])
+
+    def same_site(self, origin: str, host: str | None) -> bool:
+        """The Origin of a write is this service: the Host it was sent to, or one of its own names."""
+        if origin == "null":  # a sandboxed frame or a file:// page: not this service's page
+            return False
+        parts = urlsplit(origin)
+        return parts.netloc == host or (parts.hostname or "").lower() in self.own_names
 
 
 def safe_next(target: str | None) -> str:
@@ -143,10 +155,12 @@ def safe_next(target: str | None) -> str:
     return target
 
 
-def _json(status: int, detail: str, extra: list | None = None):
+def _json(status: int, detail: str, extra: list | None = None, delay: float = 0.0):
     body = json.dumps({"detail": detail}).encode()
 
     async def app(scope, receive, send):
+        if delay:
+            await asyncio.sleep(delay)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
                     + (extra or [])})
