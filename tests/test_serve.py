@@ -368,6 +368,15 @@ def test_cross_site_writes_are_refused(tmp_path, video_bytes):
         assert upload(c, video_bytes, headers={"origin": "https://localhost"}).status_code == 202
 
 
+def test_a_proxied_service_without_a_token_is_warned_about_once(tmp_path, caplog):
+    with TestClient(make_app(tmp_path / "data")) as c, caplog.at_level("WARNING", logger="dfpanel.serve.security"):
+        c.get("/healthz")
+        assert not caplog.records
+        for _ in range(3):
+            c.get("/healthz", headers={"x-forwarded-for": "203.0.113.9"})
+        assert [r.getMessage() for r in caplog.records if "proxy" in r.getMessage()] and len(caplog.records) == 1
+
+
 def test_a_wrong_token_is_answered_slowly_and_cookies_are_secure_over_https(tmp_path):
     with TestClient(make_app(tmp_path / "data", token=TOKEN), base_url="https://testserver") as c:
         t = time.perf_counter()

@@ -19,10 +19,12 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import secrets
 from http.cookies import SimpleCookie
 from urllib.parse import quote, urlsplit
 
+log = logging.getLogger(__name__)
 AUTH_COOKIE = "dfpanel_auth"
 VISITOR_COOKIE = "dfpanel_visitor"
 TOKEN_ENV = "DFPANEL_SERVE_TOKEN"
@@ -84,6 +86,7 @@ class Guard:
         self.token = token
         # names a page of this service may be served under (a reverse proxy's public name), for Origin
         self.own_names = {h.strip("[]").lower() for h in (allowed_hosts or []) if "*" not in h}
+        self.warned_proxy = False
         self.session = session_value(token) if token else None
 
     async def __call__(self, scope, receive, send):
@@ -111,6 +114,10 @@ class Guard:
                 message = dict(message, headers=headers)
             await send(message)
 
+        if not self.token and not self.warned_proxy and header(scope, b"x-forwarded-for"):
+            self.warned_proxy = True
+            log.warning("serve: requests arrive through a proxy but no token is set: anyone who reaches the proxy "
+                        "can use this service; start it with --token")
         refusal = self.refuse(scope)
         if refusal is not None:
             return await refusal(scope, receive, send_with_headers)
