@@ -23,12 +23,13 @@ def fake_weights(monkeypatch, tmp_path):
     in-memory fake. For CLI tests of `detect` that need no trained model."""
     from detect_fakes import fake_extract, fake_runners
 
-    from dfpanel.detect import build as build_mod
     from dfpanel.detect.pipeline import PanelDetector
+    from dfpanel.inference import runners as runners_mod
 
     wdir = tmp_path / "weights"
     wdir.mkdir()
-    monkeypatch.setattr(build_mod, "load_runners", lambda folder, backend="torch", device="cpu", only=None: fake_runners())
+    # build_detector imports it when called (so `dfpanel serve`'s web process loads no model code)
+    monkeypatch.setattr(runners_mod, "load_runners", lambda folder, backend="torch", device="cpu", only=None: fake_runners())
     real_init = PanelDetector.__init__
 
     def init(self, runners, panel, cfg=None, extract=None):

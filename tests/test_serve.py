@@ -454,3 +454,32 @@ def test_analyse_reports_its_steps_in_order(tmp_path, video_bytes):
     assert stages == ["reading the file", "extracting faces", "scoring BG", "scoring CM", "scoring AV", "scoring TM",
                       "combining the verdict"]
     assert [f for _, f in heard] == sorted(f for _, f in heard)
+
+
+def test_the_web_process_loads_no_model_code(tmp_path, video_bytes):
+    """The web process holds no model (the analysis processes do): importing the service, checking the
+    command's options and rendering a finished job's page must not import torch (~0.5 GB)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "talk.mp4"
+    path.write_bytes(video_bytes)
+    report = fake_detector().analyse(path).report
+    for s in report["specialists"]:  # the stand-ins have no colour; real specialists' runners carry theirs
+        s["color"] = "#1f77b4"
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    code = f"""
+import json, sys
+from pathlib import Path
+import dfpanel.commands.serve, dfpanel.serve.app, dfpanel.serve.worker
+from dfpanel.detect.build import check_device, check_frames, resolve_weights
+from dfpanel.serve.page import render_job_report
+check_device("cpu"); check_frames(16)
+report = json.loads(Path({str(tmp_path / "report.json")!r}).read_text())
+html = render_job_report({{"id": "x" * 24}}, report, [])
+assert "<svg" in html
+print("torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"

@@ -42,15 +42,20 @@ def test_the_builtin_specialists_carry_their_facts():
     colours = [c.color for c in classes.values()]
     assert all(c and c.startswith("#") for c in colours) and len(set(colours)) == 5
     assert all(c.looks_for and c.looks_for != Specialist.looks_for for c in classes.values())
-    assert "compression history" in looks_for("cm") and _color("cm", 0) == classes["cm"].color
+    assert "compression history" in looks_for("cm") and _color({"name": "cm"}, 0) == classes["cm"].color
     assert TorchRunner(FakeSpecialist("av", "clip", needs_audio=True)).needs_audio
+    # a report carries each specialist's colour, so rendering it needs no model code
+    coloured = FakeSpecialist("cm", "frame")
+    coloured.color = "#2ca02c"
+    assert TorchRunner(coloured).color == "#2ca02c" and TorchRunner(FakeSpecialist("x", "frame")).color is None
+    assert _color({"name": "cm", "color": "#123456"}, 0) == "#123456"
 
 
 def test_a_third_party_specialist_gets_sensible_defaults(tmp_path):
     assert find_specialist("xparty") is ThirdParty and find_specialist("nobody") is None
     assert not ThirdParty.needs_audio and ThirdParty.color is None
     assert looks_for("xparty") == looks_for("nobody") == Specialist.looks_for
-    assert _color("xparty", 1) != _color("xparty", 2)  # one from the spare palette, by position
+    assert _color({"name": "xparty"}, 1) != _color({"name": "xparty", "color": None}, 2)  # one from the spare palette, by position
     assert ThirdParty.augment_refusal({"name": "HorizontalFlip"}, {"allow_resample": False}) is None
     spec = ThirdParty()
     spec.title, spec.sample_kind = "", "frame"

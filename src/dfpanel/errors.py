@@ -28,6 +28,11 @@ class NoFaceError(DataError):
 class WeightsError(DfpanelError):
     """Weights are missing, corrupt, tampered with, or made for another specialist."""
 
+    @classmethod
+    def folder_not_found(cls, folder) -> "WeightsError":
+        # here, not in weights/folder.py, so a check before loading (dfpanel serve's) imports no model code
+        return cls(f"{folder}: weights folder not found; pass --weights DIR holding <specialist>.safetensors + .json files")
+
 
 class ConfigError(DfpanelError):
     """A config file or override is invalid."""

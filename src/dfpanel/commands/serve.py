@@ -80,16 +80,17 @@ def register(app: typer.Typer) -> None:
 
         from dfpanel.console import err_console
         from dfpanel.detect.build import check_device, check_frames, resolve_weights
+        from dfpanel.errors import WeightsError
         from dfpanel.serve.analysers import DetectorFactory
         from dfpanel.serve.app import ServeConfig, create_app
-        from dfpanel.weights.folder import find_weights
 
         # what can be checked without loading a model, before anything starts
         check_access(host, token, insecure_no_token)
         retention_s = _retention(retention)
         allowed = allowed_hosts(host, hosts)
         folder = resolve_weights(weights)
-        find_weights(folder, backend.value)
+        if not folder.is_dir():  # the rest is checked as the analysis processes load the weights
+            raise WeightsError.folder_not_found(folder)
         if frames is not None:
             check_frames(frames)
         check_device(device.value)

@@ -9,11 +9,8 @@ import os
 from pathlib import Path
 
 from dfpanel.console import err_console
-from dfpanel.detect.pipeline import DetectConfig, PanelDetector
 from dfpanel.errors import ConfigError, DfpanelError
 from dfpanel.extract.spec import DEFAULT_SPEC, MAX_FRAMES
-from dfpanel.inference.runners import load_runners
-from dfpanel.panel.combiner import load_panel
 
 
 def resolve_weights(weights: Path | None) -> Path:
@@ -57,6 +54,12 @@ def build_detector(weights: Path, *, frames: int | None = None, device: str, bac
                    only: list[str] | None = None, batch_size: int = 32):
     """Load the specialists and panel in a folder into a PanelDetector that extracts videos with the
     input specs of those weights (frames per video: see frames_per_video)."""
+    # model code is imported here, not at the top: `dfpanel serve`'s web process checks its options
+    # with this module's light functions and never loads a model
+    from dfpanel.detect.pipeline import DetectConfig, PanelDetector
+    from dfpanel.inference.runners import load_runners
+    from dfpanel.panel.combiner import load_panel
+
     if frames is not None:  # before loading any model: a bad --frames fails fast
         check_frames(frames)
     check_device(device)

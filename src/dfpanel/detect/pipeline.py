@@ -271,7 +271,7 @@ class PanelDetector:
     @staticmethod
     def _abstain(r: SpecialistRunner, reason: str) -> dict:
         return {
-            "name": r.name, "title": r.title, "status": "abstained", "probability": None, "logit": None,
+            "name": r.name, "title": r.title, "color": r.color, "status": "abstained", "probability": None, "logit": None,
             "reason": reason, "sample_kind": r.sample_kind, "contribution": None, "weights_id": r.weights_id,
             "samples": [], "gated": 0, "gated_reasons": {},
         }

@@ -28,6 +28,7 @@ class SpecialistRunner:
     input_spec: InputSpec = DEFAULT_SPEC  # how its training cache was extracted: detection extracts the same way
     # (entry, positions) -> why that sample holds no evidence, or None; None: nothing is gated
     gate: Callable | None = None
+    color: str | None = None  # its colour in reports (the specialist class's `color`)
 
     def view(self, entry, positions: Sequence[int]) -> dict:  # pragma: no cover - interface
         raise NotImplementedError
@@ -48,6 +49,7 @@ def _meta(spec, config: dict | None = None) -> dict:
         "sample_kind": spec.sample_kind,
         "clip_len": int(cfg.get("clip_len", 8)),
         "needs_audio": bool(getattr(spec, "needs_audio", False)),  # Specialist.needs_audio (AV: True)
+        "color": getattr(spec, "color", None) or None,
     }
 
 

@@ -54,11 +54,14 @@ def _code(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text))
 
 
-def _color(name: str, i: int) -> str:
-    """The specialist's own colour (its class's `color`), else one from a spare palette."""
+def _color(s: dict, i: int) -> str:
+    """The specialist's own colour: the report's (new reports carry it, so rendering one imports no
+    model code: the web service's process holds none), else its class's, else a spare one."""
+    if s.get("color"):
+        return s["color"]
     from dfpanel.models.specialists.base import find_specialist
 
-    cls = find_specialist(name)
+    cls = find_specialist(s["name"])
     return (cls.color if cls is not None and cls.color else None) or _OTHER[i % len(_OTHER)]
 
 
@@ -92,7 +95,7 @@ def bars_svg(report: dict, width: int = 1000) -> str:
         parts.append(f'<text x="{left - 10}" y="{y + 17}" font-size="13" text-anchor="end">{label}</text>')
         if s["status"] == "scored":
             w = plot * s["probability"]
-            parts.append(f'<rect x="{left}" y="{y + 3}" width="{w:.1f}" height="20" rx="3" fill="{_color(s["name"], i)}"/>')
+            parts.append(f'<rect x="{left}" y="{y + 3}" width="{w:.1f}" height="20" rx="3" fill="{_color(s, i)}"/>')
             parts.append(f'<text x="{left + w + 6:.1f}" y="{y + 18}" font-size="12" font-weight="600">{_pct(s["probability"])}</text>')
             if s.get("gated"):  # samples its gate left out (e.g. AV: silent clips)
                 why = ", ".join(escape(r) for r in (s.get("gated_reasons") or {}))
@@ -146,7 +149,7 @@ def timeline_svg(report: dict, width: int = 1000, height: int = 300) -> str:
     for i, s in enumerate(report["specialists"]):
         if s["status"] != "scored":
             continue
-        c = _color(s["name"], i)
+        c = _color(s, i)
         for smp in s["samples"]:
             if s["sample_kind"] == "clip":  # a clip covers a span: draw it as a segment
                 parts.append(f'<line x1="{X(smp["start"]):.1f}" y1="{Y(smp["prob"]):.1f}" x2="{X(smp["end"]):.1f}" '
@@ -165,7 +168,7 @@ def timeline_svg(report: dict, width: int = 1000, height: int = 300) -> str:
         parts.append(f'<path d="{" ".join(d)}" fill="none" stroke="#1d1f23" stroke-width="2.2" stroke-linejoin="round"/>')
     # legend
     lx = left + 8
-    items = [("panel", "#1d1f23")] + [(s["name"].upper(), _color(s["name"], i)) for i, s in enumerate(report["specialists"])
+    items = [("panel", "#1d1f23")] + [(s["name"].upper(), _color(s, i)) for i, s in enumerate(report["specialists"])
                                       if s["status"] == "scored"]
     for name, c in items:
         parts.append(f'<rect x="{lx}" y="{height - 14}" width="12" height="8" fill="{c}"/>')

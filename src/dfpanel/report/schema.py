@@ -44,6 +44,7 @@ SPECIALIST = {
     "properties": {
         "name": {"type": "string"},
         "title": {"type": "string"},
+        "color": _STR_OR_NULL,  # optional: its colour in the plots (reports before it use the class's)
         "status": {"enum": ["scored", "abstained"]},
         "probability": _PROB_OR_NULL,
         "logit": _NUM_OR_NULL,

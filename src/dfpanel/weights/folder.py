@@ -74,7 +74,7 @@ def find_weights(folder: str | os.PathLike, backend: str = "torch") -> list[Weig
     """The weight files of one backend in a folder, in the BG, AV, CM, RR, TM order."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise WeightsError(f"{folder}: weights folder not found; pass --weights DIR holding <specialist>.safetensors + .json files")
+        raise WeightsError.folder_not_found(folder)
     ext = {"torch": ".safetensors", "onnx": ".onnx"}.get(backend)
     if ext is None:
         raise WeightsError(f"unknown backend {backend!r}; choose torch or onnx")
