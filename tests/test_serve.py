@@ -455,6 +455,24 @@ def test_analyse_reports_its_steps_in_order(tmp_path, video_bytes):
                       "combining the verdict"]
     assert [f for _, f in heard] == sorted(f for _, f in heard)
 
+    # an extraction that reports its clips (as default_extract does) shows them as they are done
+    from detect_fakes import fake_extract, fake_runners
+
+    from dfpanel.detect.pipeline import DetectConfig, PanelDetector
+    from dfpanel.panel.combiner import Panel
+
+    def clip_by_clip(p, video_id, timings, progress=None):
+        for k in (1, 2, 3):
+            progress(k, 3)
+        return fake_extract(p, video_id, timings)
+
+    heard.clear()
+    PanelDetector(fake_runners(), Panel(), DetectConfig(clip_len=4), extract=clip_by_clip).analyse(
+        path, progress=lambda s, f: heard.append((s, f)))
+    assert [s for s, _ in heard][1:5] == ["extracting faces", "extracting faces (clip 1 of 3)",
+                                          "extracting faces (clip 2 of 3)", "extracting faces (clip 3 of 3)"]
+    assert heard[4][1] == pytest.approx(0.6) and [f for _, f in heard] == sorted(f for _, f in heard)
+
 
 def test_the_web_process_loads_no_model_code(tmp_path, video_bytes):
     """The web process holds no model (the analysis processes do): importing the service, checking the

@@ -8,6 +8,7 @@ outcome, never an exception out of `analyse`.
 
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 import math
@@ -87,11 +88,11 @@ def default_extract(spec: InputSpec, device: str = "cpu") -> ExtractFn:
 
     ecfg = ExtractConfig(spec, device=device)
 
-    def run(path: Path, video_id: str, timings: dict) -> list:
+    def run(path: Path, video_id: str, timings: dict, progress: Callable[[int, int], None] | None = None) -> list:
         detector = _TimedDetector(get_detector(ecfg))
         t = time.perf_counter()
         try:
-            return extract_video(path, ecfg, video_id=video_id, dataset="detect", detector=detector)
+            return extract_video(path, ecfg, video_id=video_id, dataset="detect", detector=detector, progress=progress)
         finally:
             elapsed = time.perf_counter() - t
             timings["faces"] = timings.get("faces", 0.0) + detector.seconds
@@ -172,7 +173,7 @@ class PanelDetector:
                 timings["probe"] = time.perf_counter() - t
             say("extracting faces", 0.03)
             t = time.perf_counter()
-            tracks = self._extracts[0](path, _video_id(path), timings)
+            tracks = self._extract_first(path, timings, say)
             if not tracks:
                 raise NoFaceError(f"{path.name}: no face found")
             # Specialists trained on other input settings get their own extraction of the video.
@@ -250,6 +251,18 @@ class PanelDetector:
         return self._failed(Path(path), None, kind, message, {}, time.perf_counter())
 
     # ---- pieces ----------------------------------------------------------------------------------
+    def _extract_first(self, path: Path, timings: dict, say: ProgressFn) -> list:
+        """The first spec's extraction, telling `say` of each clip when the extract function takes
+        `progress` (default_extract does; stand-ins may not)."""
+        fn = self._extracts[0]
+        if "progress" not in inspect.signature(fn).parameters:
+            return fn(path, _video_id(path), timings)
+
+        def clip_done(done: int, total: int) -> None:
+            say(f"extracting faces (clip {done} of {total})", 0.03 + 0.57 * done / max(1, total))
+
+        return fn(path, _video_id(path), timings, progress=clip_done)
+
     def _other_entries(self, path: Path, timings: dict) -> tuple[dict, dict]:
         """Entries of the second and further specs (index -> entry), and why one has none."""
         from dfpanel.extract.cache import entry_from_track

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -263,10 +264,12 @@ def extract_video(
     dataset: str = "folder",
     detector: FaceDetector | None = None,
     timings: dict | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[tuple[TrackMeta, list[np.ndarray], np.ndarray | None]]:
     """Face tracks of one video, main track first: (meta, RGB crops in meta.frames order, audio
     float32 mono at the spec's rate, already normalised exactly as the cache stores it, or None). Raises VideoError (unreadable) or NoFaceError. `timings`, if
-    given, receives seconds spent per stage (decode, audio, faces, crops)."""
+    given, receives seconds spent per stage (decode, audio, faces, crops); `progress(done, total)`
+    hears each clip decoded and searched for faces (most of the time a video takes)."""
     cfg = (cfg or ExtractConfig()).validate()
     detector = detector or get_detector(cfg)
     path = Path(path)
@@ -298,6 +301,8 @@ def extract_video(
             n_clips += 1
             del frames, clip_frames
             t_faces += time.perf_counter() - t1
+            if progress is not None:
+                progress(n_clips, len(planned))
         if not n_clips:
             raise VideoError(f"{path}: none of the sampled frames could be decoded; the file is corrupt or truncated")
         timings["decode"] = time.perf_counter() - t - t_faces
