@@ -155,3 +155,21 @@ def test_the_api_docs_render_from_local_files(browser, tmp_path):
         assert "/api/v1/jobs" in paths and "/api/v1/jobs/{job_id}" in paths
         assert problems == []
         page.close()
+
+
+def test_the_list_of_your_videos_follows_a_running_job(browser, video, tmp_path):
+    det = GatedDetector(stage="scoring CM")
+    with LiveServer(make_app(tmp_path / "data", detector=det)) as srv:
+        page = browser.new_page()
+        problems = _watch_console(page)
+        page.goto(srv.url + "/")
+        page.set_input_files("#file", str(video))
+        page.wait_for_url(re.compile(r".*/jobs/.*"))
+        assert det.reached.wait(20)
+        page.goto(srv.url + "/")
+        page.wait_for_selector("[data-live]:has-text('scoring CM')", timeout=10_000)  # kept current by the script
+        det.go.set()
+        page.wait_for_selector("td:has-text('%') b", timeout=20_000)  # reloaded once done: the verdict, in bold
+        assert page.locator("[data-live]").count() == 0
+        assert problems == []
+        page.close()

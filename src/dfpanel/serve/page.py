@@ -31,15 +31,17 @@ input[type=password]{font-size:15px;padding:7px 10px;border:1px solid #b0bec5;bo
 INDEX_JS = """
 const drop=document.getElementById('drop'),input=document.getElementById('file'),status=document.getElementById('status');
 function say(t){status.textContent=t;}
+let busy=false;  // an upload in progress: the list's refresh must not reload the page under it
 function send(file){
   if(!file)return;
+  busy=true;
   const fd=new FormData();fd.append('file',file,file.name);
   const x=new XMLHttpRequest();x.open('POST','api/v1/jobs');
   x.upload.onprogress=e=>{if(e.lengthComputable)say('Uploading '+file.name+' … '+Math.round(100*e.loaded/e.total)+'%');};
   x.onload=()=>{let j={};try{j=JSON.parse(x.responseText);}catch(e){}
     if(x.status===202){say('Uploaded; opening its page …');window.location='jobs/'+j.id;}
-    else{say('Not accepted: '+(j.detail||x.statusText)+(x.getResponseHeader('Retry-After')?' (try again in '+x.getResponseHeader('Retry-After')+' s)':''));}};
-  x.onerror=()=>say('The upload failed: the connection was lost.');
+    else{busy=false;say('Not accepted: '+(j.detail||x.statusText)+(x.getResponseHeader('Retry-After')?' (try again in '+x.getResponseHeader('Retry-After')+' s)':''));}};
+  x.onerror=()=>{busy=false;say('The upload failed: the connection was lost.');};
   say('Uploading '+file.name+' …');x.send(fd);
 }
 drop.addEventListener('click',()=>input.click());
@@ -48,6 +50,21 @@ input.addEventListener('change',()=>send(input.files[0]));
 ['dragenter','dragover'].forEach(e=>drop.addEventListener(e,ev=>{ev.preventDefault();drop.classList.add('over');}));
 ['dragleave','drop'].forEach(e=>drop.addEventListener(e,ev=>{ev.preventDefault();drop.classList.remove('over');}));
 drop.addEventListener('drop',ev=>send(ev.dataTransfer.files[0]));
+async function refresh(){  // the list's queued and running jobs, kept current; a finished one reloads the page
+  const live=[...document.querySelectorAll('[data-live]')];
+  if(!live.length)return;
+  try{
+    const r=await fetch('api/v1/jobs',{headers:{'Accept':'application/json'}});
+    const jobs=Object.fromEntries((await r.json()).jobs.map(j=>[j.id,j]));
+    for(const cell of live){
+      const j=jobs[cell.dataset.live];
+      if(!j||j.status==='done'||j.status==='failed'){if(!busy)window.location.reload();return;}
+      cell.textContent=j.stage+' · '+Math.round(100*j.progress)+'%';
+    }
+  }catch(e){}
+  setTimeout(refresh,1500);
+}
+setTimeout(refresh,1500);
 """
 
 JOB_JS = """
@@ -95,6 +112,11 @@ def _status_cell(job: dict) -> str:
     return f'<span class="muted">{escape(job["stage"])} · {100 * job["progress"]:.0f}%</span>'
 
 
+def _live(job: dict) -> str:
+    """Marks the result cell of a job still queued or running, which the page's script keeps current."""
+    return f' data-live="{escape(job["id"])}"' if job["status"] in ("queued", "running") else ""
+
+
 def _delete_form(job_id: str, prefix: str = "") -> str:
     return (f'<form class="inline" method="post" action="{prefix}jobs/{escape(job_id)}/delete">'
             '<button class="danger" type="submit">Delete</button></form>')
@@ -104,7 +126,8 @@ def render_index(specialists: list[str], panel_note: str, training: dict | None,
                  limit_mb: int, retention: str | None, logout: bool = False) -> str:
     """The upload page. `jobs`: this visitor's own jobs (API dicts), newest first."""
     rows = "".join(
-        f'<tr><td><a href="jobs/{escape(j["id"])}">{escape(j["name"])}</a></td><td>{_status_cell(j)}</td>'
+        f'<tr><td><a href="jobs/{escape(j["id"])}">{escape(j["name"])}</a></td>'
+        f'<td{_live(j)}>{_status_cell(j)}</td>'
         f'<td class="muted">{_when(j["created"])}</td><td>{_delete_form(j["id"])}</td></tr>' for j in jobs)
     kept = f"Reports are deleted after {escape(retention)}; " if retention else "Reports are kept until deleted; "
     mine = (f'<div class="card"><h2 style="margin-top:0">Your videos</h2><table><tr><th>Video</th><th>Result</th>'
