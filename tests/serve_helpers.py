@@ -87,15 +87,15 @@ def wait_for(client, job_id: str, states=("done", "failed"), timeout: float = 30
 class LiveServer:
     """uvicorn serving `app` on 127.0.0.1 in a thread (a real socket: real streaming, real headers)."""
 
-    def __init__(self, app):
+    def __init__(self, app, **uvicorn_options):
         import uvicorn
 
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+        self.url = f"{'https' if uvicorn_options.get('ssl_certfile') else 'http'}://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, **uvicorn_options))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self):

@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
+import subprocess
 import time
 
 import pytest
@@ -435,6 +437,31 @@ def test_serve_refuses_to_listen_beyond_this_machine_without_a_token(tmp_path, c
     assert "weights folder not found" in capsys.readouterr().err
     assert main(["serve", "--weights", missing, "--retention", "soon"]) == 2
     assert "--retention 'soon'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs openssl to make a test certificate")
+def test_serve_speaks_https_with_a_certificate_and_marks_its_cookies_secure(tmp_path):
+    import httpx
+
+    from dfpanel.commands.serve import tls_options
+    from dfpanel.errors import ConfigError
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    with pytest.raises(ConfigError, match="go together"):
+        tls_options(cert, None)
+    with pytest.raises(ConfigError, match="not a certificate and its key"):
+        tls_options(key, key)
+    with pytest.raises(ConfigError, match="no such file"):
+        tls_options(tmp_path / "nope.pem", key)
+    opts = tls_options(cert, key)
+    with LiveServer(make_app(tmp_path / "data"), **opts) as srv:
+        assert srv.url.startswith("https://")
+        res = httpx.get(srv.url + "/", verify=str(cert))
+        assert res.status_code == 200 and "Drop a video here" in res.text
+        assert "secure" in res.headers["set-cookie"].lower()
 
 
 def test_allowed_hosts_cover_the_names_clients_use():

@@ -53,6 +53,24 @@ def check_access(host: str, token: str | None, insecure: bool) -> None:
                           "pass --insecure-no-token on a network where everyone may use and see this service")
 
 
+def tls_options(cert: Path | None, key: Path | None) -> dict:
+    """uvicorn's TLS options from --tls-cert/--tls-key (both or neither; readable PEM files)."""
+    if cert is None and key is None:
+        return {}
+    if cert is None or key is None:
+        raise ConfigError("--tls-cert and --tls-key go together: the certificate (PEM) and its private key (PEM)")
+    import ssl
+
+    for opt, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not Path(path).is_file():
+            raise ConfigError(f"{opt} {path}: no such file")
+    try:  # load them now: a wrong file is one line here, not a traceback from uvicorn
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(cert), str(key))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"--tls-cert {cert} / --tls-key {key}: not a certificate and its key ({exc})") from None
+    return {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+
+
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
@@ -62,6 +80,8 @@ def register(app: typer.Typer) -> None:
         token: str = typer.Option(None, "--token", envvar="DFPANEL_SERVE_TOKEN", show_envvar=True,
                                   help="Required on every request when set: 'Authorization: Bearer TOKEN' for the API, a login page for browsers."),
         insecure_no_token: bool = typer.Option(False, "--insecure-no-token", help="Allow a non-loopback --host without a token."),
+        tls_cert: Path = typer.Option(None, "--tls-cert", help="Serve HTTPS with this certificate (PEM; with --tls-key)."),
+        tls_key: Path = typer.Option(None, "--tls-key", help="The certificate's private key (PEM)."),
         hosts: list[str] = typer.Option([], "--allowed-hosts", help="Host names clients use to reach the service (comma-separated or repeated); others are refused (DNS rebinding)."),
         data_dir: Path = typer.Option(Path("dfpanel-serve"), "--data-dir", help="Where jobs, uploads and reports are kept (a restart resumes from it)."),
         workers: int = typer.Option(1, "--workers", min=1, help="Videos analysed at once."),
@@ -87,6 +107,7 @@ def register(app: typer.Typer) -> None:
         # what can be checked without loading a model, before anything starts
         check_access(host, token, insecure_no_token)
         retention_s = _retention(retention)
+        tls = tls_options(tls_cert, tls_key)
         allowed = allowed_hosts(host, hosts)
         folder = resolve_weights(weights)
         if not folder.is_dir():  # the rest is checked as the analysis processes load the weights
@@ -102,7 +123,8 @@ def register(app: typer.Typer) -> None:
         err_console.print(f"loading the specialists in {workers} analysis process(es) ...", highlight=False)
         app_.state.runner.start()  # a one-line error if the weights cannot be loaded, before listening
         shown = "localhost" if host in ("127.0.0.1", "::1") else host
-        err_console.print(f"dfpanel serving on [bold]http://{shown}:{port}/[/] (Ctrl+C to stop; API docs at /docs); "
+        scheme = "https" if tls else "http"
+        err_console.print(f"dfpanel serving on [bold]{scheme}://{shown}:{port}/[/] (Ctrl+C to stop; API docs at /docs); "
                           f"jobs in {data_dir}; {workers} worker(s)", highlight=False)
         if token:
             err_console.print("a token is required (browsers log in once)", highlight=False)
@@ -116,6 +138,6 @@ def register(app: typer.Typer) -> None:
             if line:
                 err_console.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
         try:
-            uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+            uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30, **tls)
         finally:
             app_.state.runner.stop()
