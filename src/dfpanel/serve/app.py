@@ -20,7 +20,7 @@ import logging
 import os
 import secrets
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -81,8 +81,7 @@ class ServeConfig:
     # Host header values accepted (DNS rebinding); None: no check (only for tests and embedding)
     allowed_hosts: Optional[list] = None
     min_free_mb: int = 1024  # disk space left free after an upload
-    start_workers: bool = True  # tests drive the runner by hand when False
-    extra: dict = field(default_factory=dict)
+    start_workers: bool = True  # False: jobs are accepted and queued but not analysed (tests)
 
 
 class Refused(Exception):

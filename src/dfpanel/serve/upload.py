@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -156,15 +155,3 @@ def content_length(headers) -> int | None:
     if n < 0:
         raise UploadRefused(400, "bad Content-Length header")
     return n
-
-
-def open_for(folder: Path):
-    """open_file for FilePartWriter: the upload under `folder`, named after the sender's file name."""
-    holder: dict[str, Path] = {}
-
-    def open_file(filename: str):
-        path = folder / safe_name(filename)
-        holder["path"] = path
-        return open(path, "wb")
-
-    return open_file, holder
