@@ -14,7 +14,6 @@ from video_factory import VideoSpec, make_video
 
 import dfpanel.panel.fit as panel_fit
 from dfpanel.cli import main
-from dfpanel.detect import build as build_mod
 from dfpanel.detect.build import build_detector, frames_per_video
 from dfpanel.detect.pipeline import PanelDetector
 from dfpanel.errors import ConfigError, DataError
@@ -22,6 +21,7 @@ from dfpanel.extract.cache import CacheIndexRow, append_index_row
 from dfpanel.extract.report import update_report
 from dfpanel.extract.spec import DEFAULT_SPEC, InputSpec
 from dfpanel.index.manifest import VideoRecord, write_manifest
+from dfpanel.inference import runners as runners_mod
 from dfpanel.panel.combiner import Panel
 from dfpanel.panel.fit import cache_frames_per_video
 
@@ -53,7 +53,7 @@ def fake_folder(tmp_path, monkeypatch):
     """A weights folder whose specialists are the stand-ins; records the DetectConfig each detector gets."""
     wdir = tmp_path / "weights"
     wdir.mkdir()
-    monkeypatch.setattr(build_mod, "load_runners", lambda folder, backend="torch", device="cpu", only=None: fake_runners())
+    monkeypatch.setattr(runners_mod, "load_runners", lambda folder, backend="torch", device="cpu", only=None: fake_runners())
     seen = []
     real_init = PanelDetector.__init__
 
