@@ -7,8 +7,9 @@ API (OpenAPI at /openapi.json, docs at /docs): POST /api/v1/jobs (multipart `fil
 when done, the report); GET /api/v1/jobs/{id}/report.html and report.json; DELETE /api/v1/jobs/{id};
 GET /healthz.
 
-The web layer holds no analysis logic: `JobRunner` runs `PanelDetector.analyse`, the code
-`dfpanel detect` runs. Who may call what is `security.Guard`'s and TrustedHostMiddleware's business.
+The web layer holds no analysis logic and no model: `JobRunner` hands each job to an analysis process
+(`analysers.py`) that runs `PanelDetector.analyse`, the code `dfpanel detect` runs. Who may call what
+is `security.Guard`'s and TrustedHostMiddleware's business.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime.
