@@ -189,7 +189,9 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "dfpanel", "serve", "--weights", str(weights), "--port", str(self.port),
                "--data-dir", str(data_dir), "--workers", str(args.workers), "--queue", str(args.queue),
-               "--retention", "never"]
+               "--retention", "never",
+               # the clients stand for 20 people but all come from 127.0.0.1 without cookies: one "client"
+               "--max-per-client", "0"]
         if args.frames:
             cmd += ["--frames", str(args.frames)]
         env = dict(os.environ)

@@ -321,6 +321,26 @@ def test_a_full_queue_answers_503_with_retry_after(tmp_path, video_bytes):
         assert len(job_dirs(data)) == 2
 
 
+def test_one_client_cannot_fill_the_queue(tmp_path, video_bytes):
+    app = make_app(tmp_path / "data", start_workers=False, max_queue=8, max_per_client=2)
+    with TestClient(app) as alice, TestClient(app) as bob:
+        alice.get("/")
+        assert [upload(alice, video_bytes).status_code for _ in range(2)] == [202, 202]
+        res = upload(alice, video_bytes)
+        assert res.status_code == 429 and "2 videos waiting" in res.json()["detail"] and int(res.headers["retry-after"]) >= 5
+        bob.get("/")  # another browser has its own share
+        assert upload(bob, video_bytes).status_code == 202
+        # an API client without cookies is counted by its address, across its requests
+        app.state.config.max_per_client = 4
+        plain = TestClient(app)
+        assert [upload(plain, video_bytes).status_code for _ in range(5)] == [202] * 4 + [429]
+        # a finished (here: deleted) job frees its place
+        jid = alice.get("/api/v1/jobs").json()["jobs"][0]["id"]
+        assert alice.delete(f"/api/v1/jobs/{jid}").status_code == 204
+        app.state.config.max_per_client = 2
+        assert upload(alice, video_bytes).status_code == 202
+
+
 def test_uploads_are_refused_when_the_disk_is_nearly_full(tmp_path, video_bytes):
     with TestClient(make_app(tmp_path / "data", min_free_mb=1 << 40)) as c:
         res = upload(c, video_bytes)

@@ -86,6 +86,7 @@ def register(app: typer.Typer) -> None:
         data_dir: Path = typer.Option(Path("dfpanel-serve"), "--data-dir", help="Where jobs, uploads and reports are kept (a restart resumes from it)."),
         workers: int = typer.Option(1, "--workers", min=1, help="Videos analysed at once."),
         queue: int = typer.Option(32, "--queue", min=1, help="Videos waiting at most; more are answered 503 with Retry-After."),
+        max_per_client: int = typer.Option(None, "--max-per-client", min=0, help="Videos one browser (or, for API clients, one address) may have waiting or running at once; more are answered 429. Default: half the queue; 0: no cap."),
         max_upload_mb: int = typer.Option(500, "--max-upload-mb", min=1, help="Largest accepted upload."),
         keep_uploads: bool = typer.Option(False, "--keep-uploads", help="Keep uploaded videos after analysis (default: deleted)."),
         retention: str = typer.Option("7d", "--retention", help="Delete reports this long after they finish (e.g. 7d, 12h; 'never' keeps them)."),
@@ -117,7 +118,8 @@ def register(app: typer.Typer) -> None:
         check_device(device.value)
         cfg = ServeConfig(data_dir=data_dir, max_upload_mb=max_upload_mb, workers=workers, max_queue=queue,
                           keep_uploads=keep_uploads, retention_s=retention_s, retention_text=retention, token=token,
-                          allowed_hosts=allowed, min_free_mb=min_free_mb)
+                          allowed_hosts=allowed, min_free_mb=min_free_mb,
+                          max_per_client=max(1, queue // 2) if max_per_client is None else max_per_client)
         factory = DetectorFactory(str(folder.resolve()), frames=frames, device=device.value, backend=backend.value)
         app_ = create_app(factory, cfg)
         err_console.print(f"loading the specialists in {workers} analysis process(es) ...", highlight=False)

@@ -16,6 +16,7 @@ is `security.Guard`'s and TrustedHostMiddleware's business.
 import asyncio
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -82,6 +83,7 @@ class ServeConfig:
     # Host header values accepted (DNS rebinding); None: no check (only for tests and embedding)
     allowed_hosts: Optional[list] = None
     min_free_mb: int = 1024  # disk space left free after an upload
+    max_per_client: int = 0  # jobs one client may have waiting or running at once (0: no cap)
     start_workers: bool = True  # False: jobs are accepted and queued but not analysed (tests)
 
 
@@ -157,6 +159,14 @@ def create_app(source, config: ServeConfig) -> FastAPI:
         except (OSError, ValueError):
             return None
 
+    def client_of(request: Request, owner: Optional[str]) -> str:
+        """Who sent a request, for the per-client cap: the browser (visitor cookie), else the address
+        (behind a proxy, the one it forwards). Kept hashed."""
+        if owner:
+            return owner
+        host = request.client.host if request.client else "unknown"
+        return "addr:" + hashlib.sha256(host.encode()).hexdigest()[:24]
+
     async def accept_upload(request: Request, owner: Optional[str]) -> Job:
         """Stream an upload into a new job and queue it; Refused with the reason otherwise."""
         try:
@@ -168,11 +178,17 @@ def create_app(source, config: ServeConfig) -> FastAPI:
         free = shutil.disk_usage(store.root).free
         if free - (length or limit) < cfg.min_free_mb << 20:
             raise Refused(507, "the server's disk is nearly full; try again later or ask its operator to free space")
+        client = client_of(request, owner)
+        if cfg.max_per_client and store.active_for(client) >= cfg.max_per_client:
+            # no await between this check and store.new below: concurrent uploads cannot both pass it
+            raise Refused(429, f"you have {cfg.max_per_client} videos waiting or being analysed, the most one "
+                               "client may have at once; upload more when one is done",
+                          {"Retry-After": str(runner.retry_after())})
         try:
             runner.reserve()
         except QueueFull as exc:
             raise Refused(503, str(exc), {"Retry-After": str(exc.retry_after)}) from None
-        job = store.new("upload", owner)
+        job = store.new("upload", owner, client)
         queued = False
         try:
             def open_file(filename: str):
@@ -298,6 +314,7 @@ def create_app(source, config: ServeConfig) -> FastAPI:
 
     @app.post("/api/v1/jobs", status_code=202, openapi_extra=upload_body, tags=["jobs"],
               responses={413: {"description": "larger than the limit"}, 415: {"description": "not a video"},
+                         429: {"description": "this client's cap reached; see Retry-After"},
                          503: {"description": "queue full; see Retry-After"}, 507: {"description": "disk full"}})
     async def create_job(request: Request) -> JSONResponse:
         """Upload a video (multipart field `file`); it is queued for analysis. Poll the job's URL."""

@@ -40,6 +40,7 @@ class Job:
     id: str
     name: str  # the uploaded file's name, made safe; what its owner sees (never a server path)
     owner: str | None = None  # hash of the visitor cookie that made it; None: made without one (an API client)
+    client: str | None = None  # hash of who sent it (the visitor cookie, else the address): for the per-client cap
     status: str = "receiving"
     stage: str = "receiving the upload"
     progress: float = 0.0
@@ -58,7 +59,7 @@ class Job:
 
     def public(self, queue_position: int | None = None) -> dict:
         """What the API says of a job (no owner, no paths)."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("owner", "attempts")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("owner", "client", "attempts")}
         for k in ("created", "started", "finished"):
             out[k] = _iso(out[k])
         out["progress"] = round(float(self.progress), 3)
@@ -117,9 +118,9 @@ class JobStore:
         return sorted(todo, key=lambda j: j.created)
 
     # ---- one job -----------------------------------------------------------------------------
-    def new(self, name: str, owner: str | None) -> Job:
+    def new(self, name: str, owner: str | None, client: str | None = None) -> Job:
         with self.lock:
-            job = Job(id=new_job_id(), name=name, owner=owner)
+            job = Job(id=new_job_id(), name=name, owner=owner, client=client)
             (self.folder(job.id) / "upload").mkdir(parents=True)
             self._jobs[job.id] = job
             self._save(job)
@@ -173,6 +174,11 @@ class JobStore:
         with self.lock:
             return [j.id for j in self._jobs.values()
                     if j.status in ("done", "failed") and (j.finished or j.created) < before]
+
+    def active_for(self, client: str) -> int:
+        """Jobs of one client still arriving, waiting or being analysed."""
+        with self.lock:
+            return sum(1 for j in self._jobs.values() if j.client == client and j.status in ("receiving", *ACTIVE))
 
     def count(self, *statuses: str) -> int:
         with self.lock:
