@@ -47,7 +47,7 @@ class GatedDetector:
 
 class DyingDetector:
     """The stand-in panel, except that a video named *crash* kills the process analysing it (as a
-    decoder crash would)."""
+    decoder crash would) and one named *slow* takes a minute."""
 
     def __init__(self):
         self.inner = fake_detector()
@@ -55,6 +55,9 @@ class DyingDetector:
     def analyse(self, video, progress=None):
         if "crash" in Path(video).name:
             os._exit(3)
+        if "slow" in Path(video).name:  # still analysing when a test stops the service
+            progress("scoring BG", 0.6)
+            time.sleep(60)
         return self.inner.analyse(video, progress=progress)
 
     def __getattr__(self, item):

@@ -179,6 +179,18 @@ def test_jobs_run_in_analysis_processes_and_a_crash_fails_only_its_job(tmp_path,
     assert runner.analysers[0].proc is None  # stopped with the service
 
 
+def test_a_job_running_when_the_service_stops_runs_again_at_the_next_start(tmp_path, video_bytes):
+    data = tmp_path / "data"
+    with TestClient(make_app(data, detector=FakeFactory())) as c:
+        jid = upload(c, video_bytes, name="slow.mp4").json()["id"]
+        wait_for(c, jid, states=("running",))
+        c.app.state.runner.stop(timeout=0.2)  # the analysis process is stopped under the running job
+        time.sleep(0.5)
+        assert json.loads((data / "jobs" / jid / "job.json").read_text())["status"] == "running"
+    with TestClient(make_app(data, start_workers=False)) as c:
+        assert c.get(f"/api/v1/jobs/{jid}").json()["status"] == "queued"
+
+
 # ---- privacy ---------------------------------------------------------------------------------
 def test_a_visitor_sees_only_their_own_jobs(tmp_path, video_bytes):
     app = make_app(tmp_path / "data")

@@ -153,39 +153,42 @@ class ProcessAnalyser:
     def analyse(self, path: Path, progress) -> tuple[dict, list[dict]]:
         if not self.alive():
             self.start()
+        # held here: stop() (the service shutting down, from another thread) clears the attributes
+        proc, conn = self.proc, self.conn
         try:
-            self.conn.send(("job", str(path)))
+            conn.send(("job", str(path)))
             while True:
-                if self.conn.poll(0.5):
-                    msg = self.conn.recv()
+                if conn.poll(0.5):
+                    msg = conn.recv()
                     if msg[0] == "progress":
                         progress(msg[1], msg[2])
                     elif msg[0] == "done":
                         return msg[1], msg[2]
-                elif not self.proc.is_alive():
+                elif not proc.is_alive():
                     break
-        except (EOFError, OSError, BrokenPipeError):
+        except (EOFError, OSError):  # the pipe closed: the child died, or stop() closed it
             pass
-        self.proc.join(5)
-        code = self.proc.exitcode
+        proc.join(5)
+        code = proc.exitcode
         self.stop()
         log.error("serve: the analysis process stopped (%s) on %s", _how(code), path.name)
         raise AnalysisFailed(f"the analysis stopped on this video ({_how(code)}); the file may be malformed")
 
     def stop(self) -> None:
-        if self.conn is not None:
+        # taken out first: the service's shutdown and a worker whose child died may both call this
+        conn, self.conn = self.conn, None
+        proc, self.proc = self.proc, None
+        if conn is not None:
             try:
-                self.conn.send(("stop",))
-            except (OSError, BrokenPipeError):
+                conn.send(("stop",))
+            except OSError:  # BrokenPipeError included: the child is gone already
                 pass
-            self.conn.close()
-            self.conn = None
-        if self.proc is not None:
-            self.proc.join(5)
-            if self.proc.is_alive():
-                self.proc.kill()
-                self.proc.join(5)
-            self.proc = None
+            conn.close()
+        if proc is not None:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
 
 
 def _how(code: int | None) -> str:
