@@ -25,7 +25,7 @@ from video_factory import VideoSpec, make_video
 
 from dfpanel.report.schema import validate_report
 from dfpanel.serve.security import AUTH_COOKIE, VISITOR_COOKIE
-from dfpanel.serve.upload import FilePartWriter, UploadRefused
+from dfpanel.serve.upload import FilePartWriter, Refused
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -280,7 +280,7 @@ def test_the_file_part_writer_never_writes_past_the_limit():
     w = FilePartWriter(b"XyZ", limit=1 << 20, open_file=lambda name: sink)
     head = b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="big.mp4"\r\n\r\n'
     w.feed(head)
-    with pytest.raises(UploadRefused) as err:
+    with pytest.raises(Refused) as err:
         for _ in range(40):
             w.feed(b"\0" * (128 << 10))
     assert err.value.status == 413 and len(sink.getvalue()) <= 1 << 20

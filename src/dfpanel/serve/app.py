@@ -59,7 +59,7 @@ from dfpanel.serve.security import (
 )
 from dfpanel.serve.upload import (
     MULTIPART_SLACK,
-    UploadRefused,
+    Refused,
     content_length,
     receive_file,
     safe_name,
@@ -85,12 +85,6 @@ class ServeConfig:
     min_free_mb: int = 1024  # disk space left free after an upload
     max_per_client: int = 0  # jobs one client may have waiting or running at once (0: no cap)
     start_workers: bool = True  # False: jobs are accepted and queued but not analysed (tests)
-
-
-class Refused(Exception):
-    def __init__(self, status: int, message: str, headers: Optional[dict] = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
 
 
 def create_app(source, config: ServeConfig) -> FastAPI:
@@ -169,10 +163,7 @@ def create_app(source, config: ServeConfig) -> FastAPI:
 
     async def accept_upload(request: Request, owner: Optional[str]) -> Job:
         """Stream an upload into a new job and queue it; Refused with the reason otherwise."""
-        try:
-            length = content_length(request.headers)
-        except UploadRefused as exc:
-            raise Refused(exc.status, exc.message) from None
+        length = content_length(request.headers)
         if length is not None and length > limit + MULTIPART_SLACK:
             raise Refused(413, f"the file is larger than the limit of {cfg.max_upload_mb} MB")
         free = shutil.disk_usage(store.root).free
@@ -197,8 +188,6 @@ def create_app(source, config: ServeConfig) -> FastAPI:
 
             try:
                 writer = await receive_file(request.stream(), request.headers.get("content-type"), limit, open_file)
-            except UploadRefused as exc:
-                raise Refused(exc.status, exc.message) from None
             except MultipartParseError:
                 raise Refused(400, "the upload is not a well-formed multipart form") from None
             except OSError as exc:

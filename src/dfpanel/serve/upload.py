@@ -15,12 +15,13 @@ MAX_HEADERS = 8 << 10  # bytes of part headers a form may send
 MULTIPART_SLACK = 64 << 10  # what a multipart body may hold beyond the file (boundaries, headers)
 
 
-class UploadRefused(Exception):
-    """An upload the service will not take; `status` is the HTTP status to answer with."""
+class Refused(Exception):
+    """A request the service will not take: the HTTP status, one line saying why, and any headers
+    (Retry-After). Raised here for an upload, and by the web app for its other refusals."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.headers = status, message, headers or {}
 
 
 def safe_name(name: str | None) -> str:
@@ -33,7 +34,7 @@ def safe_name(name: str | None) -> str:
 def multipart_boundary(content_type: str | None) -> bytes:
     ctype, params = parse_options_header(content_type or "")
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
-        raise UploadRefused(415, "send the video as multipart/form-data with a field named 'file'")
+        raise Refused(415, "send the video as multipart/form-data with a field named 'file'")
     return params[b"boundary"]
 
 
@@ -48,7 +49,7 @@ def part_file_name(headers: dict[bytes, bytes]) -> tuple[str | None, str | None]
 
 class FilePartWriter:
     """Feeds multipart chunks to python-multipart's streaming parser; the first part named `file` goes
-    to `open_file(filename)`'s handle, other parts are dropped. Raises UploadRefused(413) as soon as
+    to `open_file(filename)`'s handle, other parts are dropped. Raises Refused(413) as soon as
     the file passes `limit` bytes."""
 
     def __init__(self, boundary: bytes, limit: int, open_file):
@@ -61,7 +62,7 @@ class FilePartWriter:
         self._field, self._value = b"", b""
         self._header_bytes = 0
         self._in_file = False
-        self._error: UploadRefused | None = None
+        self._error: Refused | None = None
         self.parser = MultipartParser(boundary, {
             "on_part_begin": self._part_begin,
             "on_header_field": self._header_field,
@@ -101,7 +102,7 @@ class FilePartWriter:
     def _count(self, n: int) -> None:
         self._header_bytes += n
         if self._header_bytes > MAX_HEADERS and not self._error:
-            self._error = UploadRefused(400, "the form's part headers are too large")
+            self._error = Refused(400, "the form's part headers are too large")
 
     def _headers_done(self) -> None:
         field, filename = part_file_name(self._headers)
@@ -116,7 +117,7 @@ class FilePartWriter:
             return
         self.size += end - start
         if self.size > self.limit:
-            self._error = UploadRefused(413, f"the file is larger than the limit of {self.limit >> 20} MB")
+            self._error = Refused(413, f"the file is larger than the limit of {self.limit >> 20} MB")
             return
         self._fh.write(data[start:end])
 
@@ -138,9 +139,9 @@ async def receive_file(stream: AsyncIterator[bytes], content_type: str | None, l
     finally:
         writer.close()
     if not writer.found:
-        raise UploadRefused(422, "no file in the form: send the video in a field named 'file'")
+        raise Refused(422, "no file in the form: send the video in a field named 'file'")
     if writer.size == 0:
-        raise UploadRefused(400, f"{safe_name(writer.filename)} is empty; choose a video file")
+        raise Refused(400, f"{safe_name(writer.filename)} is empty; choose a video file")
     return writer
 
 
@@ -151,7 +152,7 @@ def content_length(headers) -> int | None:
     try:
         n = int(raw)
     except ValueError:
-        raise UploadRefused(400, "bad Content-Length header") from None
+        raise Refused(400, "bad Content-Length header") from None
     if n < 0:
-        raise UploadRefused(400, "bad Content-Length header")
+        raise Refused(400, "bad Content-Length header")
     return n
