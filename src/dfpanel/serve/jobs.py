@@ -106,12 +106,10 @@ class JobStore:
                 self._jobs[job.id] = job
                 if job.status in ACTIVE:
                     if job.attempts >= MAX_ATTEMPTS:
-                        self.update(job, status="failed", finished=time.time(), stage="failed",
-                                    error=f"analysis was interrupted {job.attempts} times; this video is not tried again")
+                        self.fail(job, f"analysis was interrupted {job.attempts} times; this video is not tried again")
                         self.remove_upload(job)
                     elif not self.upload_path(job).is_file():
-                        self.update(job, status="failed", finished=time.time(), stage="failed",
-                                    error="the upload was lost before it was analysed; upload it again")
+                        self.fail(job, "the upload was lost before it was analysed; upload it again")
                     else:
                         self.update(job, status="queued", stage="queued (again, after a restart)", progress=0.0)
                         todo.append(job)
@@ -144,6 +142,10 @@ class JobStore:
                 setattr(job, k, v)
             if persist and job.id in self._jobs:
                 self._save(job)
+
+    def fail(self, job: Job, error: str) -> None:
+        """The job ended without a report; `error` says why in one line."""
+        self.update(job, status="failed", stage="failed", finished=time.time(), error=error)
 
     def _save(self, job: Job) -> None:
         atomic_write(self.folder(job.id) / "job.json", json.dumps(asdict(job)))

@@ -134,8 +134,7 @@ class JobRunner:
                 self.run(job, analyser)
             except Exception:  # the worker must live on: the job is marked failed, the log has the traceback
                 log.exception("serve: job %s failed", job.id)
-                self.store.update(job, status="failed", stage="failed", finished=time.time(),
-                                  error="internal error while analysing; the server's log has the details")
+                self.store.fail(job, "internal error while analysing; the server's log has the details")
 
     def run(self, job: Job, analyser) -> None:
         """Analyse one job's upload, write its report into its folder, drop the upload."""
@@ -151,7 +150,7 @@ class JobRunner:
         except AnalysisFailed as exc:
             if self._stop.is_set():  # the service is stopping: the job runs again at the next start
                 return
-            self.store.update(job, status="failed", stage="failed", finished=time.time(), error=str(exc))
+            self.store.fail(job, str(exc))
             if not self.keep_uploads:
                 self.store.remove_upload(job)
             return
@@ -165,9 +164,8 @@ class JobRunner:
                 write_report(report, folder, thumbnails)
                 save_thumbnails(folder, thumbnails)
             except OSError as exc:
-                self.store.update(job, status="failed", stage="failed", finished=time.time(),
-                                  error=f"the report could not be written ({exc.strerror or exc}); "
-                                        "the server needs free disk space")
+                self.store.fail(job, f"the report could not be written ({exc.strerror or exc}); "
+                                     "the server needs free disk space")
                 return
             finally:
                 if not self.keep_uploads:
