@@ -291,6 +291,20 @@ class Load:
             self.reconnects += 1
             return await client.get(path, **kw)
 
+    async def timed_get(self, client, path: str, latencies: list, label: str, **kw):
+        """`get`, its latency appended to `latencies`; a connection error is recorded under `label` and
+        gives None."""
+        import httpx
+
+        t = time.perf_counter()
+        try:
+            res = await self.get(client, path, **kw)
+        except httpx.HTTPError as exc:
+            self.error(f"{label}: {type(exc).__name__} {exc}")
+            return None
+        latencies.append(time.perf_counter() - t)
+        return res
+
     def check(self, jid: str, res, where: str) -> dict | None:
         """A status answer for job `jid`: is it that job, with that client's file? None unless 200."""
         self.codes[f"{where} {res.status_code}"] += 1
@@ -356,13 +370,9 @@ class Load:
                 self.mixed.setdefault(jid, f"{name}: the upload's answer says {job.get('name')}, {job.get('size_bytes')} bytes")
             while True:
                 await asyncio.sleep(self.args.client_poll)
-                t = time.perf_counter()
-                try:
-                    res = await self.get(c, f"/api/v1/jobs/{jid}")
-                except httpx.HTTPError as exc:
-                    self.error(f"status {name}: {type(exc).__name__} {exc}")
+                res = await self.timed_get(c, f"/api/v1/jobs/{jid}", self.client_status_lat, f"status {name}")
+                if res is None:
                     continue
-                self.client_status_lat.append(time.perf_counter() - t)
                 job = self.check(jid, res, "client-status")
                 if job is None:
                     if jid in self.not_found:
@@ -416,14 +426,9 @@ class Load:
                 nonlocal k
                 jid = self.ids[k % len(self.ids)]
                 k += 1
-                t = time.perf_counter()
-                try:
-                    res = await self.get(c, f"/api/v1/jobs/{jid}")
-                except httpx.HTTPError as exc:
-                    self.error(f"poll {jid}: {type(exc).__name__} {exc}")
-                    return
-                self.status_lat.append(time.perf_counter() - t)
-                self.check(jid, res, "status")
+                res = await self.timed_get(c, f"/api/v1/jobs/{jid}", self.status_lat, f"poll {jid}")
+                if res is not None:
+                    self.check(jid, res, "status")
 
             t0 = time.perf_counter()
             await self.paced(self.args.poll_rate, one, "polls_missed", self.args.in_flight)
@@ -434,13 +439,9 @@ class Load:
 
         async with httpx.AsyncClient(base_url=self.url, timeout=self.args.timeout) as c:  # one browser (keeps its cookie)
             async def one():
-                t = time.perf_counter()
-                try:
-                    res = await self.get(c, "/", headers={"accept": "text/html"})
-                except httpx.HTTPError as exc:
-                    self.error(f"page: {type(exc).__name__} {exc}")
+                res = await self.timed_get(c, "/", self.page_lat, "page", headers={"accept": "text/html"})
+                if res is None:
                     return
-                self.page_lat.append(time.perf_counter() - t)
                 self.codes[f"page {res.status_code}"] += 1
                 if res.status_code != 200 or "<html" not in res.text.lower():
                     self.error(f"page: HTTP {res.status_code} {res.text[:200]}")
