@@ -96,11 +96,11 @@ def timed_extract(frames: int, clip_len: int, detect_every: int | None):
     if detect_every:
         cfg = replace(cfg, detect_every=detect_every)
 
-    def run(path, video_id, timings):
+    def run(path, video_id, timings, progress=None):
         det = _TimedDetector(get_detector(cfg))
         t = time.perf_counter()
         try:
-            return extract_video(path, cfg, video_id=video_id, dataset="bench", detector=det)
+            return extract_video(path, cfg, video_id=video_id, dataset="bench", detector=det, progress=progress)
         finally:
             timings["faces"] = det.seconds
             timings["decode"] = time.perf_counter() - t - det.seconds
@@ -119,7 +119,7 @@ def naive_extract(frames: int, clip_len: int):
 
     cfg = ExtractConfig(frames=frames, clip_len=clip_len, detect_every=1)
 
-    def run(path, video_id, timings):
+    def run(path, video_id, timings, progress=None):
         t = time.perf_counter()
         rgb = []
         with av.open(str(path)) as c:

@@ -53,7 +53,7 @@ def fake_runners(**biases) -> list[TorchRunner]:
     return [TorchRunner(s, weights_id=f"sha-{s.name}", weights_info={"file": f"{s.name}.safetensors"}) for s in specs]
 
 
-def fake_extract(path: Path, video_id: str, timings: dict) -> list:
+def fake_extract(path: Path, video_id: str, timings: dict, progress=None) -> list:
     """By file name: 'noface' -> NoFaceError, 'silent' -> no audio track, anything else -> audio."""
     name = Path(path).name
     if "noface" in name:

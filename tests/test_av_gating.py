@@ -165,7 +165,7 @@ def talk(tmp_path) -> VideoInfo:
 def test_some_gated_clips_video_score_is_the_others(tmp_path):
     first_clip_silent = GatedFake(lambda entry, g: "no speech in the clip" if g[0] < 4 else None, bias=1.0)
     r = PanelDetector(runners_with(first_clip_silent), Panel(), DetectConfig(clip_len=4),
-                      extract=lambda p, v, t: [extracted_track()]).analyse(talk(tmp_path)).report
+                      extract=lambda p, v, t, progress=None: [extracted_track()]).analyse(talk(tmp_path)).report
     av = {s["name"]: s for s in validate_report(r)["specialists"]}["av"]
     assert av["status"] == "scored" and av["gated"] == 1 and av["gated_reasons"] == {"no speech in the clip": 1}
     assert [s["position"] for s in av["samples"]] == [4, 8]
@@ -174,7 +174,7 @@ def test_some_gated_clips_video_score_is_the_others(tmp_path):
 
 
 def test_av_abstains_on_a_video_whose_audio_is_silent(tmp_path, fake_weights):
-    def silent_audio(path, video_id, timings):
+    def silent_audio(path, video_id, timings, progress=None):
         meta, crops, samples = extracted_track()
         return [(meta, crops, np.zeros_like(samples))]
 

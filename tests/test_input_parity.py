@@ -259,7 +259,7 @@ def test_a_second_spec_that_finds_no_face_makes_only_its_specialists_abstain(tmp
     def extract_for(spec):
         made.append(spec)
 
-        def run(path, video_id, timings):
+        def run(path, video_id, timings, progress=None):
             if spec.min_face_size == 200:
                 raise NoFaceError(f"{path}: no face found in 12 frames checked")
             return [fake_track()]

@@ -45,7 +45,7 @@ class Recorder(SpecialistRunner):
 
 def detection_groups(entry, kind: str = "clip", clip_len: int = L) -> tuple[list[list[int]], dict]:
     rec = Recorder(kind, clip_len)
-    det = PanelDetector([rec], Panel(), DetectConfig(clip_len=clip_len, batch_size=3), extract=lambda *a: [])
+    det = PanelDetector([rec], Panel(), DetectConfig(clip_len=clip_len, batch_size=3), extract=lambda *a, **kw: [])
     out = det._score(rec, entry, {})
     return rec.seen, out
 

@@ -80,7 +80,7 @@ def entry_of(n: int) -> FaceTrackEntry:
 
 def detection_logit(logits, how: str) -> float:
     runner = TableRunner(logits)
-    det = PanelDetector([runner], Panel(aggregate=how), DetectConfig(batch_size=2), extract=lambda *a: [])
+    det = PanelDetector([runner], Panel(aggregate=how), DetectConfig(batch_size=2), extract=lambda *a, **kw: [])
     out = det._score(runner, entry_of(len(logits)), {})
     assert out["status"] == "scored", out["reason"]
     return out["logit"]

@@ -225,9 +225,9 @@ def test_a_cut_file_with_its_index_intact_says_what_it_covers(tmp_path):
     cut.write_bytes(data[: int(len(data) * 0.3)])
     assert probe_video(cut).duration == pytest.approx(2.0, abs=0.05)  # the header still claims it all
 
-    def extract(path, video_id, timings):
+    def extract(path, video_id, timings, progress=None):
         return extract_video(path, ExtractConfig(frames=16, clip_len=4), video_id=video_id, dataset="detect",
-                             detector=BoxDetector())
+                             detector=BoxDetector(), progress=progress)
 
     det = PanelDetector(fake_runners(), Panel(), DetectConfig(clip_len=4), extract=extract)
     r = validate_report(det.analyse(cut).report)

@@ -8,7 +8,6 @@ outcome, never an exception out of `analyse`.
 
 from __future__ import annotations
 
-import inspect
 import io
 import logging
 import math
@@ -41,9 +40,10 @@ from dfpanel.views.samples import sample_groups
 
 log = logging.getLogger(__name__)
 
-# extract(path, video_id, timings) -> list[(TrackMeta, crops, audio|None)], main track first; it may
-# add its own step timings (e.g. "decode", "faces") to `timings`
-ExtractFn = Callable[[Path, str, dict], list]
+# extract(path, video_id, timings, progress=None) -> list[(TrackMeta, crops, audio|None)], main track
+# first; it may add its own step timings (e.g. "decode", "faces") to `timings`, and may call
+# progress(done, total) as it goes (default_extract: per clip decoded and searched for faces)
+ExtractFn = Callable[..., list]
 # progress(stage, fraction): the step `analyse` starts, in words ("extracting faces", "scoring BG"), and
 # how far it is (0..1); called from the analysing thread
 ProgressFn = Callable[[str, float], None]
@@ -252,16 +252,11 @@ class PanelDetector:
 
     # ---- pieces ----------------------------------------------------------------------------------
     def _extract_first(self, path: Path, timings: dict, say: ProgressFn) -> list:
-        """The first spec's extraction, telling `say` of each clip when the extract function takes
-        `progress` (default_extract does; stand-ins may not)."""
-        fn = self._extracts[0]
-        if "progress" not in inspect.signature(fn).parameters:
-            return fn(path, _video_id(path), timings)
-
+        """The first spec's extraction, telling `say` how far it is."""
         def clip_done(done: int, total: int) -> None:
             say(f"extracting faces (clip {done} of {total})", 0.03 + 0.57 * done / max(1, total))
 
-        return fn(path, _video_id(path), timings, progress=clip_done)
+        return self._extracts[0](path, _video_id(path), timings, progress=clip_done)
 
     def _other_entries(self, path: Path, timings: dict) -> tuple[dict, dict]:
         """Entries of the second and further specs (index -> entry), and why one has none."""
