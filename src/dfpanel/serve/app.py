@@ -52,7 +52,6 @@ from dfpanel.serve.security import (
     VISITOR_COOKIE,
     WRONG_TOKEN_DELAY,
     Guard,
-    cookies_of,
     owner_of,
     safe_next,
     session_value,
@@ -123,7 +122,7 @@ def create_app(source, config: ServeConfig) -> FastAPI:
         return request.scope.get("state", {}).get("nonce", "")
 
     def visitor(request: Request) -> Optional[str]:
-        return cookies_of(request.scope).get(VISITOR_COOKIE) or None
+        return request.cookies.get(VISITOR_COOKIE) or None
 
     def browser_visitor(request: Request) -> tuple[str, bool]:
         """This browser's visitor id (a random cookie: the key to the list of its own jobs), and whether

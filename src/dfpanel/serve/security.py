@@ -18,11 +18,12 @@ import asyncio
 import hashlib
 import hmac
 import ipaddress
-import json
 import logging
 import secrets
-from http.cookies import SimpleCookie
 from urllib.parse import quote, urlsplit
+
+from starlette.requests import cookie_parser
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 log = logging.getLogger(__name__)
 AUTH_COOKIE = "dfpanel_auth"
@@ -61,16 +62,6 @@ def csp(nonce: str, docs: bool = False) -> str:
     return ("default-src 'none'; "
             f"script-src {scripts}; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
             "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
-
-
-def cookies_of(scope) -> dict[str, str]:
-    raw = "; ".join(v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"cookie")
-    jar = SimpleCookie()
-    try:
-        jar.load(raw)
-    except Exception:  # a malformed Cookie header is no login
-        return {}
-    return {k: m.value for k, m in jar.items()}
 
 
 def header(scope, name: bytes) -> str | None:
@@ -118,34 +109,37 @@ class Guard:
             self.warned_proxy = True
             log.warning("serve: requests arrive through a proxy but no token is set: anyone who reaches the proxy "
                         "can use this service; start it with --token")
-        refusal = self.refuse(scope)
-        if refusal is not None:
-            return await refusal(scope, receive, send_with_headers)
-        return await self.app(scope, receive, send_with_headers)
+        refusal, delay = self.refuse(scope)
+        if refusal is None:
+            return await self.app(scope, receive, send_with_headers)
+        if delay:
+            await asyncio.sleep(delay)
+        await refusal(scope, receive, send_with_headers)
 
-    def refuse(self, scope):
-        """An ASGI app answering a request that may not go on, else None."""
+    def refuse(self, scope) -> tuple[Response | None, float]:
+        """The answer to a request that may not go on (None if it may), and how long to wait first."""
         method, path = scope["method"], scope["path"]
         if method not in ("GET", "HEAD", "OPTIONS"):
             origin = header(scope, b"origin")
             if origin and not self.same_site(origin, header(scope, b"host")):
-                return _json(403, "cross-site request refused: this service takes uploads from its own page only")
+                return _detail(403, "cross-site request refused: this service takes uploads from its own page only"), 0.0
         if not self.token or path in OPEN_PATHS:
-            return None
+            return None, 0.0
         auth = header(scope, b"authorization") or ""
         scheme, _, given = auth.partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token.encode()):
-            return None
-        cookie = cookies_of(scope).get(AUTH_COOKIE, "")
+            return None, 0.0
+        cookie = cookie_parser(header(scope, b"cookie") or "").get(AUTH_COOKIE, "")
         if cookie and hmac.compare_digest(cookie.encode(), self.session.encode()):
-            return None
+            return None, 0.0
         accept = header(scope, b"accept") or ""
         if method == "GET" and not path.startswith("/api/") and "text/html" in accept:
             target = path + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
-            return _redirect("/login?next=" + quote(target, safe="/"))
+            return RedirectResponse("/login?next=" + quote(target, safe="/"), status_code=303), 0.0
         what = "wrong token" if given or cookie else "this service needs a token"
-        return _json(401, delay=WRONG_TOKEN_DELAY if given else 0.0, detail= f"{what}: send the header 'Authorization: Bearer <token>' (the token the server was started with)",
-                     extra=[(b"www-authenticate", b'Bearer realm="dfpanel"')])
+        answer = _detail(401, f"{what}: send the header 'Authorization: Bearer <token>' (the token the server was "
+                              "started with)", {"www-authenticate": 'Bearer realm="dfpanel"'})
+        return answer, WRONG_TOKEN_DELAY if given else 0.0
 
     def same_site(self, origin: str, host: str | None) -> bool:
         """The Origin of a write is this service: the Host it was sent to, or one of its own names."""
@@ -162,24 +156,6 @@ def safe_next(target: str | None) -> str:
     return target
 
 
-def _json(status: int, detail: str, extra: list | None = None, delay: float = 0.0):
-    body = json.dumps({"detail": detail}).encode()
-
-    async def app(scope, receive, send):
-        if delay:
-            await asyncio.sleep(delay)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-                    + (extra or [])})
-        await send({"type": "http.response.body", "body": body})
-
-    return app
-
-
-def _redirect(location: str):
-    async def app(scope, receive, send):
-        await send({"type": "http.response.start", "status": 303,
-                    "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0")]})
-        await send({"type": "http.response.body", "body": b""})
-
-    return app
+def _detail(status: int, detail: str, headers: dict | None = None) -> JSONResponse:
+    """A refusal as the app's own errors look: {"detail": one line}."""
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
