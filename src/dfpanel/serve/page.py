@@ -152,7 +152,7 @@ def render_index(specialists: list[str], panel_note: str, training: dict | None,
 def render_job_progress(job: dict, nonce: str) -> str:
     pos = f" (position {job['queue_position']} in the queue)" if job.get("queue_position") else ""
     pct = round(100 * job["progress"])
-    body = f"""<div class="toolbar"><a class="button" href="../">← All your videos</a><span class="grow"></span>{_delete_form(job["id"], "../")}</div>
+    body = f"""{job_toolbar(job["id"], downloads=False)}
 <div class="card"><h1>{escape(job["name"])}</h1>
 <div id="stage" role="status" style="font-size:16px">{escape(job["stage"])}{pos}</div>
 <div class="bar"><div id="bar" style="width:{pct}%"></div></div>
@@ -162,16 +162,18 @@ def render_job_progress(job: dict, nonce: str) -> str:
 
 
 def render_job_failed(job: dict, nonce: str) -> str:
-    body = f"""<div class="toolbar"><a class="button" href="../">← All your videos</a><span class="grow"></span>{_delete_form(job["id"], "../")}</div>
+    body = f"""{job_toolbar(job["id"], downloads=False)}
 <div class="card"><h1>{escape(job["name"])}</h1><p class="err">{escape(job.get("error") or "failed")}</p></div>"""
     return _page(f"dfpanel · {job['name']}", body, nonce)
 
 
-def job_toolbar(job_id: str) -> str:
+def job_toolbar(job_id: str, downloads: bool = True) -> str:
+    """A job page's links: back to the list, the report's files (once there is a report), Delete."""
     j = escape(job_id)
+    files = (f'<a class="button" href="../api/v1/jobs/{j}/report.json" download>report.json</a>'
+             f'<a class="button" href="../api/v1/jobs/{j}/report.html" download>report.html</a>') if downloads else ""
     return (f'<div class="toolbar"><a class="button" href="../">← All your videos</a><span class="grow"></span>'
-            f'<a class="button" href="../api/v1/jobs/{j}/report.json" download>report.json</a>'
-            f'<a class="button" href="../api/v1/jobs/{j}/report.html" download>report.html</a>{_delete_form(job_id, "../")}</div>')
+            f'{files}{_delete_form(job_id, "../")}</div>')
 
 
 def render_job_report(job: dict, report: dict, thumbnails: list[dict]) -> str:
@@ -196,7 +198,7 @@ def render_error(status: int, message: str, nonce: str, back: str = "/") -> str:
 
 
 def render_docs() -> str:
-    """Swagger UI from the files installed with swagger-ui-bundle (no CDN)."""
+    """Swagger UI from the files fastapi-offline installs (no CDN)."""
     return """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>dfpanel API</title>
 <link rel="stylesheet" href="docs/static/swagger-ui.css"></head><body><div id="swagger-ui"></div>
 <script src="docs/static/swagger-ui-bundle.js"></script><script src="docs/init.js"></script></body></html>"""
