@@ -104,6 +104,7 @@ def register(app: typer.Typer) -> None:
         from dfpanel.errors import WeightsError
         from dfpanel.serve.analysers import DetectorFactory
         from dfpanel.serve.app import ServeConfig, create_app
+        from dfpanel.serve.security import is_loopback
 
         # what can be checked without loading a model, before anything starts
         check_access(host, token, insecure_no_token)
@@ -130,7 +131,7 @@ def register(app: typer.Typer) -> None:
                           f"jobs in {data_dir}; {workers} worker(s)", highlight=False)
         if token:
             err_console.print("a token is required (browsers log in once)", highlight=False)
-        elif not insecure_no_token:
+        elif is_loopback(host):
             err_console.print("no token: only this machine can connect", highlight=False)
         else:
             err_console.print("[yellow]warning:[/] no token, and other machines can connect: anyone who reaches "

@@ -12,6 +12,7 @@ import logging
 import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dfpanel.report.write import write_report
@@ -51,8 +52,9 @@ class JobRunner:
         (oldest first), start the workers and the cleaner."""
         if self.started:
             return
-        for a in self.analysers:
-            self.info = self.info or a.start()
+        # all at once: each analysis process spends its start-up loading the models
+        with ThreadPoolExecutor(len(self.analysers)) as pool:
+            self.info = list(pool.map(lambda a: a.start(), self.analysers))[0]
         self.started = True
         again = self.store.load()
         with self._cond:
