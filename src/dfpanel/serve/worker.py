@@ -10,6 +10,7 @@ import collections
 import json
 import logging
 import math
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -159,19 +160,25 @@ class JobRunner:
         report = redact(report, path, job.name)
         progress("writing the report", 0.97)
         folder = self.store.folder(job.id)
+        if self.store.get(job.id) is None:  # deleted while it ran: keep nothing
+            return
+        # written outside the store's lock (rendering takes a while; status polls wait on that lock)
+        try:
+            write_report(report, folder, thumbnails)
+            save_thumbnails(folder, thumbnails)
+        except OSError as exc:
+            write_error = f"the report could not be written ({exc.strerror or exc}); the server needs free disk space"
+        else:
+            write_error = None
         with self.store.lock:
-            if self.store.get(job.id) is None:  # deleted while it ran: keep nothing
+            if self.store.get(job.id) is None:  # deleted while the report was written: remove what it left
+                shutil.rmtree(folder, ignore_errors=True)
                 return
-            try:
-                write_report(report, folder, thumbnails)
-                save_thumbnails(folder, thumbnails)
-            except OSError as exc:
-                self.store.fail(job, f"the report could not be written ({exc.strerror or exc}); "
-                                     "the server needs free disk space")
+            if not self.keep_uploads:
+                self.store.remove_upload(job)
+            if write_error is not None:
+                self.store.fail(job, write_error)
                 return
-            finally:
-                if not self.keep_uploads:
-                    self.store.remove_upload(job)
             err = report.get("error") or {}
             self.store.update(job, status="done", stage="done", progress=1.0, finished=time.time(), result={
                 "status": report["status"], "verdict": report["verdict"],
