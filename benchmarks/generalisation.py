@@ -55,6 +55,7 @@ HELD_OUT = {
     "av": ("audio_shift", "audio_replace"),
 }
 SEEDS = {"train": 101, "test": 202}
+TRAIN_SEED = 42  # the training config's own seed (trainer.seed); other --train-seeds get their own runs
 MASK_HEAD = ("bg", "rr")  # specialists whose pseudo-fakes carry a blend mask to learn
 VAL_FRACTION = 0.15
 # One video moves an AUC by at most 1/n_real (a real) or 1/n_fake (a fake): 20 each keeps it <= 0.05.
@@ -140,8 +141,32 @@ def auc_cells(videos: Sequence[dict], traces: Sequence[str] = TRACES) -> dict:
     return cells
 
 
+def over_seeds(runs: Sequence[dict]) -> list[dict]:
+    """One row per specialist x regime: a run trained with several seeds becomes one row whose cells
+    hold the mean AUC, its range and every seed's AUC (`aucs`); a single run passes through."""
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["specialist"], run["regime"]), []).append(run)
+    rows = []
+    for group in groups.values():
+        done = [r for r in group if r.get("cells")]
+        if len(done) < 2:
+            rows.append(done[0] if done else group[0])
+            continue
+        cells = {}
+        for c, first in done[0]["cells"].items():
+            aucs = [r["cells"][c]["auc"] for r in done]
+            ok = [a for a in aucs if a is not None]
+            cells[c] = {**first, "auc": round(sum(ok) / len(ok), 4) if ok else None, "aucs": aucs,
+                        "auc_min": min(ok, default=None), "auc_max": max(ok, default=None)}
+        rows.append({**done[0], "cells": cells, "seeds": [r.get("seed", TRAIN_SEED) for r in done],
+                     "seed": None, "failed_seeds": [r.get("seed") for r in group if not r.get("cells")]})
+    return rows
+
+
 def markdown_table(runs: Sequence[dict], traces: Sequence[str] = TRACES) -> str:
-    """Rows specialist x regime, columns traces (+ all); `*` marks a trace the run did not train on."""
+    """Rows specialist x regime, columns traces (+ all); `*` marks a trace the run did not train on.
+    A row over several training seeds shows the mean AUC and, in brackets, the lowest and highest."""
     cols = [*traces, "all"]
     lines = ["| specialist | regime | trained on | " + " | ".join(cols) + " |",
              "|---|---|---|" + "---|" * len(cols)]
@@ -155,6 +180,8 @@ def markdown_table(runs: Sequence[dict], traces: Sequence[str] = TRACES) -> str:
                 out.append(run.get("status", "-") if c == cols[0] else "")
                 continue
             auc = "n/a" if cell["auc"] is None else f"{cell['auc']:.2f}"
+            if cell.get("aucs") and cell["auc"] is not None:
+                auc += f" [{cell['auc_min']:.2f}-{cell['auc_max']:.2f}]"
             abst = f", {cell['n_abstained']} abstained" if cell.get("n_abstained") else ""
             out.append(f"{auc}{mark} ({cell['n_real']}/{cell['n_fake']}{abst})")
         lines.append(f"| {run['specialist'].upper()} | {run['regime']} | {run['trained_on']} | " + " | ".join(out) + " |")
@@ -231,17 +258,19 @@ def build_data(args, work: Path, run) -> dict[str, Path]:
     return paths
 
 
-def train_and_eval(args, work: Path, paths: dict, spec: str, regime: str, run) -> dict:
+def train_and_eval(args, work: Path, paths: dict, spec: str, regime: str, run, seed: int = TRAIN_SEED) -> dict:
     config = f"{spec}/tiny_ffpp"
     trained_on = "reals only" if regime == "pseudo_only" else f"all but {'+'.join(HELD_OUT[spec])}"
     held = TRACES if regime == "pseudo_only" else HELD_OUT[spec]
     result = {"specialist": spec, "regime": regime, "config": config, "trained_on": trained_on,
-              "held_out": list(held), "pseudofakes_mode": MODE[regime]}
+              "held_out": list(held), "pseudofakes_mode": MODE[regime], "seed": seed}
     manifest = paths["reals"] if regime == "pseudo_only" else paths[f"loto_{spec}"]
     sets = ["data.dataset=null", "data.max_videos=null", f"trainer.max_epochs={args.epochs}",
             f"data.frames_per_video={args.frames_per_video}", f"data.val_frames_per_video={args.frames_per_video}"]
     if regime != "supervised" and spec in MASK_HEAD:  # as the */real_only presets: the blend-mask head
         sets += ["model.mask_head=true", "pseudofakes.mask_weight=0.5"]
+    if seed != TRAIN_SEED:  # (the default seed's command line stays as it was, so its models are reused)
+        sets.append(f"trainer.seed={seed}")
     refused = mode_supported(config, MODE[regime])
     if refused is None:
         sets.append(f"pseudofakes.mode={MODE[regime]}")
@@ -251,7 +280,8 @@ def train_and_eval(args, work: Path, paths: dict, spec: str, regime: str, run) -
                 "config_error": refused}
     else:  # without the key, training is supervised already
         result["note"] = "pseudofakes.mode not in the training config yet; trained without it (= off)"
-    out = work / "runs" / spec / regime
+    name = regime if seed == TRAIN_SEED else f"{regime}-seed{seed}"
+    out = work / "runs" / spec / name
     argv = ["train", "--config", config, "--data", str(work / "cache"), "--manifest", str(manifest),
             "--out", str(out), "--quiet", *[a for s in sets for a in ("--set", s)]]
     marker = out / "generalisation_train.json"
@@ -268,7 +298,7 @@ def train_and_eval(args, work: Path, paths: dict, spec: str, regime: str, run) -
             return {**result, "status": f"failed: train exited with {code}"}
         marker.write_text(json.dumps({"argv": argv, "wall_s": wall}) + "\n")
         result["train_s"] = wall
-    eval_dir = work / "eval" / spec / regime
+    eval_dir = work / "eval" / spec / name
     eval_argv = ["eval", "-w", str(weights), "-m", str(paths["test"]), "--data", str(work / "cache"),
                  "--out", str(eval_dir)]
     scores = eval_dir / "video_scores.csv"
@@ -297,6 +327,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seconds", type=float)
     ap.add_argument("--size")
     ap.add_argument("--workers", type=int, help="extract worker processes")
+    ap.add_argument("--train-seeds", default=str(TRAIN_SEED),
+                    help="comma-separated training seeds: each trains its own model; the table shows the mean "
+                         "AUC and [lowest-highest] over them (the data stays the same)")
     ap.add_argument("--specialists", default=",".join(SPECIALISTS))
     ap.add_argument("--regimes", default=",".join(REGIMES))
     ap.add_argument("--work", type=Path, help="working folder (default runs/generalisation[-quick])")
@@ -307,6 +340,10 @@ def main(argv: list[str] | None = None) -> dict:
             setattr(args, key, value)
     args.specialists = [s.strip() for s in args.specialists.split(",") if s.strip()]
     args.regimes = [r.strip() for r in args.regimes.split(",") if r.strip()]
+    try:
+        args.train_seeds = [int(x) for x in args.train_seeds.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--train-seeds takes comma-separated integers, got {args.train_seeds!r}")
     bad = [s for s in args.specialists if s not in SPECIALISTS] + [r for r in args.regimes if r not in REGIMES]
     if bad or not args.specialists or not args.regimes:
         ap.error(f"unknown specialist/regime {bad}; choose from {SPECIALISTS} and {REGIMES}")
@@ -325,27 +362,30 @@ def main(argv: list[str] | None = None) -> dict:
     runs = []
     for spec in args.specialists:
         for regime in args.regimes:
-            t1 = time.perf_counter()
-            res = train_and_eval(args, work, paths, spec, regime, run)
-            res["wall_s"] = round(time.perf_counter() - t1, 1)
-            runs.append(res)
+            for seed in args.train_seeds:
+                t1 = time.perf_counter()
+                res = train_and_eval(args, work, paths, spec, regime, run, seed)
+                res["wall_s"] = round(time.perf_counter() - t1, 1)
+                runs.append(res)
     total = round(time.perf_counter() - t0, 1)
-    table = markdown_table(runs)
+    table = markdown_table(over_seeds(runs))
     sizes = {k: getattr(args, k) for k in DEFAULTS}
     sizes["test_fakes_per_trace"] = args.test_videos
     result = {
         "protocol": {"traces": TRACES, "held_out": HELD_OUT, "regimes": {r: MODE[r] for r in args.regimes},
                      "val_fraction": VAL_FRACTION, "presets": "<s>/tiny_ffpp (tiny backbone, 64 px)",
                      "auc": "video level, test reals vs test fakes carrying the trace"},
-        "quick": args.quick, "sizes": sizes, "seeds": SEEDS, "specialists": args.specialists,
+        "quick": args.quick, "sizes": sizes, "seeds": SEEDS, "train_seeds": args.train_seeds,
+        "specialists": args.specialists,
         "regimes": args.regimes, "work": str(work), "data_s": data_s, "total_s": total,
         "cpu_count": os.cpu_count(), "platform": platform.platform(),
         "script": "python benchmarks/generalisation.py " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "commands": run.commands, "runs": runs, "table_markdown": table,
+        "commands": run.commands, "runs": runs, "summary": over_seeds(runs), "table_markdown": table,
     }
     print()
     print(table)
-    print(f"\n(* = not trained on; cells: AUC (n_real/n_fake)); data {data_s:.0f} s, total {total:.0f} s")
+    seeds = f"; mean [lowest-highest] over training seeds {args.train_seeds}" if len(args.train_seeds) > 1 else ""
+    print(f"\n(* = not trained on; cells: AUC (n_real/n_fake){seeds}); data {data_s:.0f} s, total {total:.0f} s")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")

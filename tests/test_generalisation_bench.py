@@ -102,3 +102,25 @@ def test_auc_cells_per_trace_with_counts(bench):
     assert lines[0].startswith("| specialist | regime | trained on | face_swap | relight |") and lines[0].endswith("| all |")
     assert "| RR | supervised | all but face_swap | 1.00* (4/2) | 0.50 (4/2) | n/a (4/0) |" in lines[2]
     assert "skipped" in lines[3] and lines[3].count("|") == lines[0].count("|")
+
+
+def test_runs_over_training_seeds_become_one_row_with_mean_and_range(bench):
+    def run(seed, face_swap, relight=0.5):
+        cells = {t: {"auc": 0.5, "n_real": 20, "n_fake": 20, "n_abstained": 0} for t in (*bench.TRACES, "all")}
+        cells["face_swap"] = {**cells["face_swap"], "auc": face_swap}
+        cells["relight"] = {**cells["relight"], "auc": relight}
+        return {"specialist": "rr", "regime": "pseudo_only", "trained_on": "reals only", "held_out": list(bench.TRACES),
+                "cells": cells, "status": "ok", "seed": seed}
+
+    failed = {"specialist": "rr", "regime": "pseudo_only", "trained_on": "reals only", "held_out": [],
+              "status": "failed: train exited with 1", "seed": 7}
+    single = {**run(42, 0.9), "regime": "mix"}
+    rows = bench.over_seeds([run(42, 0.8), run(1, 0.9), run(2, 0.6, relight=None), failed, single])
+    assert len(rows) == 2 and rows[1] is single
+    fs = rows[0]["cells"]["face_swap"]
+    assert fs["aucs"] == [0.8, 0.9, 0.6] and fs["auc"] == pytest.approx(0.7667, abs=1e-4)
+    assert (fs["auc_min"], fs["auc_max"]) == (0.6, 0.9)
+    assert rows[0]["cells"]["relight"]["auc"] == 0.5  # a seed without an AUC is left out of the mean
+    assert rows[0]["seeds"] == [42, 1, 2] and rows[0]["failed_seeds"] == [7]
+    line = bench.markdown_table(rows).splitlines()[2]
+    assert line.startswith("| RR | pseudo_only | reals only | 0.77 [0.60-0.90]* (20/20) | 0.50 [0.50-0.50]* (20/20) |")

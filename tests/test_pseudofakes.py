@@ -147,6 +147,32 @@ def test_self_blend_resampling_drops_high_frequencies_inside_the_face(still):
         assert highpass_energy(pf.entry.crop(0), inside) < 0.6 * highpass_energy(still.crop(0), inside)
 
 
+def test_self_blend_renoise_restores_the_fine_residual_the_resampling_took(still):
+    # A resampled copy is smoother than the crop round it (a noise gap no re-noised generator leaves);
+    # renoise puts the fine residual back to the crop's own level, from the draw's seed alone.
+    from dfpanel.pseudofakes.blend import noise_sigma
+
+    box, _, _ = face_geometry(still.meta.frames[0])
+    cx, cy = int((box[0] + box[2]) / 2), int((box[1] + box[3]) / 2)
+
+    def inner(img):  # a cheek-to-cheek strip between the eyes and the mouth: skin texture, no feature edges
+        return img[cy - 4 : cy + 12, cx - 12 : cx + 12].astype(np.float32) / 255.0
+
+    opts = dict(resample_p=1.0, resample_factor=(0.5, 0.5), frequency_p=0.0, relight_p=0.0, blend_ratio=(1.0, 1.0),
+                mask_blur=(0.02, 0.02), mask_hard_p=0.0, mask_morph=(0.06, 0.06))
+    want, smooth_levels = noise_sigma(inner(still.crop(0))).mean(), []
+    for seed in range(4):
+        smooth = create_pseudofake("self_blend", renoise_p=0.0, **opts)(still, [0], np.random.default_rng(seed))
+        renoised = create_pseudofake("self_blend", renoise_p=1.0, **opts)(still, [0], np.random.default_rng(seed))
+        again = create_pseudofake("self_blend", renoise_p=1.0, **opts)(still, [0], np.random.default_rng(seed))
+        assert "noise_seed" not in smooth.details and renoised.details["renoise"]
+        smooth_levels.append(noise_sigma(inner(smooth.entry.crop(0))).mean())
+        assert smooth_levels[-1] < want  # (nearest-neighbour resizing keeps some of it)
+        assert abs(noise_sigma(inner(renoised.entry.crop(0))).mean() / want - 1) < 0.12
+        assert np.array_equal(renoised.entry.crop(0), again.entry.crop(0))
+    assert np.mean(smooth_levels) < 0.8 * want
+
+
 def test_self_blend_on_a_clip_draws_once_for_every_frame(still):
     pf = create_pseudofake("self_blend")(still, CLIP[:4], np.random.default_rng(3))
     assert sorted(pf.masks) == CLIP[:4]

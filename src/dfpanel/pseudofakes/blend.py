@@ -71,6 +71,8 @@ def draw_jitter(rng: np.random.Generator, o: dict) -> dict:
         "resample_factor": round(_uniform(rng, o["resample_factor"]), 4),
         "down": str(rng.choice(DOWN)),
         "up": str(rng.choice(UP)),
+        "renoise": bool(rng.random() < o["renoise_p"]),
+        "noise_seed": int(rng.integers(2**31)),
         "relight": bool(rng.random() < o["relight_p"]),
         "relight_angle_deg": round(float(rng.uniform(0, 360)), 2),
         "relight_strength": round(_uniform(rng, o["relight_strength"]), 4),
@@ -80,13 +82,34 @@ def draw_jitter(rng: np.random.Generator, o: dict) -> dict:
         d.pop("resample_factor"), d.pop("down"), d.pop("up")
     if not d["relight"]:
         d.pop("relight_angle_deg"), d.pop("relight_strength")
+    if not d["renoise"]:
+        d.pop("noise_seed")
     return d
 
 
-def jittered(crop: np.ndarray, box: np.ndarray, size: float, j: dict) -> np.ndarray:
+def noise_sigma(x: np.ndarray) -> np.ndarray:
+    """Per-channel sensor-noise estimate of a float image: the robust (MAD) spread of its fine residual,
+    x minus a sigma-1 blur, in units of the white noise that would give that spread."""
+    r = (x - cv2.GaussianBlur(x, (0, 0), 1.0)).reshape(-1, x.shape[2])
+    return 1.4826 * np.median(np.abs(r - np.median(r, axis=0)), axis=0) / RESIDUAL_GAIN
+
+
+def _residual_gain() -> float:
+    """std of (n - blur(n)) for unit white noise n, the blur being noise_sigma's sigma-1 Gaussian."""
+    k = cv2.getGaussianKernel(9, 1.0)
+    g = k @ k.T
+    g[4, 4] -= 1.0
+    return float(np.sqrt((g ** 2).sum()))
+
+
+RESIDUAL_GAIN = _residual_gain()
+
+
+def jittered(crop: np.ndarray, box: np.ndarray, size: float, j: dict, pos: int = 0) -> np.ndarray:
     """The altered copy of one crop (float32 HxWx3, 0..255 range, unclipped in between)."""
     h, w = crop.shape[:2]
     x = crop.astype(np.float32) / 255.0
+    before = noise_sigma(x) if j.get("renoise") else None
     # colour: per-channel shift, contrast about the mean, brightness
     mean = x.mean(axis=(0, 1), keepdims=True)
     x = (x - mean) * j["contrast"] + mean + j["brightness"] + np.asarray(j["colour_shift"], np.float32)
@@ -109,6 +132,11 @@ def jittered(crop: np.ndarray, box: np.ndarray, size: float, j: dict) -> np.ndar
         sw, sh = max(2, int(round(w * j["resample_factor"]))), max(2, int(round(h * j["resample_factor"])))
         small = cv2.resize(x, (sw, sh), interpolation=INTERPOLATIONS[j["down"]])
         x = cv2.resize(small, (w, h), interpolation=INTERPOLATIONS[j["up"]])
+    if before is not None:
+        # Noise back to the crop's level: a generator that re-noises its face (or a camera that recorded
+        # it) leaves no noise gap, so the copy must be told apart by its blurred texture and its seam.
+        add = np.sqrt(np.maximum(before ** 2 - noise_sigma(x) ** 2, 0.0)).astype(np.float32)
+        x = x + np.random.default_rng([j["noise_seed"], pos]).standard_normal(x.shape, dtype=np.float32) * add
     if j["relight"]:
         a = np.deg2rad(j["relight_angle_deg"])
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -133,6 +161,7 @@ class SelfBlend(PseudoFakeGenerator):
         "scale": (0.95, 1.05),
         "resample_p": 0.5,  # chance of the down-then-up resize (RR's trace)
         "resample_factor": (0.5, 0.9),
+        "renoise_p": 0.0,  # chance of sensor noise put back on the copy, to the crop's own level
         "relight_p": 0.3,  # chance of a directional light gradient on the source
         "relight_strength": (0.15, 0.35),  # gain change per face size along the light direction
         "blend_ratio": (0.6, 1.0),  # mask scaled by this
@@ -151,7 +180,7 @@ class SelfBlend(PseudoFakeGenerator):
             mask = render_mask(crop.shape[:2], box, lm, spec) * np.float32(jitter["blend_ratio"])
             if layer.name == "context":
                 masks[pos] = mask.astype(np.float32)
-            return paste(crop, jittered(crop, box, size, jitter), mask)
+            return paste(crop, jittered(crop, box, size, jitter, pos), mask)
 
         for pos in unique_positions(positions):  # the context crop, and native pixels when stored apart
             edits[pos] = edit_layers(entry, pos, lambda layer, pos=pos: blend(layer, pos))
