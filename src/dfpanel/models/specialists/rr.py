@@ -56,9 +56,7 @@ class ResamplingModule(nn.Module):
 class RRSpecialist(PanelSpecialist):
     name = "rr"
     # Self-blends whose copy was mostly resampled: RR reads resampling and blending traces in native pixels.
-    # Half the copies get their sensor noise back (renoise): a smoother face is then not the whole story,
-    # as it is not in a fake whose generator (or camera) re-noised it; RR must read the resampled texture.
-    pseudofakes = ({"name": "self_blend", "resample_p": 0.8, "renoise_p": 0.5},)
+    pseudofakes = ({"name": "self_blend", "resample_p": 0.8},)
     mask_input = "face"
     order = 3
     title = "Resampling traces"
