@@ -87,18 +87,21 @@ def draw_jitter(rng: np.random.Generator, o: dict) -> dict:
     return d
 
 
+NOISE_BLUR = (9, 9)  # noise_sigma's blur kernel (sigma 1), named once so RESIDUAL_GAIN is computed for it
+
+
 def noise_sigma(x: np.ndarray) -> np.ndarray:
     """Per-channel sensor-noise estimate of a float image: the robust (MAD) spread of its fine residual,
     x minus a sigma-1 blur, in units of the white noise that would give that spread."""
-    r = (x - cv2.GaussianBlur(x, (0, 0), 1.0)).reshape(-1, x.shape[2])
+    r = (x - cv2.GaussianBlur(x, NOISE_BLUR, 1.0)).reshape(-1, x.shape[2])
     return 1.4826 * np.median(np.abs(r - np.median(r, axis=0)), axis=0) / RESIDUAL_GAIN
 
 
 def _residual_gain() -> float:
     """std of (n - blur(n)) for unit white noise n, the blur being noise_sigma's sigma-1 Gaussian."""
-    k = cv2.getGaussianKernel(9, 1.0)
+    k = cv2.getGaussianKernel(NOISE_BLUR[0], 1.0)
     g = k @ k.T
-    g[4, 4] -= 1.0
+    g[NOISE_BLUR[0] // 2, NOISE_BLUR[0] // 2] -= 1.0
     return float(np.sqrt((g ** 2).sum()))
 
 
