@@ -371,7 +371,8 @@ def main(argv: list[str] | None = None) -> dict:
                 res["wall_s"] = round(time.perf_counter() - t1, 1)
                 runs.append(res)
     total = round(time.perf_counter() - t0, 1)
-    table = markdown_table(over_seeds(runs))
+    summary = over_seeds(runs)
+    table = markdown_table(summary)
     sizes = {k: getattr(args, k) for k in DEFAULTS}
     sizes["test_fakes_per_trace"] = args.test_videos
     result = {
@@ -383,7 +384,7 @@ def main(argv: list[str] | None = None) -> dict:
         "regimes": args.regimes, "work": str(work), "data_s": data_s, "total_s": total,
         "cpu_count": os.cpu_count(), "platform": platform.platform(),
         "script": "python benchmarks/generalisation.py " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "commands": run.commands, "runs": runs, "summary": over_seeds(runs), "table_markdown": table,
+        "commands": run.commands, "runs": runs, "summary": summary, "table_markdown": table,
     }
     print()
     print(table)
