@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from dfpanel.synth.audio import make_speech, shift_audio
-from dfpanel.synth.faces import FaceState, make_identity
+from dfpanel.synth.faces import EYE_DIST, FaceState, make_identity
 from dfpanel.synth.manipulations import FakeTraces
 from dfpanel.synth.render import Clip, Output, clip_scene, identity, render_clip
-from dfpanel.synth.scene import Scene, layer_roi
+from dfpanel.synth.scene import Scene, layer_roi, warp_to_roi
 
 SIZE = (320, 240)
 
@@ -87,6 +87,56 @@ def test_relight_colours_the_face_unlike_the_scene(world):
     # a tint: channels scaled differently, the same way in every frame
     assert np.ptp(ratios.mean(0)) > 0.03
     assert ratios.std(0).max() < 0.02
+
+
+def _light_gradient(img, person, affine):
+    """Log-luminance gradient over the inner face (per eye distance), as a 2-vector in image axes."""
+    h, w = img.shape[:2]
+    mask = warp_to_roi(person.inner, affine, (0, 0, w, h))
+    ys, xs = np.nonzero(mask > 0.5)
+    luma = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float64)[ys, xs]
+    a = np.stack([xs, ys, np.ones_like(xs)], axis=1).astype(np.float64)
+    coef, *_ = np.linalg.lstsq(a, np.log(luma + 1.0), rcond=None)
+    return coef[:2] * EYE_DIST * float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))
+
+
+def test_faces_are_shaded_by_the_scenes_light_and_relight_shades_them_from_elsewhere():
+    """A real face is brighter towards the scene's light (it was not before: each face kept its photo's
+    light, in a random direction); a relit face is brighter away from it. Six people, six scenes."""
+    towards_real, towards_fake, strength = [], [], []
+    for k in range(6):
+        scene, person = Scene(100 + k, SIZE, 25.0, 1), make_identity(200 + k)
+        state, affine = scene.state(0, np.zeros(1, np.float32)), scene.affine(0)
+        comp = scene.compose(0, person, state, affine)
+        real = scene.finish(0, comp)
+        fake = FakeTraces(("relight",), 7 + k, scene, person).frame(0, comp, real, state, affine)
+        light = np.array([np.cos(scene.light_angle), np.sin(scene.light_angle)])
+        g_real, g_fake = _light_gradient(real, person, affine), _light_gradient(fake, person, affine)
+        towards_real.append(g_real @ light / np.linalg.norm(g_real))
+        towards_fake.append(g_fake @ light / np.linalg.norm(g_fake))
+        strength.append(np.linalg.norm(g_real))
+    assert min(towards_real) > 0.8, towards_real  # cosine between the face's gradient and the light
+    assert np.mean(towards_fake) < -0.3, towards_fake
+    assert min(strength) > 0.1, strength  # a visible key light: >10% brighter per eye distance
+
+
+def test_photos_lose_their_own_light_when_aligned():
+    """The astronaut photo's face is lit from one side; aligned, its luminance plane is nearly flat."""
+    from dfpanel.synth import faces
+
+    base = faces._aligned_base(0)
+    face = faces._ellipse_mask(faces.CANVAS_H, faces.CANVAS_W, (104.0, 130.0), (50.0, 62.0))
+    photo = faces._load_photo("astronaut")
+    raw = cv2.warpAffine(photo, faces._similarity(np.array(faces._BASES[0].landmarks)[:2], faces.CANVAS_EYES),
+                         (faces.CANVAS_W, faces.CANVAS_H), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)
+    identity_affine = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+    class _Face:  # the inner-face mask stand-in _light_gradient reads
+        inner = face
+
+    before = np.linalg.norm(_light_gradient(raw, _Face, identity_affine))
+    after = np.linalg.norm(_light_gradient(base.rgb, _Face, identity_affine))
+    assert before > 0.1 and after < 0.2 * before, (before, after)
 
 
 def _grid_score(grey, offset):

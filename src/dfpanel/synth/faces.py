@@ -8,6 +8,12 @@ drawn face because every frame must be found by a real detector (MTCNN).
 
 An `Identity` renders itself with a mouth opening (jaw drops, dark mouth interior appears) and eyelid
 closure (blink); everything is numpy/cv2 on the small canvas, so a frame costs well under a millisecond.
+
+Light: each photo keeps the light it was taken in, which on the astronaut photo changes the face's
+brightness about as much as a relit fake does, in a direction unrelated to the scene it is put in. So
+the photo's own light is divided out when it is aligned (`_delight`), and an identity is lit by the
+scene it stands in (`Identity.shading`: Lambert shading of a head-shaped ellipsoid and a neck
+cylinder), as a real face is lit by the room's light.
 """
 
 from __future__ import annotations
@@ -89,6 +95,25 @@ def _ellipse_mask(h: int, w: int, centre, axes) -> np.ndarray:
     return (((xx - centre[0]) / axes[0]) ** 2 + ((yy - centre[1]) / axes[1]) ** 2 <= 1.0).astype(np.float32)
 
 
+def _delight(rgb: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """The photo with its own light divided out: the log-luminance plane fitted over `face` made flat.
+
+    A plane, not a shading model: it takes out the photo's key-light gradient (the astronaut photo's
+    face gets 0.18 brighter in log-luminance per 1.2 eye distances towards its light) and keeps the
+    face's own structure (eyes, brows, mouth are darker than skin whatever the light).
+    """
+    luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float64)
+    ys, xs = np.nonzero(face > 0)
+    a = np.stack([xs - CANVAS_W / 2, ys - CANVAS_H / 2, np.ones_like(xs)], axis=1).astype(np.float64)
+    coef, *_ = np.linalg.lstsq(a, np.log(luma[ys, xs] + 1.0), rcond=None)
+    yy, xx = np.mgrid[0:CANVAS_H, 0:CANVAS_W].astype(np.float64)
+    plane = coef[0] * (xx - CANVAS_W / 2) + coef[1] * (yy - CANVAS_H / 2)
+    # Only the gradient goes; the exposure (the plane's value at the face's centre) stays.
+    plane -= plane[ys, xs].mean()
+    gain = np.clip(np.exp(-plane), 0.6, 1.6)[..., None]
+    return np.clip(np.rint(rgb * gain), 0, 255).astype(np.uint8)
+
+
 @dataclass
 class _Aligned:
     rgb: np.ndarray  # canvas, uint8
@@ -117,6 +142,7 @@ def _aligned_base(index: int) -> _Aligned:
         backdrop |= np.linalg.norm(lab - lab[y, x], axis=2) < 14.0
     mask = np.maximum(head, neck)
     face = _ellipse_mask(CANVAS_H, CANVAS_W, (104.0, 130.0), (50.0, 62.0))
+    rgb = _delight(rgb, face)
     rim = (core == 0) & (neck == 0) & (face == 0)
     mask[backdrop & rim] = 0.0
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
@@ -126,6 +152,46 @@ def _aligned_base(index: int) -> _Aligned:
     bx1, by1, bx2, by2 = base.box
     box = _apply(m, np.array([[bx1, by1], [bx2, by1], [bx2, by2], [bx1, by2]]))
     return _Aligned(rgb=rgb, alpha=mask.astype(np.float32), landmarks=_apply(m, lm), box=box)
+
+
+@dataclass(frozen=True)
+class FaceLight:
+    """Light falling on a face: from `angle` in the image plane (radians, image axes: x right, y down),
+    `elevation` above that plane towards the camera, with `ambient` of the light reaching every pixel."""
+
+    angle: float
+    elevation: float
+    ambient: float
+
+    @property
+    def direction(self) -> np.ndarray:
+        c = np.cos(self.elevation)
+        return np.array([c * np.cos(self.angle), c * np.sin(self.angle), np.sin(self.elevation)])
+
+
+def head_normals(landmarks: np.ndarray) -> np.ndarray:
+    """Unit surface normals (CANVAS_H x CANVAS_W x 3; x right, y down, z to the camera) of a head shape.
+
+    The head is an ellipsoid round the face (1.6 x 2.1 eye distances, centred a little below the
+    eyes); below the chin it becomes a vertical cylinder, the neck. Beyond the ellipse's rim the normal
+    lies in the image plane, as on a silhouette.
+    """
+    d = EYE_DIST
+    eyes = (landmarks[0] + landmarks[1]) / 2
+    mouth = (landmarks[3] + landmarks[4]) / 2
+    cx, cy = eyes[0], eyes[1] + 0.2 * d
+    yy, xx = np.mgrid[0:CANVAS_H, 0:CANVAS_W].astype(np.float32)
+    u, v = (xx - cx) / (1.6 * d), (yy - cy) / (2.1 * d)
+    r = np.sqrt(u * u + v * v)
+    scale = np.maximum(r, 1.0)
+    u, v = u / scale, v / scale
+    head = np.stack([u, v, np.sqrt(np.clip(1.0 - u * u - v * v, 0.0, 1.0))], axis=-1)
+    n = np.clip((xx - cx) / (0.8 * d), -1.0, 1.0)
+    neck = np.stack([n, np.zeros_like(n), np.sqrt(1.0 - n * n)], axis=-1)
+    chin_y = mouth[1] + 0.62 * d
+    w = np.clip((yy - chin_y) / (0.3 * d), 0.0, 1.0)[..., None]  # head above the chin, neck below
+    out = head * (1 - w) + neck * w
+    return (out / np.linalg.norm(out, axis=-1, keepdims=True)).astype(np.float32)
 
 
 @dataclass
@@ -169,6 +235,13 @@ class Identity:
             x, y = int(eye[0]), int(eye[1] - 0.26 * EYE_DIST)
             patch = self.rgb[y - 2 : y + 2, x - 4 : x + 4].reshape(-1, 3)
             self._lids.append(np.median(patch, axis=0).astype(np.float32))
+
+    def shading(self, light: FaceLight) -> np.ndarray:
+        """Canvas gain (float32) of this head under `light`: ambient + Lambert, mean 1 over the inner face,
+        so light changes where the face is bright, not how bright it is on the whole."""
+        lambert = np.clip(head_normals(self.landmarks) @ light.direction.astype(np.float32), 0.0, 1.0)
+        gain = light.ambient + (1.0 - light.ambient) * lambert
+        return (gain / ((gain * self.inner).sum() / self.inner.sum())).astype(np.float32)
 
     def render(self, state: FaceState) -> tuple[np.ndarray, np.ndarray]:
         """The canvas (uint8 RGB) and its alpha with this mouth opening and eyelid closure."""

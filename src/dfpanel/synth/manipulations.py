@@ -2,7 +2,8 @@
 
 - `face_swap`: another identity's inner face, rendered small and scaled up (resampling traces), colour
   matched only partly and blended in under a feathered mask (blend boundary; RR, BG).
-- `relight`: the face gets its own light (another direction, another tint) on top of the scene's (BG).
+- `relight`: the face is lit from another direction than the scene's (its shading redone for a light
+  from the other side, +-60 degrees), in another tint and exposure (BG).
 - `recompress`: the face region JPEG-compressed on an 8x8 grid shifted off the frame's grid, pasted back (CM).
 - `temporal_jitter`: per-frame flicker of the face colour and per-frame geometric jitter of the inner face (TM).
 - `audio_shift` / `audio_replace`: the voice moved 0.2-0.6 s against the mouth, or another talker's voice (AV).
@@ -18,8 +19,15 @@ import cv2
 import numpy as np
 
 from dfpanel.synth.audio import make_speech, shift_audio
-from dfpanel.synth.faces import CANVAS_H, CANVAS_W, EYE_DIST, FaceState, Identity
-from dfpanel.synth.scene import Scene, layer_roi, light_field, warp_to_roi
+from dfpanel.synth.faces import (
+    CANVAS_H,
+    CANVAS_W,
+    EYE_DIST,
+    FaceLight,
+    FaceState,
+    Identity,
+)
+from dfpanel.synth.scene import Scene, layer_roi, warp_to_roi
 
 MANIPULATIONS = ("face_swap", "relight", "recompress", "temporal_jitter", "audio_shift", "audio_replace")
 VISUAL = frozenset(MANIPULATIONS[:4])
@@ -65,12 +73,12 @@ class FakeTraces:
                                          "colour_match": round(self.colour_match, 3)}
         if "relight" in self.names:
             self.relight_angle = scene.light_angle + np.pi + rng.uniform(-np.pi / 3, np.pi / 3)
-            self.relight_strength = float(rng.uniform(0.15, 0.28))
+            self.relight_ambient = float(rng.uniform(0.4, 0.65))
             tint = rng.uniform(0.03, 0.07, 3) * rng.choice([-1, 1], 3)
             self.relight_tint = 1 + tint
             self.relight_gain = float(rng.uniform(0.9, 1.1))
             self.details["relight"] = {"angle_deg": round(float(np.rad2deg(self.relight_angle)) % 360, 1),
-                                       "strength": round(self.relight_strength, 3),
+                                       "ambient": round(self.relight_ambient, 3),
                                        "tint": [round(float(t), 3) for t in self.relight_tint]}
         if "recompress" in self.names:
             self.quality = int(rng.integers(12, 31))  # low enough for the blocks to outlast H.264 at crf 23
@@ -125,10 +133,7 @@ class FakeTraces:
         if "relight" in self.names or "temporal_jitter" in self.names:
             gain = np.ones((y2 - y1, x2 - x1, 3), np.float32)
             if "relight" in self.names:
-                extent = EYE_DIST * float(np.sqrt(abs(np.linalg.det(affine[:, :2])))) * 1.2
-                centre = affine[:, :2] @ np.array([CANVAS_W / 2, CANVAS_H / 2 + 10]) + affine[:, 2] - (x1, y1)
-                gain *= light_field(x2 - x1, y2 - y1, self.relight_angle, self.relight_strength, self.relight_tint,
-                                    self.relight_gain, tuple(centre), extent)
+                gain *= warp_to_roi(self._relight_gain(), layer_affine, roi)[..., None] * self.relight_tint.astype(np.float32)
             if "temporal_jitter" in self.names:
                 gain *= (1 + rng.normal(0, self.flicker)) * (1 + rng.normal(0, self.flicker * 0.5, 3)).astype(np.float32)
             m = mask[..., None]
@@ -139,8 +144,15 @@ class FakeTraces:
             self._recompress(out, roi, mask)
         return out
 
+    def _relight_gain(self) -> np.ndarray:
+        """Canvas gain taking the target's scene shading to its shading under the relit light."""
+        scene, light = self.scene, self.scene.face_light
+        other = FaceLight(self.relight_angle, light.elevation, self.relight_ambient)
+        return self.relight_gain * scene.shading(self.target, other) / scene.shading(self.target)
+
     def _face_layer(self, state: FaceState, affine: np.ndarray, roi) -> np.ndarray:
-        rgb, _ = self.source.render(state)
+        # The pasted face is lit by the scene, as a swap model trained on the target's frames renders it.
+        rgb, _ = self.scene.lit_face(self.source, state)
         if "face_swap" not in self.names:
             return warp_to_roi(rgb, affine, roi).astype(np.float32)
         # Generated small, then scaled up into place: the resampling trace.

@@ -3,7 +3,9 @@
 Everything is drawn once per video (background larger than the frame, a lighting gain field, a small
 pool of sensor-noise frames) and then only cropped, warped and blended per frame, so a 320x240 frame
 costs a few milliseconds. Lighting multiplies the whole composite (background, body and face alike):
-in a real video the face is lit like its surroundings, which is exactly what `relight` breaks.
+in a real video the face is lit like its surroundings, which is exactly what `relight` breaks. The
+head is also shaded as a solid lit from the same direction (`face_light`): a planar gain alone, a few
+per cent over a face, would leave a face lit much as the photo it came from was.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from functools import cached_property, lru_cache
 import cv2
 import numpy as np
 
-from dfpanel.synth.faces import CANVAS_H, CANVAS_W, EYE_DIST, FaceState, Identity
+from dfpanel.synth.faces import (
+    CANVAS_H,
+    CANVAS_W,
+    EYE_DIST,
+    FaceLight,
+    FaceState,
+    Identity,
+)
 
 FACE_CENTRE = np.array([104.0, 128.0])  # canvas point placed on the head path
 NECK_BOTTOM = np.array([104.0, 232.0])
@@ -24,6 +33,12 @@ MARGIN = 0.12  # background is this much larger than the frame on each side, for
 def light_angle(seed: int) -> float:
     """Direction the scene light comes from (radians), fixed by the scene seed alone."""
     return float(np.random.default_rng([seed, 0x11]).uniform(0, 2 * np.pi))
+
+
+def face_light(seed: int) -> FaceLight:
+    """How the scene's light falls on the head: its direction, its height and how soft it is."""
+    rng = np.random.default_rng([seed, 0x5AD])
+    return FaceLight(light_angle(seed), float(np.deg2rad(rng.uniform(20, 50))), float(rng.uniform(0.4, 0.65)))
 
 
 @lru_cache(maxsize=None)
@@ -107,6 +122,8 @@ class Scene:
         self.seed = seed
         w, h = self.w, self.h
         self.light_angle = light_angle(seed)
+        self.face_light = face_light(seed)
+        self._shading: dict[tuple[str, FaceLight], np.ndarray] = {}
         self.noise_sigma = rng.uniform(1.2, 3.0)
         # Camera: slow pan and slight zoom inside the margin.
         self.cam_x = _smooth_path(rng, n_frames, fps, MARGIN * w * 0.6, 0.25)
@@ -175,6 +192,19 @@ class Scene:
     def state(self, i: int, mouth: np.ndarray) -> FaceState:
         return FaceState(mouth=float(mouth[i]), blink=float(self.blink[i]))
 
+    def shading(self, identity: Identity, light: FaceLight | None = None) -> np.ndarray:
+        """`identity.shading` under `light` (default: this scene's), computed once per person and light."""
+        key = (identity.name, light or self.face_light)
+        if key not in self._shading:
+            self._shading[key] = identity.shading(key[1])
+        return self._shading[key]
+
+    def lit_face(self, identity: Identity, state: FaceState) -> tuple[np.ndarray, np.ndarray]:
+        """The head canvas (uint8) and alpha, shaded by this scene's light."""
+        rgb, alpha = identity.render(state)
+        lit = cv2.multiply(rgb.astype(np.float32), self.shading(identity)[..., None].repeat(3, axis=2))
+        return np.clip(np.rint(lit), 0, 255).astype(np.uint8), alpha
+
     def backdrop(self, i: int) -> np.ndarray:
         """The background as the camera sees it in frame i (uint8)."""
         z = self.cam_zoom[i]
@@ -198,7 +228,7 @@ class Scene:
         collar = np.array([[neck[0] - 0.55 * d, neck[1] - 0.5 * d], [neck[0] + 0.55 * d, neck[1] - 0.5 * d],
                            [neck[0], neck[1] + 0.6 * d]], np.int32)
         cv2.fillConvexPoly(frame, collar, (shade * 0.6).tolist(), cv2.LINE_AA)
-        rgb, alpha = identity.render(state)
+        rgb, alpha = self.lit_face(identity, state)
         paste_layer(frame, rgb, alpha, affine)
         return frame
 
