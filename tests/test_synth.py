@@ -14,7 +14,7 @@ import pytest
 
 from dfpanel.cli import main
 from dfpanel.errors import DataError, DfpanelError
-from dfpanel.synth import LAYOUTS, SIDECAR, plan, synthesize
+from dfpanel.synth import LAYOUTS, SIDECAR, SIDECAR_VERSION, plan, synthesize
 from dfpanel.synth.layouts import celebdf_test_size, ffpp_split_counts
 from dfpanel.synth.render import face_boxes
 
@@ -50,7 +50,7 @@ def datasets(tmp_path_factory):
 
 def test_every_sidecar_video_is_a_real_h264_mp4_with_audio_exactly_where_the_dataset_has_it(datasets):
     for layout, (root, sidecar) in datasets.items():
-        assert sidecar["layout"] == layout and sidecar["version"] == 2
+        assert sidecar["layout"] == layout and sidecar["version"] == SIDECAR_VERSION
         on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*.mp4")}
         assert on_disk == set(sidecar["videos"]), layout
         labels = {e["label"] for e in sidecar["videos"].values()}
@@ -314,7 +314,7 @@ def test_folder_from_the_previous_synth_version_is_refused_not_mixed(tmp_path):
         with pytest.raises(DataError, match="version 1") as err:
             synthesize("dfdc", tmp_path, **{**kw, "test_videos": test_videos})
         assert "\n" not in str(err.value)
-    old["version"] = 2  # the right version with version 1's params is refused too
+    old["version"] = SIDECAR_VERSION  # the right version with version 1's params is refused too
     path.write_text(json.dumps(old))
     with pytest.raises(DataError, match="other parameters"):
         synthesize("dfdc", tmp_path, **kw)

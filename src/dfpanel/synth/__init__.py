@@ -25,9 +25,10 @@ from dfpanel.synth.manipulations import MANIPULATIONS
 __all__ = ["synthesize", "plan", "LAYOUTS", "MANIPULATIONS", "SIDECAR", "COMPRESSION_CRF"]
 
 SIDECAR = "dfpanel_synth.json"
-# 2: FF++ pairs inside 72/14/14 splits, Celeb-DF test list ~8%, DFDC test set. A folder written by
-# another version is refused (its files and index files would not match this plan).
-SIDECAR_VERSION = 2
+# 2: FF++ pairs inside 72/14/14 splits, Celeb-DF test list ~8%, DFDC test set. 3: faces lit by the
+# scene (other pixels in every video). A folder written by another version is refused (its files and
+# index files would not match this plan).
+SIDECAR_VERSION = 3
 
 
 def _traces(layout: str, traces) -> tuple[str, ...] | None:
