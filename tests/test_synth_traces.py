@@ -89,10 +89,10 @@ def test_relight_colours_the_face_unlike_the_scene(world):
     assert ratios.std(0).max() < 0.02
 
 
-def _light_gradient(img, person, affine):
-    """Log-luminance gradient over the inner face (per eye distance), as a 2-vector in image axes."""
+def _light_gradient(img, canvas_mask, affine):
+    """Log-luminance gradient over a canvas mask placed by `affine` (per eye distance), as a 2-vector."""
     h, w = img.shape[:2]
-    mask = warp_to_roi(person.inner, affine, (0, 0, w, h))
+    mask = warp_to_roi(canvas_mask, affine, (0, 0, w, h))
     ys, xs = np.nonzero(mask > 0.5)
     luma = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float64)[ys, xs]
     a = np.stack([xs, ys, np.ones_like(xs)], axis=1).astype(np.float64)
@@ -111,7 +111,7 @@ def test_faces_are_shaded_by_the_scenes_light_and_relight_shades_them_from_elsew
         real = scene.finish(0, comp)
         fake = FakeTraces(("relight",), 7 + k, scene, person).frame(0, comp, real, state, affine)
         light = np.array([np.cos(scene.light_angle), np.sin(scene.light_angle)])
-        g_real, g_fake = _light_gradient(real, person, affine), _light_gradient(fake, person, affine)
+        g_real, g_fake = _light_gradient(real, person.inner, affine), _light_gradient(fake, person.inner, affine)
         towards_real.append(g_real @ light / np.linalg.norm(g_real))
         towards_fake.append(g_fake @ light / np.linalg.norm(g_fake))
         strength.append(np.linalg.norm(g_real))
@@ -129,13 +129,9 @@ def test_photos_lose_their_own_light_when_aligned():
     photo = faces._load_photo("astronaut")
     raw = cv2.warpAffine(photo, faces._similarity(np.array(faces._BASES[0].landmarks)[:2], faces.CANVAS_EYES),
                          (faces.CANVAS_W, faces.CANVAS_H), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)
-    identity_affine = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-
-    class _Face:  # the inner-face mask stand-in _light_gradient reads
-        inner = face
-
-    before = np.linalg.norm(_light_gradient(raw, _Face, identity_affine))
-    after = np.linalg.norm(_light_gradient(base.rgb, _Face, identity_affine))
+    on_canvas = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    before = np.linalg.norm(_light_gradient(raw, face, on_canvas))
+    after = np.linalg.norm(_light_gradient(base.rgb, face, on_canvas))
     assert before > 0.1 and after < 0.2 * before, (before, after)
 
 
