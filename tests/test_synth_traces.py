@@ -125,7 +125,7 @@ def test_photos_lose_their_own_light_when_aligned():
     from dfpanel.synth import faces
 
     base = faces._aligned_base(0)
-    face = faces._ellipse_mask(faces.CANVAS_H, faces.CANVAS_W, (104.0, 130.0), (50.0, 62.0))
+    face = faces._ellipse_mask(faces.CANVAS_H, faces.CANVAS_W, *faces.FACE_ELLIPSE)
     photo = faces._load_photo("astronaut")
     raw = cv2.warpAffine(photo, faces._similarity(np.array(faces._BASES[0].landmarks)[:2], faces.CANVAS_EYES),
                          (faces.CANVAS_W, faces.CANVAS_H), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)

@@ -26,6 +26,7 @@ import numpy as np
 
 CANVAS_W, CANVAS_H = 208, 240
 CANVAS_EYES = np.array([[79.0, 104.0], [129.0, 104.0]])  # left eye, right eye (image left/right)
+FACE_ELLIPSE = ((104.0, 130.0), (50.0, 62.0))  # centre, half-axes of the face (skin, brows to chin) on the canvas
 EYE_DIST = float(CANVAS_EYES[1, 0] - CANVAS_EYES[0, 0])
 
 
@@ -141,7 +142,7 @@ def _aligned_base(index: int) -> _Aligned:
     for x, y in base.background_points:
         backdrop |= np.linalg.norm(lab - lab[y, x], axis=2) < 14.0
     mask = np.maximum(head, neck)
-    face = _ellipse_mask(CANVAS_H, CANVAS_W, (104.0, 130.0), (50.0, 62.0))
+    face = _ellipse_mask(CANVAS_H, CANVAS_W, *FACE_ELLIPSE)
     rgb = _delight(rgb, face)
     rim = (core == 0) & (neck == 0) & (face == 0)
     mask[backdrop & rim] = 0.0

@@ -15,6 +15,8 @@ every run and independent of which other videos are made alongside it.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import cv2
 import numpy as np
 
@@ -133,7 +135,7 @@ class FakeTraces:
         if "relight" in self.names or "temporal_jitter" in self.names:
             gain = np.ones((y2 - y1, x2 - x1, 3), np.float32)
             if "relight" in self.names:
-                gain *= warp_to_roi(self._relight_gain(), layer_affine, roi)[..., None] * self.relight_tint.astype(np.float32)
+                gain *= warp_to_roi(self._relight_gain, layer_affine, roi)[..., None] * self.relight_tint.astype(np.float32)
             if "temporal_jitter" in self.names:
                 gain *= (1 + rng.normal(0, self.flicker)) * (1 + rng.normal(0, self.flicker * 0.5, 3)).astype(np.float32)
             m = mask[..., None]
@@ -144,8 +146,9 @@ class FakeTraces:
             self._recompress(out, roi, mask)
         return out
 
+    @cached_property
     def _relight_gain(self) -> np.ndarray:
-        """Canvas gain taking the target's scene shading to its shading under the relit light."""
+        """Canvas gain taking the target's scene shading to its shading under the relit light (once per video)."""
         scene, light = self.scene, self.scene.face_light
         other = FaceLight(self.relight_angle, light.elevation, self.relight_ambient)
         return self.relight_gain * scene.shading(self.target, other) / scene.shading(self.target)

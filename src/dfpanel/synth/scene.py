@@ -100,13 +100,11 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def light_field(w: int, h: int, angle: float, strength: float, tint: np.ndarray, ambient: float,
-                centre: tuple[float, float] | None = None, extent: float | None = None) -> np.ndarray:
+def light_field(w: int, h: int, angle: float, strength: float, tint: np.ndarray, ambient: float) -> np.ndarray:
     """Multiplicative gain (h x w x 3): brighter towards the light at `angle`, tinted, times ambient."""
-    cx, cy = centre if centre is not None else (w / 2, h / 2)
-    extent = extent or float(np.hypot(w, h)) / 2
-    xx = (np.arange(w, dtype=np.float32) - cx) / extent
-    yy = (np.arange(h, dtype=np.float32) - cy) / extent
+    extent = float(np.hypot(w, h)) / 2
+    xx = (np.arange(w, dtype=np.float32) - w / 2) / extent
+    yy = (np.arange(h, dtype=np.float32) - h / 2) / extent
     ramp = np.cos(angle) * xx[None, :] + np.sin(angle) * yy[:, None]
     gain = ambient * (1.0 + strength * np.clip(ramp, -1.2, 1.2))
     return gain[..., None] * tint.astype(np.float32)[None, None, :]
@@ -202,7 +200,7 @@ class Scene:
     def lit_face(self, identity: Identity, state: FaceState) -> tuple[np.ndarray, np.ndarray]:
         """The head canvas (uint8) and alpha, shaded by this scene's light."""
         rgb, alpha = identity.render(state)
-        lit = cv2.multiply(rgb.astype(np.float32), self.shading(identity)[..., None].repeat(3, axis=2))
+        lit = rgb.astype(np.float32) * self.shading(identity)[..., None]
         return np.clip(np.rint(lit), 0, 255).astype(np.uint8), alpha
 
     def backdrop(self, i: int) -> np.ndarray:
