@@ -13,6 +13,8 @@ from factories import cache_video, extracted_track, memory_entry
 
 from dfpanel.detect.discovery import VideoInfo
 from dfpanel.detect.pipeline import DetectConfig, PanelDetector
+from dfpanel.extract.spec import InputSpec
+from dfpanel.extract.video import sparse_positions
 from dfpanel.inference.aggregate import (
     aggregate_videos,
     sigmoid,
@@ -20,7 +22,11 @@ from dfpanel.inference.aggregate import (
     video_logits,
 )
 from dfpanel.inference.runners import OnnxRunner, TorchRunner
-from dfpanel.models.specialists.av import MIN_MOUTH_WIDTH
+from dfpanel.models.specialists.av import (
+    MAX_BRIDGED_FRAMES,
+    MIN_MOUTH_WIDTH,
+    mouth_visible,
+)
 from dfpanel.models.specialists.base import (
     create_specialist,
     find_specialist,
@@ -101,6 +107,28 @@ def test_mouth_not_visible_when_tracked_collapsed_or_outside_the_box():
     assert gate()(_with_frames(speech_entry(), clip, landmarks=lms((cx - wide / 2, my), (cx + wide / 2, my))), clip) is None
     outside = lms((cx - 10, BOX[3] + 0.3 * w), (cx + 10, BOX[3] + 0.3 * w))  # below the chin: a bad fit
     assert gate()(_with_frames(speech_entry(), clip, landmarks=outside), clip) == "mouth not visible"
+
+
+def test_tracked_frames_between_two_detections_show_the_mouth():
+    """Extraction detects every 4th frame of a clip it cannot follow frame to frame (0, 4, 7 of 8) and
+    interpolates the rest: those clips must pass, a longer gap or an unseen neighbour must not."""
+    clip = list(range(40, 48))
+    sparse = [41, 42, 43, 45, 46]
+    assert gate()(_with_frames(speech_entry(), sparse, detected=False), clip) is None
+    # the detector looked at frame 44 and found nothing: 6 frames guessed between 40 and 47
+    assert gate()(_with_frames(speech_entry(), clip[1:-1], detected=False), clip) == "mouth not visible"
+    # a detection whose mouth is hidden bridges nothing
+    hidden = [[55, 50], [85, 50], [70, 65], [70, 85], [71, 85]]
+    entry = _with_frames(_with_frames(speech_entry(), sparse, detected=False), [44], landmarks=hidden)
+    assert gate()(entry, clip) == "mouth not visible"
+    frames = _with_frames(speech_entry(), [40, 43], detected=False).meta.frames
+    assert frames[39].clip != frames[40].clip
+    assert not mouth_visible(frames, 40)  # its clip has no detection before it: a held guess
+    assert mouth_visible(frames, 43) and mouth_visible(frames, 41)
+    # the bridge spans the extractor's default sparse plan (a larger detect_every would gate it again)
+    spec = InputSpec()
+    planned = sparse_positions(list(range(spec.clip_len)), spec.detect_every)
+    assert max(b - a - 1 for a, b in zip(planned, planned[1:])) <= MAX_BRIDGED_FRAMES
 
 
 def test_view_masks_audio_exactly_when_gated():

@@ -17,11 +17,16 @@ Gate (`build_gate`): lip-sync evidence exists only while someone visibly speaks,
     trailing silence, music, hiss, audio that stops before the clip ends; `views.speech.clip_speech`):
     "no speech in the clip";
   - the mouth is not visible in most of its frames (under MIN_VISIBLE_MOUTH = half of them): a frame's
-    mouth is visible when its face was detected, not tracked/interpolated (`FrameRecord.detected`;
-    tracked frames' landmarks are guesses), both mouth corners lie inside the face box widened by
-    MOUTH_BOX_SLACK (10 %) of its width on each side, and the corners are at least MIN_MOUTH_WIDTH
-    (15 %) of the face box width apart (a frontal mouth spans about 35-45 %, a strong profile or a hand
-    over the mouth collapses the corners): "mouth not visible".
+    mouth is visible when both mouth corners lie inside the face box widened by MOUTH_BOX_SLACK (10 %)
+    of its width on each side, the corners are at least MIN_MOUTH_WIDTH (15 %) of the face box width
+    apart (a frontal mouth spans about 35-45 %, a strong profile or a hand over the mouth collapses the
+    corners), and its face was detected (`FrameRecord.detected`) or lies in a run of at most
+    MAX_BRIDGED_FRAMES (3) tracked frames between two detected frames of its clip whose mouths are
+    visible. Extraction runs the detector on only every 4th frame of a clip where it cannot follow the
+    face frame to frame (`--track interpolate`, and refine's fallback) and interpolates the others, so
+    counting detected frames alone gated every such clip (3 of 8 frames); a longer gap means the
+    detector looked and found no face, and a frame before the first or after the last detection holds
+    a guess: neither counts: "mouth not visible".
 Gated clips are left out of training losses and video scores; a video whose clips are all gated makes
 AV abstain with the most common reason. AV is `one_sided`: the panel lets its "fake" count but never
 its "real" (a face swap that kept the original voice is in sync).
@@ -43,17 +48,16 @@ from dfpanel.views.speech import clip_speech
 MIN_MOUTH_WIDTH = 0.15  # mouth-corner distance / face box width below which the mouth is not seen
 MOUTH_BOX_SLACK = 0.10  # mouth corners may lie this share of the box width outside the face box
 MIN_VISIBLE_MOUTH = 0.5  # share of a clip's frames that must show the mouth
+MAX_BRIDGED_FRAMES = 3  # tracked frames between two detections still count (extract's detect_every 4 - 1)
 
 NO_AUDIO = "no audio track"
 NO_SPEECH = "no speech in the clip"
 NO_MOUTH = "mouth not visible"
 
 
-def mouth_visible(frame) -> bool:
-    """Is the mouth of this FrameRecord seen: detected face, corners inside the (slightly widened) face
-    box and not collapsed onto each other? (thresholds in the module docstring)"""
-    if not frame.detected:
-        return False
+def mouth_in_box(frame) -> bool:
+    """Do this FrameRecord's mouth corners lie inside its (slightly widened) face box without collapsing
+    onto each other? (thresholds in the module docstring; says nothing of whether they were detected)"""
     x0, y0, x1, y1 = (float(v) for v in frame.box)
     w = max(x1 - x0, 1e-6)
     slack = MOUTH_BOX_SLACK * w
@@ -65,6 +69,29 @@ def mouth_visible(frame) -> bool:
             return False
     (lx, ly), (rx, ry) = corners
     return ((rx - lx) ** 2 + (ry - ly) ** 2) ** 0.5 >= MIN_MOUTH_WIDTH * w
+
+
+def mouth_visible(frames: Sequence, pos: int) -> bool:
+    """Is the mouth of frames[pos] seen: in its box, and detected or bridged between two detected,
+    visible mouths of its clip at most MAX_BRIDGED_FRAMES apart? (module docstring)"""
+    frame = frames[pos]
+    if not mouth_in_box(frame):
+        return False
+    if frame.detected:
+        return True
+
+    def detected_at(step: int) -> int | None:  # the nearest detected position of this clip that way
+        q = pos + step
+        while 0 <= q < len(frames) and frames[q].clip == frame.clip:
+            if frames[q].detected:
+                return q
+            q += step
+        return None
+
+    before, after = detected_at(-1), detected_at(1)
+    if before is None or after is None or after - before - 1 > MAX_BRIDGED_FRAMES:
+        return False
+    return mouth_in_box(frames[before]) and mouth_in_box(frames[after])
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -140,7 +167,7 @@ class AVSpecialist(PanelSpecialist):
         if not clip_speech(entry, positions):
             return NO_SPEECH
         frames = entry.meta.frames
-        if sum(mouth_visible(frames[p]) for p in positions) < MIN_VISIBLE_MOUTH * len(positions):
+        if sum(mouth_visible(frames, p) for p in positions) < MIN_VISIBLE_MOUTH * len(positions):
             return NO_MOUTH
         return None
 
