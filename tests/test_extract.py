@@ -27,6 +27,7 @@ from dfpanel.extract.merge import merge_caches
 from dfpanel.extract.run import run_extraction, select_records, shard_of
 from dfpanel.extract.video import ExtractConfig, extract_video, get_detector
 from dfpanel.index.manifest import VideoRecord, write_manifest
+from dfpanel.models.specialists.av import MIN_VISIBLE_MOUTH, mouth_visible
 
 CFG = ExtractConfig(frames=16, clip_len=8)
 GOOD = ("real_a", "fake_b")
@@ -119,6 +120,10 @@ def test_interpolated_boxes_match_detection_on_every_frame(dataset):
     assert len(tracked) == 10
     for a, b in tracked:
         np.testing.assert_allclose(a.box, b.box, atol=3.0)  # within 3 px of running the detector
+    # AV's gate sees the mouth on those tracked frames too; counting detections alone (3 of each 8)
+    # gated every clip extracted this way.
+    assert all(mouth_visible(sparse.frames, p) for p in range(len(sparse.frames)))
+    assert sum(f.detected for f in sparse.frames) < MIN_VISIBLE_MOUTH * len(sparse.frames)
     # Refined frames: real landmarks on every frame, as close to a full detection's as those are
     # to each other (an MTCNN box moves a few px with the proposal it was refined from).
     assert refined.extra["detection"]["refined"] == 14 and all(f.detected for f in refined.frames)
